@@ -1,0 +1,258 @@
+"""The Supabase target schema: ordered SQL migration files, generated from the registry, applied
+idempotently.
+
+    python -m migration_assets.target_schema --write     # regenerate supabase/migrations/*.sql
+    python -m migration_assets.target_schema --apply     # apply what is not applied yet
+
+The files under ``supabase/migrations`` are committed (reviewable, usable by ``supabase db push``)
+and a unit test keeps them equal to what the registry generates. :func:`apply_migrations` records
+each applied file with its checksum in ``supabase_migrations.schema_migrations`` (the table the
+Supabase CLI uses), under an advisory lock, each file in its own transaction; a file edited after
+it was applied is refused rather than silently diverging. The statements themselves are
+idempotent too (IF NOT EXISTS), so a database that was set up by hand converges.
+
+Nothing here needs an extension: UUIDs come from the loader (RFC 4122 v3 via md5, built in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from .config import PROJECT_DIR
+from .registry import ENTITIES, Entity, topological_order
+from .transforms import EMAIL_REGEX, NAMESPACE_BYTES, Kind
+
+MIGRATIONS_DIR = PROJECT_DIR / "supabase" / "migrations"
+CONTROL_SCHEMA = "migration_control"
+ROLES = ("anon", "authenticated", "service_role")
+_ADVISORY_LOCK = 7_318_221
+
+
+def _q(name: str) -> str:
+    """Quote an identifier for a static .sql file (the files are SQL text, not composed at run time)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def constraint_names(e: Entity) -> dict[str, str]:
+    """Names of the target constraints and indexes of ``e`` (used by the loader and the checks)."""
+    t = e.target_table
+    names = {"pkey": f"{t}_pkey"}
+    for c in e.unique_columns:
+        names[f"unique:{c.target}"] = f"{t}_{c.target}_key"
+    for c in e.foreign_keys:
+        names[f"fk:{c.target}"] = f"{t}_{c.target}_fkey"
+        names[f"fkidx:{c.target}"] = f"{t}_{c.target}_idx"
+    for c in e.email_columns:
+        names[f"email:{c.target}"] = f"{t}_{c.target}_email_format"
+    return names
+
+
+def table_sql(e: Entity) -> str:
+    names = constraint_names(e)
+    lines = ["  id uuid NOT NULL"]
+    for c in e.columns:
+        null = " NOT NULL" if c.required else ""
+        lines.append(f"  {_q(c.target)} {c.target_type}{null}")
+    lines.append("  metadata jsonb NOT NULL DEFAULT '{}'::jsonb")
+    lines.append(f"  CONSTRAINT {_q(names['pkey'])} PRIMARY KEY (id)")
+    for c in e.unique_columns:
+        lines.append(f"  CONSTRAINT {_q(names['unique:' + c.target])} UNIQUE ({_q(c.target)})")
+    for c in e.email_columns:
+        lines.append(f"  CONSTRAINT {_q(names['email:' + c.target])} CHECK ({_q(c.target)} ~ {_lit(EMAIL_REGEX)})")
+    for c in e.columns:
+        if c.kind in (Kind.CODE_INT, Kind.CODE_CHAR):
+            allowed = ", ".join(_lit(v) for v in dict.fromkeys(c.codes.values()))
+            lines.append(f"  CONSTRAINT {_q(e.target_table + '_' + c.target + '_check')} CHECK ({_q(c.target)} IN ({allowed}))")
+    for c in e.foreign_keys:
+        lines.append(f"  CONSTRAINT {_q(names['fk:' + c.target])} FOREIGN KEY ({_q(c.target)}) "
+                     f"REFERENCES public.{_q(c.parent)} (id)")
+    out = [f"-- {e.name}: {e.description} Legacy table {e.legacy_table}; level {e.level}, {e.priority}.",
+           f"CREATE TABLE IF NOT EXISTS public.{_q(e.target_table)} (\n" + ",\n".join(lines) + "\n);"]
+    for c in e.foreign_keys:
+        out.append(f"CREATE INDEX IF NOT EXISTS {_q(names['fkidx:' + c.target])} "
+                   f"ON public.{_q(e.target_table)} ({_q(c.target)});")
+    out.append(f"ALTER TABLE public.{_q(e.target_table)} ENABLE ROW LEVEL SECURITY;")
+    out.append(f"COMMENT ON TABLE public.{_q(e.target_table)} IS {_lit(e.description)};")
+    return "\n".join(out)
+
+
+def migration_files() -> dict[str, str]:
+    """File name -> SQL text, in application order."""
+    roles = "\n".join(
+        f"  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_lit(r)}) THEN\n"
+        f"    CREATE ROLE {_q(r)} NOLOGIN NOINHERIT{' BYPASSRLS' if r == 'service_role' else ''};\n  END IF;"
+        for r in ROLES)
+    prefix = NAMESPACE_BYTES.decode("ascii")
+    setup = f"""-- Supabase roles (present on a Supabase project, created here on a plain PostgreSQL),
+-- the migration_control schema, and the legacy-id UUID function used by the checks.
+DO $$
+BEGIN
+{roles}
+END
+$$;
+
+CREATE SCHEMA IF NOT EXISTS {CONTROL_SCHEMA};
+
+-- RFC 4122 version-3 UUID of (entity, legacy id) in namespace {prefix!r}: equal to Python's
+-- uuid.uuid3(uuid.UUID(bytes=b'{prefix}'), entity || ':' || legacy_id).
+CREATE OR REPLACE FUNCTION {CONTROL_SCHEMA}.legacy_uuid(entity text, legacy_id bigint)
+RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT AS $fn$
+  SELECT (left(h, 12) || '3' || substr(h, 14, 3)
+          || translate(substr(h, 17, 1), '0123456789abcdef', '89ab89ab89ab89ab') || right(h, 15))::uuid
+  FROM (SELECT md5({_lit(prefix)} || entity || ':' || legacy_id::text) AS h) s
+$fn$;
+"""
+    tables = "-- The 45 target tables in dependency order (parents first).\n\n" + "\n\n".join(
+        table_sql(e) for e in topological_order())
+    tables += "\n\nGRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;\n" \
+              "GRANT ALL ON ALL TABLES IN SCHEMA public TO service_role;\n" \
+              "GRANT SELECT ON ALL TABLES IN SCHEMA public TO authenticated;\n"
+    control = f"""-- Audit trail, quarantine and watermarks of the migration.
+
+CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.migration_runs (
+  id bigserial PRIMARY KEY,
+  run_id text NOT NULL,
+  entity text NOT NULL,
+  status text NOT NULL CHECK (status IN ('COMPLETED', 'SKIPPED', 'FAILED', 'ALREADY_MIGRATED')),
+  mode text NOT NULL DEFAULT 'full',
+  load_path text,
+  records_read bigint NOT NULL DEFAULT 0,
+  existing_records bigint NOT NULL DEFAULT 0,
+  inserted bigint NOT NULL DEFAULT 0,
+  updated bigint NOT NULL DEFAULT 0,
+  unchanged bigint NOT NULL DEFAULT 0,
+  quarantined bigint NOT NULL DEFAULT 0,
+  deleted bigint NOT NULL DEFAULT 0,
+  duration_ms bigint NOT NULL DEFAULT 0,
+  started_at timestamptz NOT NULL,
+  finished_at timestamptz,
+  error_class text,
+  error text,
+  recovery text,
+  details jsonb NOT NULL DEFAULT '{{}}'::jsonb
+);
+CREATE INDEX IF NOT EXISTS migration_runs_entity_idx ON {CONTROL_SCHEMA}.migration_runs (entity, started_at DESC);
+CREATE INDEX IF NOT EXISTS migration_runs_run_idx ON {CONTROL_SCHEMA}.migration_runs (run_id);
+
+CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.quarantine (
+  entity text NOT NULL,
+  legacy_id bigint NOT NULL,
+  reason text NOT NULL,
+  detail text NOT NULL,
+  raw jsonb,
+  first_run_id text NOT NULL,
+  last_run_id text NOT NULL,
+  first_seen_at timestamptz NOT NULL DEFAULT now(),
+  last_seen_at timestamptz NOT NULL DEFAULT now(),
+  resolved boolean NOT NULL DEFAULT false,
+  resolved_at timestamptz,
+  resolved_run_id text,
+  PRIMARY KEY (entity, legacy_id)
+);
+CREATE INDEX IF NOT EXISTS quarantine_open_idx ON {CONTROL_SCHEMA}.quarantine (entity, reason) WHERE NOT resolved;
+
+CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.watermarks (
+  entity text PRIMARY KEY,
+  change_hwm timestamptz,
+  max_legacy_id bigint,
+  legacy_rows bigint,
+  run_id text,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+    return {
+        "20261124000001_roles_and_control_schema.sql": setup,
+        "20261124000002_target_tables.sql": tables,
+        "20261124000003_migration_control.sql": control,
+    }
+
+
+def write_migrations(directory: Path = MIGRATIONS_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in migration_files().items():
+        path = directory / name
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class MigrationDrift(RuntimeError):
+    """An applied migration file was edited afterwards (a permanent error: fix the files)."""
+
+
+def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply the migration files not yet applied; return the versions applied now."""
+    files = sorted(directory.glob("*.sql"))
+    if not files:
+        raise FileNotFoundError(f"no migration files in {directory}")
+    applied_now = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", [_ADVISORY_LOCK])
+        try:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS supabase_migrations")
+            conn.execute("CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations "
+                         "(version text PRIMARY KEY, name text, checksum text, applied_at timestamptz DEFAULT now())")
+            done = dict(conn.execute("SELECT version, checksum FROM supabase_migrations.schema_migrations").fetchall())
+            for path in files:
+                version, _, name = path.stem.partition("_")
+                text = path.read_text()
+                if version in done:
+                    if done[version] and done[version] != _checksum(text):
+                        raise MigrationDrift(f"migration {path.name} changed after it was applied")
+                    continue
+                with conn.transaction():
+                    conn.execute(text)  # the file is static, reviewed SQL: no parameters
+                    conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, name, checksum) "
+                                 "VALUES (%s, %s, %s)", [version, name, _checksum(text)])
+                applied_now.append(version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [_ADVISORY_LOCK])
+    return applied_now
+
+
+def schema_fingerprint(conninfo: str) -> str:
+    """md5 of the public and migration_control schemas' columns and constraints (for tests)."""
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(sql.SQL("""
+            SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
+              SELECT table_schema || '.' || table_name || '.' || column_name || ':' || data_type || ':' || is_nullable
+                     AS x FROM information_schema.columns WHERE table_schema IN ('public', {})
+              UNION ALL
+              SELECT conrelid::regclass::text || ':' || conname || ':' || pg_get_constraintdef(oid)
+              FROM pg_constraint WHERE connamespace IN ('public'::regnamespace, {}::regnamespace)
+              UNION ALL
+              SELECT schemaname || ':' || indexname || ':' || indexdef FROM pg_indexes
+              WHERE schemaname IN ('public', {})) s""").format(
+            sql.Literal(CONTROL_SCHEMA), sql.Literal(CONTROL_SCHEMA), sql.Literal(CONTROL_SCHEMA))).fetchone()[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m migration_assets.target_schema")
+    p.add_argument("--write", action="store_true", help="regenerate supabase/migrations from the registry")
+    p.add_argument("--apply", action="store_true", help="apply pending migrations to the target database")
+    a = p.parse_args(argv)
+    if a.write:
+        for path in write_migrations():
+            print(f"wrote {path.relative_to(PROJECT_DIR)}")
+    if a.apply:
+        from .config import resolve_databases
+
+        print("applied:", apply_migrations(resolve_databases().target.conninfo()) or "nothing (up to date)")
+
+
+if __name__ == "__main__":
+    main()
