@@ -1,0 +1,601 @@
+"""The data path: legacy rows -> Arrow record batches -> target table, one transaction per table.
+
+Source side (:class:`LegacyStream`)
+    One ``COPY (SELECT <transformed columns> FROM <legacy table>) TO STDOUT (FORMAT csv)``. The
+    SELECT converts every value (transforms.py), computes the md5 behind each key, and flags rows
+    that cannot be loaded (a required NULL, a value failing its cast, an email that is not an
+    email) with a reason, carrying the raw legacy row as JSON for those rows only. psycopg hands
+    the COPY stream over row by row; BATCH_SIZE rows at a time are parsed by pyarrow's CSV reader
+    into a typed record batch, the keys become RFC 4122 UUIDs and ``metadata`` is assembled with
+    pyarrow.compute. Memory holds one batch, whatever the table's size.
+
+Target side (:func:`load_stream`, used by the IO manager)
+    In one transaction: rows are COPied (CSV written by pyarrow) into a temporary staging table;
+    children whose parent is missing and rows that would break a unique key are moved, set-based,
+    from staging to the quarantine; then one ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE
+    row IS DISTINCT FROM`` merges staging into the target. Nothing is ever deleted from the target.
+    A re-run over an unchanged source writes nothing.
+
+    Fast path: when the target table is empty, its primary key, unique constraints, foreign keys
+    and indexes (and the foreign keys of its children, which are necessarily empty too) are
+    dropped inside the transaction, the rows are COPied straight into the table, the rejects are
+    moved out, and every constraint and index is rebuilt from the definitions the catalog gave.
+    Building a b-tree once from sorted input is several times cheaper than maintaining it under
+    random-UUID inserts, and re-adding a foreign key validates every row, so the result is the
+    same table the merge path produces. A failure anywhere rolls all of it back, DDL included.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import psutil
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+from psycopg import sql
+
+from .registry import Entity, entity
+from .target_schema import CONTROL_SCHEMA
+from .transforms import EMAIL_REGEX, Column, Kind, uuid_from_md5_hex
+
+log = logging.getLogger(__name__)
+
+LEGACY_ID = "_legacy_id"
+REJECT = "_reject"
+DETAIL = "_detail"
+RAW = "_raw"
+NOTES = "_notes"
+HELPER_COLUMNS = (LEGACY_ID, REJECT, DETAIL, RAW, NOTES)
+
+# Quarantine reason codes (documented in the README).
+REQUIRED_NULL = "REQUIRED_NULL"
+INVALID_VALUE = "INVALID_VALUE"
+INVALID_EMAIL = "INVALID_EMAIL"
+ORPHAN_FK = "ORPHAN_FK"
+DUPLICATE_KEY = "DUPLICATE_KEY"
+REASONS = (REQUIRED_NULL, INVALID_VALUE, INVALID_EMAIL, ORPHAN_FK, DUPLICATE_KEY)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    batch_size: int = 50_000
+    fast_path: bool = True
+    error_recovery: bool = True
+    progress_every: int = 10  # batches between progress log lines
+    run_id: str = "manual"
+
+
+# ===================================================================== source side
+
+
+def target_columns(e: Entity) -> list[str]:
+    return ["id"] + [c.target for c in e.columns] + ["metadata"]
+
+
+def arrow_schema(e: Entity) -> pa.Schema:
+    """The Arrow schema of the batches the IO manager receives (target columns + helpers)."""
+    fields = [pa.field("id", pa.string(), nullable=False)]
+    fields += [pa.field(c.target, c.arrow_type) for c in e.columns]
+    fields += [pa.field("metadata", pa.string()), pa.field(LEGACY_ID, pa.int64()), pa.field(REJECT, pa.string()),
+               pa.field(DETAIL, pa.string()), pa.field(RAW, pa.string())]
+    return pa.schema(fields)
+
+
+def _src(c: Column) -> sql.Composable:
+    return sql.SQL("l.{}").format(sql.Identifier(c.legacy_name))
+
+
+def _email_fixed_sql(src: sql.Composable) -> sql.Composable:
+    """Email recovery: trim, lower-case, drop inner spaces, collapse '@@', fix ' at ', strip a trailing dot."""
+    return sql.SQL(
+        "rtrim(regexp_replace(replace(replace(lower(btrim({})), ' at ', '@'), ' ', ''), '@+', '@', 'g'), '.')"
+    ).format(src)
+
+
+def _column_value_sql(e: Entity, c: Column, opts: LoadOptions) -> sql.Composable:
+    src = _src(c)
+    if c.kind is Kind.FK:
+        return c.value_sql(src, key_entity=c.parent)
+    if c.kind is Kind.EMAIL and opts.error_recovery:
+        fixed = _email_fixed_sql(src)
+        placeholder = sql.SQL("{} || l.{} || '@invalid.example.com'").format(
+            sql.Literal(f"invalid+{e.name}.{c.target}."), sql.Identifier(e.legacy_pk))
+        return sql.SQL("CASE WHEN {v} IS NULL THEN NULL WHEN {v} ~ {re} THEN {v} "
+                       "WHEN {f} ~ {re} THEN {f} ELSE {p} END").format(
+            v=c.value_sql(src), re=sql.Literal(EMAIL_REGEX), f=fixed, p=placeholder)
+    value = c.value_sql(src)
+    if opts.error_recovery and c.required and c.default is not None:
+        value = sql.SQL("coalesce({}, {})").format(value, sql.SQL(c.default))
+    return value
+
+
+def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """(reason, detail, recovery notes) expressions; reason NULL means the row is loadable."""
+    reasons: list[tuple[sql.Composable, str, sql.Composable]] = []
+    notes: list[sql.Composable] = []
+    for c in e.columns:
+        src = _src(c)
+        if c.required and not (opts.error_recovery and c.default is not None) and c.kind is not Kind.EMAIL:
+            reasons.append((sql.SQL("{} IS NULL").format(src), REQUIRED_NULL,
+                            sql.SQL("{}").format(sql.Literal(f"{c.legacy_name} is NULL; {c.target} is required"))))
+        elif c.required and c.kind is Kind.EMAIL:
+            reasons.append((sql.SQL("nullif(btrim({}), '') IS NULL").format(src), REQUIRED_NULL,
+                            sql.Literal(f"{c.legacy_name} is NULL; {c.target} is required")))
+        elif c.required and opts.error_recovery and c.default is not None:
+            notes.append(sql.SQL("CASE WHEN {} IS NULL THEN {} END").format(
+                src, sql.Literal(f'"{c.target}": {{"rule": "default_for_null"}}')))
+        invalid = c.invalid_sql(src)
+        if invalid is not None:
+            reasons.append((invalid, INVALID_VALUE, sql.SQL("{} || {}::text").format(
+                sql.Literal(f"{c.legacy_name}: cannot convert to {c.target_type}: "), src)))
+        if c.kind is Kind.EMAIL:
+            cleaned = c.value_sql(src)
+            bad = sql.SQL("({v} IS NOT NULL AND {v} !~ {re})").format(v=cleaned, re=sql.Literal(EMAIL_REGEX))
+            if opts.error_recovery:
+                notes.append(sql.SQL("CASE WHEN {bad} THEN {k} || to_json({s}::text)::text || "
+                                     "CASE WHEN {f} ~ {re} THEN ', \"rule\": \"email_corrected\"}}' "
+                                     "ELSE ', \"rule\": \"email_placeholder\"}}' END END").format(
+                    bad=bad, k=sql.Literal(f'"{c.target}": {{"original": '), s=src, f=_email_fixed_sql(src),
+                    re=sql.Literal(EMAIL_REGEX)))
+            else:
+                reasons.append((bad, INVALID_EMAIL, sql.SQL("{} || {}::text").format(
+                    sql.Literal(f"{c.legacy_name}: not a valid email: "), src)))
+    if not reasons:
+        reason = detail = sql.SQL("NULL::text")
+    else:
+        reason = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+            sql.SQL("WHEN {} THEN {}").format(cond, sql.Literal(code)) for cond, code, _ in reasons))
+        detail = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+            sql.SQL("WHEN {} THEN {}").format(cond, d) for cond, _, d in reasons))
+    if notes:
+        note = sql.SQL("nullif(concat_ws(', ', {}), '')").format(sql.SQL(", ").join(notes))
+    else:
+        note = sql.SQL("NULL::text")
+    return reason, detail, note
+
+
+def source_query(e: Entity, opts: LoadOptions, where: sql.Composable | None = None) -> sql.Composable:
+    """The SELECT run on the legacy database (exposed for tests and the checksum check)."""
+    reason, detail, notes = _rejects_sql(e, opts)
+    cols = [sql.SQL("{} AS id").format(e.pk_column.value_sql(sql.SQL("l.{}").format(sql.Identifier(e.legacy_pk)),
+                                                                key_entity=e.name))]
+    cols += [sql.SQL("{} AS {}").format(_column_value_sql(e, c, opts), sql.Identifier(c.target)) for c in e.columns]
+    cols += [
+        sql.SQL("l.{} AS {}").format(sql.Identifier(e.legacy_pk), sql.Identifier(LEGACY_ID)),
+        sql.SQL("r.reason AS {}").format(sql.Identifier(REJECT)),
+        sql.SQL("CASE WHEN r.reason IS NOT NULL THEN {} END AS {}").format(detail, sql.Identifier(DETAIL)),
+        sql.SQL("CASE WHEN r.reason IS NOT NULL THEN row_to_json(l)::text END AS {}").format(sql.Identifier(RAW)),
+        sql.SQL("{} AS {}").format(notes, sql.Identifier(NOTES)),
+    ]
+    q = sql.SQL("SELECT {} FROM {} AS l CROSS JOIN LATERAL (SELECT {} AS reason) AS r").format(
+        sql.SQL(", ").join(cols), sql.Identifier(e.legacy_table), reason)
+    if where is not None:
+        q = sql.SQL("{} WHERE {}").format(q, where)
+    return q
+
+
+def _read_schema(e: Entity) -> pa.Schema:
+    """What the source COPY sends: the target columns except ``metadata`` (built in Arrow), helpers, notes."""
+    return pa.schema([f for f in arrow_schema(e) if f.name != "metadata"] + [pa.field(NOTES, pa.string())])
+
+
+class LegacyStream:
+    """A stream of record batches of one legacy table, in the target's shape.
+
+    Iterate it (or call :meth:`reader`) once. It owns a connection to the legacy database and
+    closes it when exhausted or closed; :meth:`fetch_raw` reads raw legacy rows by id on that same
+    connection (used to quarantine rows the target side rejects).
+    """
+
+    def __init__(self, conninfo: str, e: Entity, opts: LoadOptions, where: sql.Composable | None = None,
+                 fail_after_batches: int | None = None):
+        self.entity, self.opts = e, opts
+        self._conninfo, self._where = conninfo, where
+        self._conn: psycopg.Connection | None = None
+        self._fail_after = fail_after_batches  # fault injection for tests
+        self.schema = arrow_schema(e)
+        self.rows_read = 0
+        self.estimated_rows = 0
+
+    def _connect(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+            self._conn.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET jit = off")
+        return self._conn
+
+    def _estimate(self, conn) -> int:
+        row = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                           [self.entity.legacy_table]).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        e, opts = self.entity, self.opts
+        read_schema = _read_schema(e)
+        read_opts = pcsv.ReadOptions(column_names=read_schema.names, block_size=1 << 26)
+        parse_opts = pcsv.ParseOptions(newlines_in_values=True)
+        convert_opts = pcsv.ConvertOptions(
+            column_types=read_schema, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
+            true_values=["t"], false_values=["f"])
+        key_columns = ["id"] + [c.target for c in e.foreign_keys]
+        meta_prefix = pa.scalar('{"legacy_id": ')
+        meta_suffix = pa.scalar(f', "legacy_table": {json.dumps(e.legacy_table)}')
+        try:
+            conn = self._connect()
+            self.estimated_rows = self._estimate(conn)
+            query = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(source_query(e, opts, self._where))
+            batches = 0
+            with conn.cursor().copy(query) as copy:
+                chunks: list[bytes] = []
+                for chunk in copy:  # psycopg yields one CSV row per chunk
+                    chunks.append(chunk)
+                    if len(chunks) >= opts.batch_size:
+                        yield self._to_batch(chunks, read_opts, parse_opts, convert_opts, key_columns,
+                                             meta_prefix, meta_suffix)
+                        chunks = []
+                        batches += 1
+                        if self._fail_after is not None and batches >= self._fail_after:
+                            raise RuntimeError(f"injected failure after {batches} batches")
+                if chunks:
+                    yield self._to_batch(chunks, read_opts, parse_opts, convert_opts, key_columns,
+                                         meta_prefix, meta_suffix)
+        except BaseException:
+            self.close()  # an abandoned COPY leaves the connection unusable
+            raise
+
+    def _to_batch(self, chunks, read_opts, parse_opts, convert_opts, key_columns, meta_prefix, meta_suffix):
+        table = pcsv.read_csv(io.BytesIO(b"".join(chunks)), read_options=read_opts, parse_options=parse_opts,
+                              convert_options=convert_opts)
+        self.rows_read += table.num_rows
+        cols = {}
+        for name in table.column_names:
+            col = table.column(name)
+            if name in key_columns:
+                col = uuid_from_md5_hex(col)
+            cols[name] = col
+        legacy = pc.cast(cols[LEGACY_ID], pa.string())
+        notes = cols.pop(NOTES)
+        recovered = pc.binary_join_element_wise(pa.scalar(', "recovered": {'), notes, pa.scalar("}"), "")
+        cols["metadata"] = pc.binary_join_element_wise(
+            meta_prefix, legacy, meta_suffix, pc.fill_null(recovered, ""), pa.scalar("}"), "")
+        out = pa.table({f.name: cols[f.name] for f in self.schema}).cast(self.schema).combine_chunks()
+        return out.to_batches()[0]
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, iter(self))
+
+    def fetch_raw(self, legacy_ids: list[int]) -> dict[int, str]:
+        if not legacy_ids:
+            return {}
+        conn = self._connect()
+        rows = conn.execute(sql.SQL("SELECT l.{pk}, row_to_json(l)::text FROM {t} AS l WHERE l.{pk} = ANY(%s)").format(
+            pk=sql.Identifier(self.entity.legacy_pk), t=sql.Identifier(self.entity.legacy_table)),
+            [legacy_ids]).fetchall()
+        return dict(rows)
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+
+
+# ===================================================================== target side
+
+
+@dataclass
+class LoadResult:
+    entity: str
+    load_path: str
+    records_read: int = 0
+    existing: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    resolved: int = 0
+    quarantine_by_reason: dict = field(default_factory=dict)
+    recoveries: dict = field(default_factory=dict)
+    duration_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.records_read / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def status(self) -> str:
+        if self.records_read == 0:
+            return "SKIPPED"
+        if self.inserted == 0 and self.updated == 0 and self.existing > 0:
+            return "ALREADY_MIGRATED"
+        return "COMPLETED"
+
+
+def _t(e: Entity) -> sql.Identifier:
+    return sql.Identifier("public", e.target_table)
+
+
+def _ids(names) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def _write_options() -> pcsv.WriteOptions:
+    return pcsv.WriteOptions(include_header=False, quoting_style="needed")
+
+
+def _to_csv(batch: pa.RecordBatch | pa.Table) -> bytes:
+    """CSV for COPY. tz-aware timestamps are written as naive UTC (the session's TimeZone is UTC):
+    pyarrow formats naive timestamps ~17x faster than zoned ones."""
+    cols = []
+    for i, f in enumerate(batch.schema):
+        col = batch.column(i)
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            col = col.cast(pa.timestamp(f.type.unit))
+        cols.append(col)
+    out = io.BytesIO()
+    pcsv.write_csv(pa.Table.from_arrays(cols, names=batch.schema.names), out, _write_options())
+    return out.getvalue()
+
+
+def _capture_constraints(conn, e: Entity) -> list[tuple[str, str, str]]:
+    """(table, name, definition) of every PK/unique/FK constraint on or referencing ``e``, plus indexes."""
+    rows = conn.execute("""
+        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), contype,
+               CASE contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 ELSE 3 END AS ord
+        FROM pg_constraint
+        WHERE (conrelid = %(t)s::regclass AND contype IN ('p', 'u', 'f'))
+           OR (confrelid = %(t)s::regclass AND contype = 'f' AND conrelid <> %(t)s::regclass)
+        UNION ALL
+        SELECT %(t)s::text, c.relname, pg_get_indexdef(i.indexrelid), 'i', 2
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = %(t)s::regclass
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid)
+        ORDER BY 5, 2""", {"t": f"public.{e.target_table}"}).fetchall()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def _drop_constraints(conn, saved) -> None:
+    for table, name, _, kind in sorted(saved, key=lambda s: {"f": 0, "i": 1, "u": 2, "p": 3}[s[3]]):
+        if kind == "i":
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier("public", name)))
+        else:
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(table), sql.Identifier(name)))
+
+
+def _restore_constraints(conn, saved) -> None:
+    for table, name, definition, kind in sorted(saved, key=lambda s: {"p": 0, "u": 1, "i": 2, "f": 3}[s[3]]):
+        if kind == "i":
+            conn.execute(sql.SQL(definition))  # pg_get_indexdef output: a complete CREATE INDEX statement
+        else:
+            # table is a regclass text from the catalog (already quoted as needed)
+            conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+
+
+def _fk_missing_sql(c: Column, alias: str) -> sql.Composable:
+    return sql.SQL("({a}.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = {a}.{col}))").format(
+        a=sql.Identifier(alias), col=sql.Identifier(c.target), p=sql.Identifier("public", c.parent))
+
+
+def _legacy_id_of(alias: str, staged: bool) -> sql.Composable:
+    if staged:
+        return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(LEGACY_ID))
+    return sql.SQL("({}.metadata->>'legacy_id')::bigint").format(sql.Identifier(alias))
+
+
+def _reject_target_side(conn, e: Entity, table: sql.Composable, staged: bool, opts: LoadOptions,
+                        recoveries: dict) -> None:
+    """Move rows that the target cannot take from ``table`` (staging or, on the fast path, the target
+    table itself) into the temp table ``_quarantine``: orphans, then unique-key duplicates."""
+    # Optional foreign keys to a missing parent: recovery sets them NULL and records it in metadata.
+    for c in e.foreign_keys:
+        if c.required:
+            continue
+        missing = _fk_missing_sql(c, "s")
+        if opts.error_recovery:
+            cur = conn.execute(sql.SQL(
+                "UPDATE {t} AS s SET {col} = NULL, metadata = jsonb_set(s.metadata, '{{recovered}}', "
+                "coalesce(s.metadata->'recovered', '{{}}'::jsonb) || jsonb_build_object({k}, "
+                "jsonb_build_object('rule', 'orphan_fk_set_null', 'missing_parent', {p}::text, 'was', s.{col})))"
+                " WHERE {missing}").format(t=table, col=sql.Identifier(c.target), k=sql.Literal(c.target),
+                                           p=sql.Literal(c.parent), missing=missing))
+            if cur.rowcount:
+                recoveries["orphan_fk_set_null"] = recoveries.get("orphan_fk_set_null", 0) + cur.rowcount
+    orphan_fks = [c for c in e.foreign_keys if c.required or not opts.error_recovery]
+    if orphan_fks:
+        reason_case = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+            sql.SQL("WHEN {} THEN {}").format(_fk_missing_sql(c, "s"), sql.Literal(
+                f"{c.target} references a missing {c.parent} row")) for c in orphan_fks))
+        any_missing = sql.SQL(" OR ").join(_fk_missing_sql(c, "s") for c in orphan_fks)
+        conn.execute(sql.SQL(
+            "WITH gone AS (DELETE FROM {t} AS s WHERE {any} RETURNING {lid} AS legacy_id, {detail} AS detail) "
+            "INSERT INTO _quarantine (legacy_id, reason, detail) SELECT legacy_id, {reason}, detail FROM gone").format(
+            t=table, any=any_missing, lid=_legacy_id_of("s", staged), detail=reason_case,
+            reason=sql.Literal(ORPHAN_FK)))
+    # Unique keys: the lowest legacy id wins within the load; a row already in the target (with
+    # another id) wins over an incoming one. Losers are quarantined, never sent to the database.
+    for c in e.unique_columns:
+        col = sql.Identifier(c.target)
+        conn.execute(sql.SQL(
+            "WITH ranked AS (SELECT s.ctid AS rid, s.id, {lid} AS legacy_id, s.{col} AS v, "
+            "  row_number() OVER (PARTITION BY s.{col} ORDER BY {lid}) AS rn "
+            "  FROM {t} AS s WHERE s.{col} IS NOT NULL), "
+            "losers AS (SELECT rid, legacy_id, v FROM ranked r WHERE r.rn > 1 {existing}), "
+            "gone AS (DELETE FROM {t} AS s USING losers WHERE s.ctid = losers.rid RETURNING losers.legacy_id, "
+            "losers.v) "
+            "INSERT INTO _quarantine (legacy_id, reason, detail) "
+            "SELECT legacy_id, {reason}, {msg} || v FROM gone").format(
+            t=table, col=col, lid=_legacy_id_of("s", staged), reason=sql.Literal(DUPLICATE_KEY),
+            msg=sql.Literal(f"duplicate {c.target}: "),
+            existing=sql.SQL("OR EXISTS (SELECT 1 FROM {tt} AS x WHERE x.{col} = r.v AND x.id <> r.id)").format(
+                tt=_t(e), col=col) if staged else sql.SQL("")))
+
+
+def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOptions,
+                on_progress: Callable[[str], None] | None = None) -> LoadResult:
+    """Load ``stream`` into its target table inside the caller's open transaction on ``conn``.
+
+    The caller commits (after writing the audit row in the same transaction) or rolls back.
+    """
+    e = stream.entity
+    result = LoadResult(e.name, "merge", started_at=time.time())
+    t0 = time.perf_counter()
+    proc = psutil.Process()
+    peak = proc.memory_info().rss
+    target = _t(e)
+    conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL synchronous_commit = off; "
+                  "SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL jit = off")
+    # One loader per table at a time; readers are not blocked.
+    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
+    result.existing = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
+    fast = opts.fast_path and result.existing == 0
+    saved = []
+    if fast:
+        result.load_path = "fast (empty target: bulk load, then build keys)"
+        saved = _capture_constraints(conn, e)
+        _drop_constraints(conn, saved)
+        dest = target
+    else:
+        conn.execute(sql.SQL("CREATE TEMP TABLE _stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(target))
+        conn.execute(sql.SQL("ALTER TABLE _stage ADD COLUMN {} bigint").format(sql.Identifier(LEGACY_ID)))
+        dest = sql.Identifier("_stage")
+    conn.execute("CREATE TEMP TABLE _quarantine (legacy_id bigint, reason text, detail text, raw jsonb) "
+                 "ON COMMIT DROP")
+
+    cols = target_columns(e) + ([] if fast else [LEGACY_ID])
+    rejects = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+    n_rejects = 0
+    batches = 0
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(dest, _ids(cols))) as copy:
+        for batch in stream:
+            bad_mask = pc.is_valid(batch.column(REJECT))
+            n_bad = pc.sum(bad_mask).as_py() or 0
+            good = batch.filter(pc.invert(bad_mask)) if n_bad else batch
+            copy.write(_to_csv(good.select(cols)))
+            if n_bad:
+                bad = batch.filter(bad_mask).select([LEGACY_ID, REJECT, DETAIL, RAW])
+                rejects.write(_to_csv(bad))
+                n_rejects += n_bad
+            batches += 1
+            peak = max(peak, proc.memory_info().rss)
+            if on_progress and batches % opts.progress_every == 0:
+                elapsed = time.perf_counter() - t0
+                rate = stream.rows_read / elapsed if elapsed else 0
+                left = max(stream.estimated_rows - stream.rows_read, 0)
+                eta = f", about {left / rate:.0f}s left" if rate and stream.estimated_rows else ""
+                on_progress(f"{e.name}: {stream.rows_read:,} rows read, {rate:,.0f} rows/s{eta}")
+    result.records_read = stream.rows_read
+    if n_rejects:
+        rejects.seek(0)
+        with conn.cursor().copy("COPY _quarantine (legacy_id, reason, detail, raw) FROM STDIN (FORMAT csv)") as qc:
+            while block := rejects.read(1 << 20):
+                qc.write(block)
+    rejects.close()
+
+    recoveries: dict[str, int] = {}
+    _reject_target_side(conn, e, dest, staged=not fast, opts=opts, recoveries=recoveries)
+    # raw legacy rows of target-side rejects, fetched from the source by id (few rows)
+    missing_raw = [r[0] for r in conn.execute("SELECT legacy_id FROM _quarantine WHERE raw IS NULL").fetchall()]
+    if missing_raw:
+        raw = stream.fetch_raw(missing_raw)
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE _quarantine SET raw = %s::jsonb WHERE legacy_id = %s",
+                            [(raw.get(i), i) for i in missing_raw])
+
+    if fast:
+        _restore_constraints(conn, saved)
+        result.inserted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
+    else:
+        data_cols = [c.target for c in e.columns] + ["metadata"]
+        upsert = sql.SQL(
+            "WITH up AS (INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM _stage "
+            "ON CONFLICT (id) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new}) "
+            "RETURNING (xmax = 0) AS inserted) "
+            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up").format(
+            t=target, cols=_ids(target_columns(e)),
+            sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in data_cols),
+            old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in data_cols),
+            new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in data_cols))
+        result.inserted, result.updated = conn.execute(upsert).fetchone()
+
+    # Quarantine: upsert this run's rejects, resolve the ones that loaded now.
+    run = opts.run_id
+    conn.execute(sql.SQL(
+        "INSERT INTO {q} AS q (entity, legacy_id, reason, detail, raw, first_run_id, last_run_id) "
+        "SELECT DISTINCT ON (legacy_id) {ent}, legacy_id, reason, detail, raw, {run}, {run} FROM _quarantine "
+        "ORDER BY legacy_id "
+        "ON CONFLICT (entity, legacy_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, "
+        "raw = EXCLUDED.raw, last_run_id = EXCLUDED.last_run_id, last_seen_at = now(), resolved = false, "
+        "resolved_at = NULL, resolved_run_id = NULL").format(
+        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name), run=sql.Literal(run)))
+    cur = conn.execute(sql.SQL(
+        "UPDATE {q} AS q SET resolved = true, resolved_at = now(), resolved_run_id = {run} "
+        "WHERE q.entity = {ent} AND NOT q.resolved "
+        "AND NOT EXISTS (SELECT 1 FROM _quarantine x WHERE x.legacy_id = q.legacy_id) "
+        "AND EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = {ctl}.legacy_uuid({ent}, q.legacy_id))").format(
+        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name), run=sql.Literal(run),
+        t=target, ctl=sql.Identifier(CONTROL_SCHEMA)))
+    result.resolved = cur.rowcount
+    result.quarantine_by_reason = dict(conn.execute(
+        "SELECT reason, count(*) FROM _quarantine GROUP BY reason ORDER BY reason").fetchall())
+    result.quarantined = sum(result.quarantine_by_reason.values())
+    # recoveries applied in the source query are recorded in metadata->'recovered'
+    recoveries.update(_source_recoveries(conn, e, target, fast))
+    result.recoveries = recoveries
+    loaded = result.records_read - result.quarantined
+    result.unchanged = max(loaded - result.inserted - result.updated, 0)
+    result.duration_s = time.perf_counter() - t0
+    result.finished_at = time.time()
+    result.peak_rss_mb = max(peak, proc.memory_info().rss) / 2**20
+    return result
+
+
+def _source_recoveries(conn, e: Entity, target, fast: bool) -> dict[str, int]:
+    """Count the rules applied in the source query, from the rows this load wrote."""
+    src = target if fast else sql.Identifier("_stage")
+    rows = conn.execute(sql.SQL(
+        "SELECT r.value->>'rule', count(*) FROM {} AS s, jsonb_each(s.metadata->'recovered') AS r "
+        "WHERE s.metadata ? 'recovered' GROUP BY 1").format(src)).fetchall()
+    return {k: v for k, v in rows if k and k != "orphan_fk_set_null"}
+
+
+def write_audit(conn, run_id: str, result: LoadResult | None, entity_name: str, *, status: str | None = None,
+                error_class: str | None = None, error: str | None = None, recovery: str | None = None,
+                mode: str = "full", started_at: float | None = None) -> None:
+    details = {}
+    if result is not None:
+        details = {"quarantine_by_reason": result.quarantine_by_reason, "recoveries": result.recoveries,
+                   "resolved": result.resolved, "peak_rss_mb": round(result.peak_rss_mb, 1)}
+    r = result or LoadResult(entity_name, "n/a")
+    started = started_at or r.started_at or time.time()
+    conn.execute(sql.SQL(
+        "INSERT INTO {} (run_id, entity, status, mode, load_path, records_read, existing_records, inserted, updated, "
+        "unchanged, quarantined, duration_ms, started_at, finished_at, error_class, error, recovery, details) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s)"
+    ).format(sql.Identifier(CONTROL_SCHEMA, "migration_runs")), [
+        run_id, entity_name, status or r.status, mode, r.load_path, r.records_read, r.existing, r.inserted,
+        r.updated, r.unchanged, r.quarantined, int(r.duration_s * 1000), started, r.finished_at or time.time(),
+        error_class, error, recovery, psycopg.types.json.Jsonb(details)])
+
+
+def migrate_entity(source_conninfo: str, target_conninfo: str, name: str, opts: LoadOptions,
+                   on_progress=None, fail_after_batches: int | None = None) -> LoadResult:
+    """Load one entity outside Dagster (tests, benchmark): stream, load, audit, commit."""
+    e = entity(name)
+    stream = LegacyStream(source_conninfo, e, opts, fail_after_batches=fail_after_batches)
+    try:
+        with psycopg.connect(target_conninfo) as conn:
+            result = load_stream(conn, stream, opts, on_progress)
+            write_audit(conn, opts.run_id, result, e.name)
+            conn.commit()
+        return result
+    finally:
+        stream.close()
