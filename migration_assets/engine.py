@@ -271,14 +271,15 @@ class LegacyStream:
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self.schema, iter(self))
 
-    def fetch_raw(self, legacy_ids: list[int]) -> dict[int, str]:
-        if not legacy_ids:
-            return {}
+    def fetch_raw(self, legacy_ids: list[int]) -> Iterator[tuple[int, str]]:
+        """Raw legacy rows (as JSON text) of ``legacy_ids``, streamed from the source."""
         conn = self._connect()
-        rows = conn.execute(sql.SQL("SELECT l.{pk}, row_to_json(l)::text FROM {t} AS l WHERE l.{pk} = ANY(%s)").format(
-            pk=sql.Identifier(self.entity.legacy_pk), t=sql.Identifier(self.entity.legacy_table)),
-            [legacy_ids]).fetchall()
-        return dict(rows)
+        query = sql.SQL("SELECT l.{pk}, row_to_json(l)::text FROM {t} AS l WHERE l.{pk} = ANY(%s)").format(
+            pk=sql.Identifier(self.entity.legacy_pk), t=sql.Identifier(self.entity.legacy_table))
+        with conn.cursor(name="raw_rows") if not conn.autocommit else conn.cursor() as cur:
+            cur.execute(query, [legacy_ids])
+            while rows := cur.fetchmany(10_000):
+                yield from rows
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:
@@ -502,13 +503,16 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
 
     recoveries: dict[str, int] = {}
     _reject_target_side(conn, e, dest, staged=not fast, opts=opts, recoveries=recoveries)
-    # raw legacy rows of target-side rejects, fetched from the source by id (few rows)
+    # raw legacy rows of target-side rejects, fetched from the source by id in one query and
+    # attached set-based (these can be tens of thousands of rows when a parent's rows cascade)
     missing_raw = [r[0] for r in conn.execute("SELECT legacy_id FROM _quarantine WHERE raw IS NULL").fetchall()]
     if missing_raw:
-        raw = stream.fetch_raw(missing_raw)
-        with conn.cursor() as cur:
-            cur.executemany("UPDATE _quarantine SET raw = %s::jsonb WHERE legacy_id = %s",
-                            [(raw.get(i), i) for i in missing_raw])
+        conn.execute("CREATE TEMP TABLE _raw (legacy_id bigint PRIMARY KEY, raw jsonb) ON COMMIT DROP")
+        with conn.cursor().copy("COPY _raw (legacy_id, raw) FROM STDIN") as rc:
+            for legacy_id, raw in stream.fetch_raw(missing_raw):
+                rc.write_row((legacy_id, raw))
+        conn.execute("UPDATE _quarantine q SET raw = r.raw FROM _raw r WHERE r.legacy_id = q.legacy_id "
+                     "AND q.raw IS NULL")
 
     if fast:
         _restore_constraints(conn, saved)

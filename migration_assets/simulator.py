@@ -59,12 +59,12 @@ GEN_SPAN_SECONDS = 9 * 365 * 86400
 @dataclass(frozen=True)
 class DirtyRates:
     invalid_email: float = 0.004
-    duplicate_email: float = 0.003
+    duplicate_email: float = 0.002
     messy_email: float = 0.10
-    orphan_fk: float = 0.002
-    null_required: float = 0.001
-    duplicate_natural_key: float = 0.002
-    bad_date: float = 0.002
+    orphan_fk: float = 0.0005
+    null_required: float = 0.0003
+    duplicate_natural_key: float = 0.001
+    bad_date: float = 0.0005
 
     @classmethod
     def clean(cls) -> "DirtyRates":

@@ -1,0 +1,59 @@
+"""Error classification: which failures a retry can fix, and what the seed called them.
+
+The seed system recognised four error types (duplicate key, email format, foreign key,
+connection pool) by matching messages. Here the SQLSTATE decides where psycopg gives one, the
+message only where it does not. Transient errors (connection lost or reset, server shutting down,
+serialization failure, deadlock, a closed pool, a lock or statement timeout) are retried by the
+asset's RetryPolicy; everything else is permanent and fails at once with a clear message
+(``dagster.Failure(allow_retries=False)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import errors as pgerr
+
+TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "40")  # connection, operator intervention, rollback
+TRANSIENT_SQLSTATES = {"55P03", "57014", "53300"}  # lock not available, query canceled, too many connections
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    name: str  # DUPLICATE_KEY, EMAIL_FORMAT, FOREIGN_KEY, CONNECTION_POOL, CONNECTION, TIMEOUT, SCHEMA, UNKNOWN
+    transient: bool
+    message: str
+    recovery: str
+
+
+def _message(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    # libpq can echo conninfo fragments in connection errors: keep only the reason
+    if "password=" in text:
+        text = text.split("password=")[0] + "[redacted]"
+    return text[:500] or type(exc).__name__
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    msg = _message(exc)
+    state = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, TimeoutError) or "MIGRATION_TIMEOUT" in msg:
+        return ErrorKind("TIMEOUT", False, msg, "raise MIGRATION_TIMEOUT or lower BATCH_SIZE; re-run (idempotent)")
+    if isinstance(exc, pgerr.UniqueViolation) or "duplicate key value" in msg:
+        return ErrorKind("DUPLICATE_KEY", False, msg,
+                         "duplicates are quarantined before the load; check for concurrent writers to the target")
+    if (isinstance(exc, pgerr.CheckViolation) and "email_format" in msg) or "email_format" in msg:
+        return ErrorKind("EMAIL_FORMAT", False, msg, "email rule mismatch between registry and target constraint")
+    if isinstance(exc, pgerr.ForeignKeyViolation) or "foreign key constraint" in msg:
+        return ErrorKind("FOREIGN_KEY", False, msg, "materialize the parent entity first; orphans are quarantined")
+    if "pool" in msg.lower() and ("closed" in msg.lower() or "after calling end" in msg.lower()):
+        return ErrorKind("CONNECTION_POOL", True, msg, "retry with a fresh pool")
+    if isinstance(exc, (pgerr.UndefinedTable, pgerr.UndefinedColumn, pgerr.DatatypeMismatch)) or state.startswith("42"):
+        return ErrorKind("SCHEMA", False, msg, "schema mismatch: run the pre-flight validation and apply migrations")
+    if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_SQLSTATE_PREFIXES):
+        return ErrorKind("CONNECTION" if state.startswith(("08", "57P")) else "CONCURRENCY", True, msg,
+                         "retried automatically with exponential backoff")
+    if isinstance(exc, (psycopg.OperationalError, ConnectionError, OSError)):
+        return ErrorKind("CONNECTION", True, msg, "retried automatically with exponential backoff")
+    return ErrorKind("UNKNOWN", False, msg, "investigate: see the run's logs")

@@ -1,0 +1,155 @@
+"""The Postgres Arrow IO manager: consumes an asset's record-batch stream into its target table.
+
+``handle_output`` receives the :class:`~migration_assets.engine.LegacyStream` an asset returns and
+loads it with :func:`~migration_assets.engine.load_stream` in ONE transaction on the target: the
+COPY, the quarantine, the merge (or the empty-table fast path) and the audit row in
+``migration_control.migration_runs`` commit together or not at all. It merges and never deletes,
+so children referencing a table are never broken by re-materializing it (unlike a generic
+delete-then-insert DB IO manager). The UI gets the counts as materialization metadata.
+
+``load_input`` exists for users who want a table downstream: it streams the target table back as
+a ``pyarrow.RecordBatchReader`` in BATCH_SIZE batches, never the whole table at once. The 45
+migration assets themselves depend on their parents with ``deps=`` and never load them.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableSchema,
+)
+from psycopg import sql
+
+from .engine import LegacyStream, LoadResult, load_stream, target_columns, write_audit
+from .errors import classify
+from .registry import entity
+from .resources import MigrationSettings, PostgresResource
+
+
+class PostgresArrowIOManager(ConfigurableIOManager):
+    """Streams Arrow record batches into (and out of) the Supabase target database."""
+
+    target: PostgresResource
+    settings: MigrationSettings
+
+    def handle_output(self, context: OutputContext, obj: LegacyStream) -> None:
+        e = entity(context.asset_key.path[-1])
+        if not isinstance(obj, LegacyStream):
+            raise TypeError(f"{e.name}: expected a LegacyStream from the asset, got {type(obj).__name__}")
+        opts = self.settings.load_options(context.run_id)
+        started = time.time()
+        timeout_s = self.settings.migration_timeout_ms / 1000
+        try:
+            with self.target.connect() as conn:
+                # MIGRATION_TIMEOUT bounds every statement of the load; the per-batch check below
+                # bounds the whole load.
+                conn.execute(sql.SQL("SET statement_timeout = {}").format(
+                    sql.Literal(int(self.settings.migration_timeout_ms))))
+
+                def progress(message: str) -> None:
+                    if time.time() - started > timeout_s:
+                        raise TimeoutError(f"{e.name}: MIGRATION_TIMEOUT of {timeout_s:.0f}s exceeded")
+                    context.log.info(message)
+
+                result = load_stream(conn, obj, opts, on_progress=progress)
+                write_audit(conn, context.run_id, result, e.name)
+                conn.commit()
+        except BaseException as exc:
+            self._record_failure(context, e.name, exc, started)
+            raise
+        finally:
+            obj.close()
+        context.add_output_metadata(self._metadata(e, result))
+        context.log.info(
+            f"{e.name}: {result.status} via {result.load_path}: read {result.records_read:,}, "
+            f"inserted {result.inserted:,}, updated {result.updated:,}, unchanged {result.unchanged:,}, "
+            f"quarantined {result.quarantined:,} in {result.duration_s:.2f}s ({result.rows_per_second:,.0f} rows/s)")
+
+    def _record_failure(self, context: OutputContext, name: str, exc: BaseException, started: float) -> None:
+        """Audit the failure on its own connection (the load's transaction was rolled back)."""
+        kind = classify(exc)
+        try:
+            with self.target.connect(connect_timeout=5) as conn:
+                write_audit(conn, context.run_id, None, name, status="FAILED", error_class=kind.name,
+                            error=kind.message, recovery=kind.recovery, started_at=started)
+                conn.commit()
+        except Exception as audit_exc:  # the target may be the thing that is down
+            context.log.warning(f"{name}: could not record the failure in the audit trail: {classify(audit_exc).message}")
+
+    def _metadata(self, e, r: LoadResult) -> dict:
+        return {
+            "dagster/row_count": r.existing + r.inserted,
+            "dagster/table_name": f"public.{e.target_table}",
+            "dagster/column_schema": TableSchema(columns=[TableColumn("id", "uuid")] + [
+                TableColumn(c.target, c.target_type, description=f"legacy {e.legacy_table}.{c.legacy_name} "
+                                                                 f"({c.kind.name.lower()})") for c in e.columns]
+                + [TableColumn("metadata", "jsonb", description="legacy_id, legacy_table, recovered values")]),
+            "status": r.status,
+            "load_path": r.load_path,
+            "records_read": r.records_read,
+            "existing_before": r.existing,
+            "inserted": r.inserted,
+            "updated": r.updated,
+            "unchanged": r.unchanged,
+            "quarantined": r.quarantined,
+            "quarantine_resolved": r.resolved,
+            "quarantine_by_reason": MetadataValue.json(r.quarantine_by_reason),
+            "recoveries_applied": MetadataValue.json(r.recoveries),
+            "auto_resolution_rate": MetadataValue.float(_resolution_rate(r)),
+            "rows_per_second": MetadataValue.float(round(r.rows_per_second, 1)),
+            "duration_s": MetadataValue.float(round(r.duration_s, 3)),
+            "peak_rss_mb": MetadataValue.float(round(r.peak_rss_mb, 1)),
+        }
+
+    def load_input(self, context: InputContext) -> pa.RecordBatchReader:
+        e = entity(context.asset_key.path[-1])
+        batch_size = self.settings.batch_size
+        names = target_columns(e)
+        types = {"id": pa.string(), "metadata": pa.string(), **{c.target: c.arrow_type for c in e.columns}}
+        schema = pa.schema([(n, types[n]) for n in names])
+        conninfo = self.target.conninfo()
+
+        def batches():
+            import psycopg
+
+            with psycopg.connect(conninfo) as conn:
+                conn.execute("SET TimeZone = 'UTC'")
+                copy_sql = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
+                    sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier("public", e.target_table))
+                with conn.cursor().copy(copy_sql) as copy:
+                    chunks = []
+                    for chunk in copy:
+                        chunks.append(chunk)
+                        if len(chunks) >= batch_size:
+                            yield _parse(chunks, schema)
+                            chunks = []
+                    if chunks:
+                        yield _parse(chunks, schema)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _parse(chunks, schema: pa.Schema) -> pa.RecordBatch:
+    table = pcsv.read_csv(io.BytesIO(b"".join(chunks)), read_options=pcsv.ReadOptions(column_names=schema.names),
+                          parse_options=pcsv.ParseOptions(newlines_in_values=True),
+                          convert_options=pcsv.ConvertOptions(column_types=schema, null_values=[""],
+                                                              strings_can_be_null=True,
+                                                              quoted_strings_can_be_null=False,
+                                                              true_values=["t"], false_values=["f"]))
+    return table.cast(schema).combine_chunks().to_batches()[0]
+
+
+def _resolution_rate(r: LoadResult) -> float:
+    """Share of problem rows fixed automatically (recoveries) among all problem rows."""
+    fixed = sum(r.recoveries.values())
+    problems = fixed + r.quarantined
+    return round(fixed / problems, 4) if problems else 1.0
