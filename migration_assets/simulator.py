@@ -81,13 +81,14 @@ class _Gen:
     def __init__(self, e: Entity, scale: float, seed: int, rates: DirtyRates, salt_round: int = 0):
         self.e, self.scale, self.seed, self.rates, self.round = e, scale, seed, rates, salt_round
 
-    def rnd(self, tag: str, modulus: int, i: str = "i") -> sql.Composable:
-        """Deterministic pseudo-random integer in [0, modulus) for row ``i``."""
+    def rnd(self, tag: str, modulus: int, i: "str | sql.Composable" = "i") -> sql.Composable:
+        """Deterministic pseudo-random integer in [0, modulus) for row ``i`` (an SQL expression)."""
         salt = (zlib.crc32(f"{self.e.name}.{tag}.{self.round}".encode()) + self.seed * 1_000_003) % (2**62)
+        row = sql.SQL(i) if isinstance(i, str) else i
         return sql.SQL("((hashint8extended({}::bigint, {}) & 9223372036854775807) % {})").format(
-            sql.SQL(i), sql.Literal(salt), sql.Literal(modulus))
+            row, sql.Literal(salt), sql.Literal(modulus))
 
-    def chance(self, tag: str, rate: float, i: str = "i") -> sql.Composable:
+    def chance(self, tag: str, rate: float, i: "str | sql.Composable" = "i") -> sql.Composable:
         return sql.SQL("({} < {})").format(self.rnd(tag, 1_000_000, i), sql.Literal(int(rate * 1_000_000)))
 
     @staticmethod
@@ -322,9 +323,9 @@ def mutate(conninfo: str, fraction: float = 0.01, round_no: int = 1, seed: int =
             sets = [sql.SQL("{} = localtimestamp").format(chg)]
             for c in e.columns:
                 if c.mutable:
-                    sets.append(sql.SQL("{} = {}").format(sql.Identifier(c.legacy_name), _mutated(c, g, round_no)))
+                    sets.append(sql.SQL("{} = {}").format(sql.Identifier(c.legacy_name), _mutated(c, g, round_no, pk)))
             cur = conn.execute(sql.SQL("UPDATE {} SET {} WHERE {}").format(
-                t, sql.SQL(", ").join(sets), g.chance("mut_upd", fraction * 0.6, i=e.legacy_pk)))
+                t, sql.SQL(", ").join(sets), g.chance("mut_upd", fraction * 0.6, i=pk)))
             updated = cur.rowcount
             n_ins = math.ceil(max_ids[e.name] * fraction * 0.3) if fraction > 0 else 0
             first, last = max_ids[e.name] + 1, max_ids[e.name] + n_ins
@@ -336,7 +337,7 @@ def mutate(conninfo: str, fraction: float = 0.01, round_no: int = 1, seed: int =
                                   change_value=sql.SQL("localtimestamp"))))
                 inserted = cur.rowcount
             cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} AND {} <= {}").format(
-                t, g.chance("mut_del", fraction * 0.1, i=e.legacy_pk), pk, sql.Literal(max_ids[e.name])))
+                t, g.chance("mut_del", fraction * 0.1, i=pk), pk, sql.Literal(max_ids[e.name])))
             out[e.name] = MutationCounts(updated, inserted, cur.rowcount)
         conn.commit()
     log(f"mutated round {round_no}: " + ", ".join(
@@ -344,14 +345,14 @@ def mutate(conninfo: str, fraction: float = 0.01, round_no: int = 1, seed: int =
     return out
 
 
-def _mutated(c: Column, g: _Gen, round_no: int) -> sql.Composable:
+def _mutated(c: Column, g: _Gen, round_no: int, pk: sql.Identifier) -> sql.Composable:
     col = sql.Identifier(c.legacy_name)
     if c.kind in (Kind.TEXT, Kind.LONG_TEXT):
         return sql.SQL("{} || {}").format(col, sql.Literal(f" (rev {round_no})"))
     if c.kind is Kind.CENTS:
         return sql.SQL("{} + 100").format(col)
     if c.kind in (Kind.CODE_INT, Kind.CODE_CHAR):
-        return g.pick(list(c.codes), g.rnd(c.target + "mut", len(c.codes), i=c.legacy_name))
+        return g.pick(list(c.codes), g.rnd(c.target + "mut", len(c.codes), i=pk))
     raise AssertionError(f"{c.target}: {c.kind} is not mutable")
 
 

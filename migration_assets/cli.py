@@ -1,0 +1,122 @@
+"""Command line: ``migration-assets setup | simulate | migrate | demo | summary``.
+
+``demo`` is what the README's first command runs: resolve or start the databases, apply the
+target schema, simulate the legacy database, materialize all 45 assets through Dagster (in the
+instance under DAGSTER_HOME, so the run shows in ``dagster dev``), print a per-entity summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import psycopg
+
+from .config import PROJECT_DIR, resolve_databases
+from .registry import topological_order
+from .target_schema import CONTROL_SCHEMA, apply_migrations
+
+
+def setup(write_env: bool = True):
+    dbs = resolve_databases()
+    for key, value in dbs.env().items():
+        os.environ[key] = value
+    if write_env:
+        # dagster dev loads .env from its working directory; the file is git-ignored
+        lines = [f"{k}={v}" for k, v in dbs.env().items()]
+        (PROJECT_DIR / ".env").write_text("\n".join(lines) + "\n")
+    applied = apply_migrations(dbs.target.conninfo())
+    where = "embedded PostgreSQL (pgserver)" if dbs.embedded else "configured server"
+    print(f"databases ({where}): legacy {dbs.source.describe()}, target {dbs.target.describe()}")
+    print(f"target schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
+    return dbs
+
+
+def migrate(selection: str = "*") -> bool:
+    from dagster import DagsterInstance
+
+    from .definitions import defs
+
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    job = defs.get_job_def("full_migration")
+    started = time.perf_counter()
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    print(f"\nrun {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'} "
+          f"in {time.perf_counter() - started:.1f}s")
+    summary(result.run_id)
+    return result.success
+
+
+def summary(run_id: str | None = None) -> None:
+    target = resolve_databases().target.conninfo()
+    with psycopg.connect(target) as conn:
+        if run_id is None:
+            row = conn.execute(f"SELECT run_id FROM {CONTROL_SCHEMA}.migration_runs ORDER BY id DESC LIMIT 1").fetchone()
+            if not row:
+                print("no migration has run yet")
+                return
+            run_id = row[0]
+        rows = {r[0]: r[1:] for r in conn.execute(
+            f"SELECT entity, status, records_read, inserted, updated, unchanged, quarantined, duration_ms "
+            f"FROM {CONTROL_SCHEMA}.migration_runs WHERE run_id = %s", [run_id]).fetchall()}
+    header = f"{'level':>5} {'entity':<26} {'status':<17} {'read':>10} {'inserted':>10} {'updated':>8} " \
+             f"{'unchanged':>10} {'quarant.':>8} {'secs':>7}"
+    print(header)
+    print("-" * len(header))
+    totals = [0] * 6
+    for e in topological_order():
+        if e.name not in rows:
+            print(f"{e.level:>5} {e.name:<26} {'(not run)':<17}")
+            continue
+        status, read, ins, upd, unch, quar, ms = rows[e.name]
+        for i, v in enumerate((read, ins, upd, unch, quar, ms)):
+            totals[i] += v
+        print(f"{e.level:>5} {e.name:<26} {status:<17} {read:>10,} {ins:>10,} {upd:>8,} {unch:>10,} {quar:>8,} "
+              f"{ms / 1000:>7.2f}")
+    read, ins, upd, unch, quar, ms = totals
+    print("-" * len(header))
+    print(f"{'':>5} {'total':<26} {'':<17} {read:>10,} {ins:>10,} {upd:>8,} {unch:>10,} {quar:>8,} {ms / 1000:>7.2f}")
+    if read:
+        print(f"accounted for: {read:,} legacy rows = {read - quar:,} in the target + {quar:,} in quarantine "
+              f"({100 * (read - quar) / read:.2f}% loaded)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="migration-assets", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("setup", help="resolve or start the databases and apply the target schema")
+    sim = sub.add_parser("simulate", help="(re)generate the legacy database")
+    sim.add_argument("--scale", type=float, default=0.05)
+    sim.add_argument("--seed", type=int, default=7)
+    sub.add_parser("migrate", help="materialize all 45 assets")
+    demo = sub.add_parser("demo", help="setup + simulate + migrate + summary")
+    demo.add_argument("--scale", type=float, default=float(os.environ.get("DEMO_SCALE", 0.05)))
+    demo.add_argument("--seed", type=int, default=7)
+    sub.add_parser("summary", help="per-entity summary of the last run")
+    a = p.parse_args(argv)
+    if a.cmd == "setup":
+        setup()
+    elif a.cmd == "simulate":
+        from .simulator import generate
+
+        generate(setup().source.conninfo(), a.scale, a.seed)
+    elif a.cmd == "migrate":
+        setup()
+        return 0 if migrate() else 1
+    elif a.cmd == "demo":
+        from .simulator import generate
+
+        dbs = setup()
+        generate(dbs.source.conninfo(), a.scale, a.seed)
+        ok = migrate()
+        print("\nLook at it in the Dagster UI:  .venv/bin/dagster dev   (then open http://127.0.0.1:3000)")
+        return 0 if ok else 1
+    elif a.cmd == "summary":
+        summary()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Fixtures: throw-away legacy and target databases on a real PostgreSQL.
+
+The server is MIGRATION_PG_URL when set (CI sets it to this machine's PostgreSQL), the embedded
+pgserver otherwise. Each test session creates its own databases and drops them at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from migration_assets.config import DbSettings, admin_url, ensure_database
+from migration_assets.simulator import generate
+from migration_assets.target_schema import apply_migrations
+
+TEST_SCALE = float(os.environ.get("TEST_SCALE", "0.01"))
+
+
+@pytest.fixture(scope="session")
+def admin() -> str:
+    url, _ = admin_url()
+    return url
+
+
+class TempDatabases:
+    def __init__(self, admin: str):
+        self.admin = admin
+        self.created: list[str] = []
+
+    def new(self, label: str) -> str:
+        name = f"ma_test_{label}_{uuid.uuid4().hex[:8]}"
+        self.created.append(name)
+        return ensure_database(self.admin, name).conninfo()
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def databases(admin):
+    dbs = TempDatabases(admin)
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def legacy(databases) -> str:
+    """A dirty legacy database at TEST_SCALE, generated once per session (read-only for tests)."""
+    conninfo = databases.new("legacy")
+    generate(conninfo, scale=TEST_SCALE, seed=7, log=lambda *_: None)
+    return conninfo
+
+
+@pytest.fixture()
+def target(databases) -> str:
+    """A fresh target database with the schema applied."""
+    conninfo = databases.new("target")
+    apply_migrations(conninfo)
+    return conninfo
+
+
+@pytest.fixture()
+def dagster_env(monkeypatch, legacy, target):
+    """Point the Dagster definitions at the test databases."""
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    return DbSettings(url=legacy), DbSettings(url=target)
+
+
+def query(conninfo: str, q, params=None):
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(q, params).fetchall()

@@ -1,0 +1,107 @@
+"""Unit tests of the registry, the key function and the generated schema files (no database)."""
+
+import uuid
+
+import pyarrow as pa
+import pytest
+
+from migration_assets import registry
+from migration_assets.registry import ENTITIES, BY_NAME, levels, topological_order
+from migration_assets.target_schema import MIGRATIONS_DIR, migration_files
+from migration_assets.transforms import Kind, legacy_uuid, md5_key_sql, uuid_from_md5_hex
+
+SEED_ENTITIES = """offices profiles categories roles doctors patients technicians doctor_offices
+patients_doctors_offices role_permissions technician_roles cases orders jaws templates products brackets
+case_states order_states tasks team_communications files case_files order_files message_attachments messages
+case_messages comments system_messages projects treatment_plans template_products template_view_groups
+template_view_roles purchases payments operations order_cases treatment_discussions patient_events""".split()
+
+
+def test_45_entities_including_the_seeds_40():
+    assert len(ENTITIES) == 45
+    assert len(BY_NAME) == 45
+    assert set(SEED_ENTITIES) <= set(BY_NAME)
+
+
+def test_every_foreign_key_parent_is_an_entity():
+    for e in ENTITIES:
+        for c in e.foreign_keys:
+            assert c.parent in BY_NAME, f"{e.name}.{c.target} -> {c.parent}"
+            assert c.parent != e.name
+
+
+def test_graph_is_acyclic_with_11_computed_levels():
+    lv = levels()
+    assert len(lv) == 45
+    assert set(lv.values()) == set(range(1, 12))
+    for e in ENTITIES:
+        # longest path: exactly one more than the deepest parent
+        assert lv[e.name] == 1 + max((lv[p] for p in e.parents), default=0)
+
+
+def test_cycle_is_detected(monkeypatch):
+    a = BY_NAME["offices"]
+    cyclic = a.__class__(a.name, a.legacy_table, a.legacy_pk,
+                         a.columns + (registry.fk("loop_id", "cases", required=False),),
+                         a.priority, a.expected_rows, a.description)
+    monkeypatch.setitem(BY_NAME, "offices", cyclic)
+    levels.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="cycle"):
+            levels()
+    finally:
+        levels.cache_clear()
+
+
+def test_topological_order_puts_parents_first():
+    seen = set()
+    for e in topological_order():
+        assert set(e.parents) <= seen
+        seen.add(e.name)
+
+
+def test_seed_counts_and_total():
+    assert BY_NAME["system_messages"].expected_rows == 2_191_123
+    assert BY_NAME["tasks"].expected_rows == 953_224
+    assert 4_200_000 < registry.total_expected_rows() < 4_600_000
+
+
+def test_legacy_names_are_unique_and_differ_from_target_for_many():
+    assert len({e.legacy_table for e in ENTITIES}) == 45
+    for e in ENTITIES:
+        names = [e.legacy_pk] + [c.legacy_name for c in e.columns]
+        assert len(names) == len(set(names)), e.name
+    renamed = [e for e in ENTITIES if e.legacy_table != e.target_table]
+    assert len(renamed) >= 40
+
+
+def test_realistic_legacy_types_are_present():
+    kinds = {c.kind for e in ENTITIES for c in e.columns}
+    assert {Kind.YN, Kind.CODE_INT, Kind.CODE_CHAR, Kind.CENTS, Kind.EPOCH, Kind.TEXT_DATE, Kind.EMAIL} <= kinds
+
+
+def test_arrow_uuid_equals_python_uuid3():
+    import hashlib
+
+    from migration_assets.transforms import NAMESPACE_BYTES
+
+    names = [("cases", i) for i in (1, 2, 99, 123456)] + [("profiles", 7)]
+    digests = pa.array([hashlib.md5(NAMESPACE_BYTES + f"{e}:{i}".encode()).hexdigest() for e, i in names] + [None])
+    out = uuid_from_md5_hex(digests).to_pylist()
+    assert out[-1] is None
+    for (e, i), got in zip(names, out):
+        assert uuid.UUID(got) == legacy_uuid(e, i)
+        assert uuid.UUID(got).version == 3
+
+
+def test_key_sql_is_quoted_and_parameter_free():
+    from psycopg import sql
+
+    text = md5_key_sql("cases", sql.Identifier("case_id")).as_string(None)
+    assert text == "md5('migration_assetscases:' || \"case_id\"::text)"
+
+
+def test_committed_migration_files_match_the_registry():
+    generated = migration_files()
+    on_disk = {p.name: p.read_text() for p in MIGRATIONS_DIR.glob("*.sql")}
+    assert on_disk == generated, "run: python -m migration_assets.target_schema --write"
