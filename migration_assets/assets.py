@@ -70,7 +70,7 @@ def build_table_asset(e: Entity):
     def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase,
                      settings: MigrationSettings) -> LegacyStream:
         try:
-            return legacy.stream(e, settings.load_options(context.run_id))
+            return legacy.stream(e, settings.load_options(context.run.run_id))
         except Exception as exc:
             kind = classify(exc)
             if kind.transient:
