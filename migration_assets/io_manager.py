@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 from dagster import (
     ConfigurableIOManager,
+    Failure,
     InputContext,
     MetadataValue,
     OutputContext,
@@ -63,9 +64,12 @@ class PostgresArrowIOManager(ConfigurableIOManager):
                 result = load_stream(conn, obj, opts, on_progress=progress)
                 write_audit(conn, context.run_id, result, e.name)
                 conn.commit()
-        except BaseException as exc:
-            self._record_failure(context, e.name, exc, started)
-            raise
+        except Exception as exc:
+            kind = self._record_failure(context, e.name, exc, started)
+            if kind.transient:
+                raise  # the asset's RetryPolicy retries it (exponential backoff, jitter)
+            raise Failure(description=f"{e.name}: {kind.name}: {kind.message}. {kind.recovery}",
+                          allow_retries=False) from None
         finally:
             obj.close()
         context.add_output_metadata(self._metadata(e, result))
@@ -74,7 +78,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
             f"inserted {result.inserted:,}, updated {result.updated:,}, unchanged {result.unchanged:,}, "
             f"quarantined {result.quarantined:,} in {result.duration_s:.2f}s ({result.rows_per_second:,.0f} rows/s)")
 
-    def _record_failure(self, context: OutputContext, name: str, exc: BaseException, started: float) -> None:
+    def _record_failure(self, context: OutputContext, name: str, exc: BaseException, started: float):
         """Audit the failure on its own connection (the load's transaction was rolled back)."""
         kind = classify(exc)
         try:
@@ -84,6 +88,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
                 conn.commit()
         except Exception as audit_exc:  # the target may be the thing that is down
             context.log.warning(f"{name}: could not record the failure in the audit trail: {classify(audit_exc).message}")
+        return kind
 
     def _metadata(self, e, r: LoadResult) -> dict:
         return {

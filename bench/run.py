@@ -1,0 +1,134 @@
+"""Benchmark: raw COPY vs the full migration vs a no-op re-run, side by side, at several scales.
+
+    .venv/bin/python -m bench.run --scales 0.1 1.0 --runs 3      # writes BENCHMARKS.md
+
+For each scale, in the same process and on the same server, one after the other:
+1. the simulator builds the legacy database (timed);
+2. the raw copy: every legacy table ``COPY ... TO STDOUT`` piped into ``COPY ... FROM STDIN`` of a
+   plain table with the same columns in another database (no keys, no transforms): the practical
+   limit of this machine;
+3. the full migration: all 45 assets materialized through Dagster into a fresh target, in a child
+   process so that its peak RSS is its own; orchestration cost = wall time - sum of the loads;
+4. a no-op re-run over the unchanged source.
+Medians over ``--runs`` runs; the ratios are taken within each run, then their median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from migration_assets.config import PROJECT_DIR, admin_url, ensure_database
+from migration_assets.registry import ENTITIES
+from migration_assets.simulator import create_table_sql, generate
+from migration_assets.target_schema import apply_migrations
+
+
+def recreate(admin: str, name: str) -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    return ensure_database(admin, name).conninfo()
+
+
+def raw_copy(source: str, dest: str) -> float:
+    """COPY every legacy table into plain tables of another database; seconds."""
+    with psycopg.connect(dest, autocommit=True) as d:
+        for e in ENTITIES:
+            d.execute(create_table_sql(e, "public"))
+    started = time.perf_counter()
+    with psycopg.connect(source) as s, psycopg.connect(dest) as d:
+        for e in ENTITIES:
+            t = sql.Identifier(e.legacy_table)
+            with s.cursor().copy(sql.SQL("COPY {} TO STDOUT").format(t)) as out, \
+                    d.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(t)) as inp:
+                for chunk in out:
+                    inp.write(chunk)
+        d.commit()
+    return time.perf_counter() - started
+
+
+def migrate_child(source: str, target: str, dagster_url: str | None) -> dict:
+    env = dict(os.environ, SOURCE_DB_URL=source, TARGET_DB_URL=target)
+    out = subprocess.run([sys.executable, "-m", "bench.migrate_once"], env=env, capture_output=True, text=True,
+                         cwd=PROJECT_DIR)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--scales", type=float, nargs="+", default=[0.1, 1.0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--output", default=str(PROJECT_DIR / "BENCHMARKS.md"))
+    a = p.parse_args(argv)
+    admin, _ = admin_url()
+    results = {}
+    for scale in a.scales:
+        runs = []
+        for i in range(a.runs):
+            legacy = recreate(admin, "bench_legacy")
+            t = time.perf_counter()
+            generate(legacy, scale=scale, seed=7, log=lambda *_: None)
+            sim_s = time.perf_counter() - t
+            with psycopg.connect(legacy) as c:
+                rows = sum(c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(e.legacy_table)))
+                           .fetchone()[0] for e in ENTITIES)
+            raw_s = raw_copy(legacy, recreate(admin, "bench_raw"))
+            target = recreate(admin, "bench_target")
+            apply_migrations(target)
+            full = migrate_child(legacy, target, None)
+            noop = migrate_child(legacy, target, None)
+            run = {"rows": rows, "simulate_s": sim_s, "raw_s": raw_s, "full": full, "noop": noop,
+                   "full_vs_raw": full["wall_s"] / raw_s, "noop_vs_full": noop["wall_s"] / full["wall_s"],
+                   "orchestration_share": full["orchestration_s"] / full["wall_s"]}
+            print(json.dumps({"scale": scale, "run": i, **{k: v for k, v in run.items()
+                                                          if k not in ("full", "noop")},
+                              "full_s": full["wall_s"], "noop_s": noop["wall_s"], "rss": full["peak_rss_mb"]}),
+                  flush=True)
+            runs.append(run)
+        results[scale] = runs
+    write_report(results, Path(a.output))
+
+
+def _median(runs, f):
+    return statistics.median(f(r) for r in runs)
+
+
+def write_report(results: dict, path: Path) -> None:
+    lines = ["# Benchmarks", "",
+             "Written by `.venv/bin/python -m bench.run` (see bench/run.py for exactly what is measured). "
+             "Machine: 2 cores, PostgreSQL 15 on 127.0.0.1 for source and target databases. "
+             "Medians over the runs; ratios are taken within each run (same machine, same minute), then "
+             "their median.", "",
+             "| scale | legacy rows | runs | simulate s | raw COPY s | full migration s | full / raw | "
+             "no-op re-run s | no-op / full | orchestration share | peak RSS MB (full) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for scale, runs in results.items():
+        lines.append(
+            f"| {scale} | {runs[0]['rows']:,} | {len(runs)} | {_median(runs, lambda r: r['simulate_s']):.1f} | "
+            f"{_median(runs, lambda r: r['raw_s']):.1f} | {_median(runs, lambda r: r['full']['wall_s']):.1f} | "
+            f"{_median(runs, lambda r: r['full_vs_raw']):.2f}x | {_median(runs, lambda r: r['noop']['wall_s']):.1f} | "
+            f"{100 * _median(runs, lambda r: r['noop_vs_full']):.0f}% | "
+            f"{100 * _median(runs, lambda r: r['orchestration_share']):.1f}% | "
+            f"{_median(runs, lambda r: r['full']['peak_rss_mb']):.0f} |")
+    lines += ["", "## Slowest loads (full migration, last run of the largest scale)", "",
+              "| entity | rows read | seconds | rows/s | path |", "|---|---|---|---|---|"]
+    last = list(results.values())[-1][-1]["full"]["loads"]
+    for name, (read, secs, path_) in sorted(last.items(), key=lambda kv: -kv[1][1])[:8]:
+        lines.append(f"| {name} | {read:,} | {secs:.2f} | {read / secs if secs else 0:,.0f} | {path_} |")
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
