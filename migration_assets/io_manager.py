@@ -109,6 +109,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
             "quarantine_resolved": r.resolved,
             "quarantine_by_reason": MetadataValue.json(r.quarantine_by_reason),
             "recoveries_applied": MetadataValue.json(r.recoveries),
+            "phase_seconds": MetadataValue.json(r.phases),
             "auto_resolution_rate": MetadataValue.float(_resolution_rate(r)),
             "rows_per_second": MetadataValue.float(round(r.rows_per_second, 1)),
             "duration_s": MetadataValue.float(round(r.duration_s, 3)),

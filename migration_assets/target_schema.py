@@ -173,6 +173,9 @@ CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.watermarks (
         "20261124000001_roles_and_control_schema.sql": setup,
         "20261124000002_target_tables.sql": tables,
         "20261124000003_migration_control.sql": control,
+        "20261124000004_quarantine_source_hash.sql":
+            "-- Hash of the raw legacy row each quarantine row came from: lets a re-run skip unchanged rows.\n"
+            f"ALTER TABLE {CONTROL_SCHEMA}.quarantine ADD COLUMN IF NOT EXISTS source_hash bigint;\n",
     }
 
 

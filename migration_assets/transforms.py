@@ -40,8 +40,6 @@ EMAIL_REGEX = r"^[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}$"
 
 # Plausible range for epoch-second timestamps (1970-01-01 .. 2100-01-01).
 EPOCH_MIN, EPOCH_MAX = 0, 4102444800
-# Text dates must be ISO (YYYY-MM-DD), years 1900..2099, and a real calendar day.
-_ISO_DATE_RE = r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
 
 
 def legacy_uuid(entity: str, legacy_id: int) -> uuid.UUID:
@@ -186,9 +184,9 @@ class Column:
                 src, sql.Literal(EPOCH_MIN), sql.Literal(EPOCH_MAX)
             )
         if k is Kind.TEXT_DATE:
-            return sql.SQL("CASE WHEN {valid} THEN btrim({src})::date END").format(
-                valid=_iso_date_valid(src), src=src
-            )
+            # parsed and validated in Arrow (parse_text_dates): ~0.5 us a value there, against
+            # ~7 us for a regex-plus-calendar test that SQL would evaluate several times per row
+            return sql.SQL("nullif(btrim({}), '')").format(src)
         if k is Kind.TIMESTAMP:
             return sql.SQL("({} AT TIME ZONE 'UTC')").format(src)
         raise AssertionError(k)
@@ -207,19 +205,30 @@ class Column:
             return sql.SQL("({0} IS NOT NULL AND {0} NOT BETWEEN {1} AND {2})").format(
                 src, sql.Literal(EPOCH_MIN), sql.Literal(EPOCH_MAX)
             )
-        if k is Kind.TEXT_DATE:
-            return sql.SQL("({0} IS NOT NULL AND NOT {1})").format(src, _iso_date_valid(src))
-        return None
+        return None  # TEXT_DATE: see parse_text_dates
+
+    @property
+    def source_arrow_type(self) -> pa.DataType:
+        """Arrow type of the value as the source query sends it (text dates arrive as text)."""
+        return pa.string() if self.kind is Kind.TEXT_DATE else self.arrow_type
 
 
-def _iso_date_valid(src: sql.Composable) -> sql.Composable:
-    """True when ``src`` is an ISO date of a real calendar day; never raises.
+_DATE_MIN = pa.scalar(-2208988800, pa.timestamp("s"))  # 1900-01-01
+_DATE_END = pa.scalar(4102444800, pa.timestamp("s"))  # 2100-01-01
 
-    The regex admits only well-formed dates with month 1..12 and day 1..31; the second test
-    (evaluated only after the first, CASE guarantees the order) rejects 2021-02-30 and friends.
+
+def parse_text_dates(text: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    """Vectorised strict ISO date parsing: (date32 values, mask of present-but-invalid values).
+
+    Valid means YYYY-MM-DD exactly (after trimming), a real calendar day, years 1900..2099:
+    pyarrow's strptime is lenient (2021-02-30 becomes March 2nd, 2021-1-5 passes), so the parse is
+    formatted back and must reproduce the input.
     """
-    return sql.SQL(
-        "(CASE WHEN btrim({0}) ~ {1} THEN "
-        "substr(btrim({0}), 9, 2)::int <= extract(day from (substr(btrim({0}), 1, 7) || '-01')::date "
-        "+ interval '1 month' - interval '1 day') ELSE false END)"
-    ).format(src, sql.Literal(_ISO_DATE_RE))
+    trimmed = pc.utf8_trim_whitespace(text)
+    parsed = pc.strptime(trimmed, format="%Y-%m-%d", unit="s", error_is_null=True)
+    ok = pc.and_kleene(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), trimmed),
+                       pc.and_(pc.greater_equal(parsed, _DATE_MIN), pc.less(parsed, _DATE_END)))
+    ok = pc.fill_null(ok, False)
+    dates = pc.if_else(ok, parsed, pa.scalar(None, pa.timestamp("s"))).cast(pa.date32())
+    invalid = pc.and_(pc.is_valid(trimmed), pc.invert(ok))
+    return dates, invalid
