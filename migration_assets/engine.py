@@ -557,6 +557,51 @@ def plan_changes(conn: psycopg.Connection, stream: "LegacyStream") -> None:
                         f"{stream.verified_loaded + stream.verified_quarantined:,} rows verified unchanged")
 
 
+def _prefetch(batches, depth: int = 2):
+    """Iterate ``batches`` in a background thread, at most ``depth`` batches ahead.
+
+    Reading from the source (psycopg releases the GIL while it waits on the socket, pyarrow while
+    it parses and computes) then overlaps with writing to the target instead of alternating with
+    it. Memory grows by ``depth`` batches, still bounded by BATCH_SIZE. An exception in the
+    reader is re-raised here; closing the generator stops the reader.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="legacy-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
 def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOptions,
                 on_progress: Callable[[str], None] | None = None) -> LoadResult:
     """Load ``stream`` into its target table inside the caller's open transaction on ``conn``.
@@ -604,7 +649,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     n_rejects = 0
     batches = 0
     with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(dest, _ids(cols))) as copy:
-        for batch in stream:
+        for batch in _prefetch(stream, depth=2):
             bad_mask = pc.is_valid(batch.column(REJECT))
             n_bad = pc.sum(bad_mask).as_py() or 0
             good = batch.filter(pc.invert(bad_mask)) if n_bad else batch

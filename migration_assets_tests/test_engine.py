@@ -75,6 +75,20 @@ def migrated(dagster_env, legacy, target):
     return legacy, target, result
 
 
+@pytest.fixture()
+def migrated_private(databases, target, monkeypatch):
+    """Like ``migrated`` but on a legacy database of its own: for tests that change the source."""
+    from migration_assets.simulator import generate
+
+    legacy = databases.new("legacy_private")
+    generate(legacy, scale=0.01, seed=7, log=lambda *_: None)
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    result = run_all()
+    assert result.success
+    return legacy, target, result
+
+
 def test_every_legacy_row_is_in_the_target_or_in_quarantine(migrated):
     legacy, target, _ = migrated
     for e in ENTITIES:
@@ -199,8 +213,8 @@ def test_source_query_quotes_identifiers_and_has_no_python_values():
     assert "%s" not in text
 
 
-def test_rerun_reads_only_changed_buckets_and_applies_the_change(migrated):
-    legacy, target, _ = migrated
+def test_rerun_reads_only_changed_buckets_and_applies_the_change(migrated_private):
+    legacy, target, _ = migrated_private
     with psycopg.connect(legacy) as conn:
         conn.execute("UPDATE wf_task SET task_title = 'Changed at the source' WHERE task_id = 42")
         conn.commit()
@@ -213,8 +227,8 @@ def test_rerun_reads_only_changed_buckets_and_applies_the_change(migrated):
     assert result.records_read == n  # verified + re-read rows account for the whole table
 
 
-def test_fixing_a_quarantined_row_at_the_source_resolves_it(migrated):
-    legacy, target, _ = migrated
+def test_fixing_a_quarantined_row_at_the_source_resolves_it(migrated_private):
+    legacy, target, _ = migrated_private
     row = query(target, "SELECT legacy_id, reason FROM migration_control.quarantine "
                         "WHERE entity = 'tasks' AND reason = 'INVALID_VALUE' AND NOT resolved LIMIT 1")
     assert row, "the simulator's dirty data should have quarantined a task with a bad date"
