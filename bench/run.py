@@ -65,12 +65,21 @@ def migrate_child(source: str, target: str, dagster_url: str | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def regenerate(path: Path) -> None:
+    """Rewrite the markdown from the saved JSON (``--from-json``) without measuring again."""
+    data = json.loads(path.with_suffix(".json").read_text())
+    write_report({float(k): v for k, v in data.items()}, path)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--scales", type=float, nargs="+", default=[0.1, 1.0])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--output", default=str(PROJECT_DIR / "BENCHMARKS.md"))
+    p.add_argument("--from-json", action="store_true", help="only rewrite the report from the saved results")
     a = p.parse_args(argv)
+    if a.from_json:
+        return regenerate(Path(a.output))
     admin, _ = admin_url()
     results = {}
     for scale in a.scales:
@@ -97,6 +106,7 @@ def main(argv=None) -> None:
                   flush=True)
             runs.append(run)
         results[scale] = runs
+    Path(a.output).with_suffix(".json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
     write_report(results, Path(a.output))
 
 
@@ -121,6 +131,27 @@ def write_report(results: dict, path: Path) -> None:
             f"{100 * _median(runs, lambda r: r['noop_vs_full']):.0f}% | "
             f"{100 * _median(runs, lambda r: r['orchestration_share']):.1f}% | "
             f"{_median(runs, lambda r: r['full']['peak_rss_mb']):.0f} |")
+    # verdicts against the targets of the core-engine issue, computed from the figures above
+    big = results[max(results)]
+    small = results[min(results)]
+    rss_big, rss_small = _median(big, lambda r: r["full"]["peak_rss_mb"]), _median(small, lambda r: r["full"]["peak_rss_mb"])
+    checks = [
+        ("simulator at the largest scale", "< 180 s", f"{_median(big, lambda r: r['simulate_s']):.1f} s",
+         _median(big, lambda r: r["simulate_s"]) < 180),
+        ("full migration / raw COPY", "<= 2x", f"{_median(big, lambda r: r['full_vs_raw']):.2f}x",
+         _median(big, lambda r: r["full_vs_raw"]) <= 2),
+        ("no-op re-run / full migration", "<= 15%", f"{100 * _median(big, lambda r: r['noop_vs_full']):.0f}%",
+         _median(big, lambda r: r["noop_vs_full"]) <= 0.15),
+        ("orchestration share of the full run", "< 10%",
+         f"{100 * _median(big, lambda r: r['orchestration_share']):.1f}%",
+         _median(big, lambda r: r["orchestration_share"]) < 0.10),
+        ("peak RSS of the full run", "<= 256 MB", f"{rss_big:.0f} MB", rss_big <= 256),
+        ("peak RSS flat between scales", "within 25%", f"{rss_small:.0f} -> {rss_big:.0f} MB",
+         rss_big <= 1.25 * rss_small),
+    ]
+    lines += ["", f"## Against the targets (scale {max(results)})", "", "| measure | target | measured | met |",
+              "|---|---|---|---|"]
+    lines += [f"| {m} | {t} | {v} | {'yes' if ok else 'NO'} |" for m, t, v, ok in checks]
     lines += ["", "## Slowest loads (full migration, last run of the largest scale)", "",
               "| entity | rows read | seconds | rows/s | path |", "|---|---|---|---|---|"]
     last = list(results.values())[-1][-1]["full"]["loads"]
