@@ -85,7 +85,9 @@ class Databases:
 
 
 def _url(db: DbSettings) -> str:
-    """postgresql:// URL form (dagster-postgres wants a URL)."""
+    """SQLAlchemy URL for dagster-postgres. The driver is named: SQLAlchemy 2.1 would otherwise pick
+    psycopg 3 for postgresql://, whose server-side binding breaks dagster-postgres's
+    ``NOTIFY run_events, %(id)s``."""
     p = pg_conninfo.conninfo_to_dict(db.conninfo())
     from urllib.parse import quote
 
@@ -96,7 +98,7 @@ def _url(db: DbSettings) -> str:
     query = ""
     if host.startswith("/"):
         query, host = "?host=" + quote(host, safe=""), ""
-    return f"postgresql://{auth}@{host}:{p.get('port', 5432)}/{p.get('dbname', '')}{query}"
+    return f"postgresql+psycopg2://{auth}@{host}:{p.get('port', 5432)}/{p.get('dbname', '')}{query}"
 
 
 def embedded_server_url(home: Path | None = None) -> str:
