@@ -40,7 +40,7 @@ def migrate(selection: str = "*") -> bool:
     from .definitions import defs
 
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    job = defs.get_job_def("full_migration")
+    job = defs.resolve_job_def("full_migration")
     started = time.perf_counter()
     result = job.execute_in_process(instance=instance, raise_on_error=False)
     print(f"\nrun {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'} "
