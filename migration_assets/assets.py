@@ -15,6 +15,7 @@ Permanent errors (schema mismatch, bad configuration, a timeout) are raised as
 
 from dagster import (
     AssetExecutionContext,
+    Output,
     AssetKey,
     Backoff,
     Failure,
@@ -24,11 +25,12 @@ from dagster import (
     asset,
 )
 
-from .config import env_int
+from .checks import check_specs, run_checks
+from .config import env_bool, env_int
 from .engine import LegacyStream
 from .errors import classify
 from .registry import ENTITIES, Entity
-from .resources import LegacyDatabase, MigrationSettings
+from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 
 OWNER = "team:data-migration"
 IO_MANAGER_KEY = "target_io_manager"
@@ -56,6 +58,8 @@ def build_table_asset(e: Entity):
         owners=[OWNER],
         description=_description(e),
         io_manager_key=IO_MANAGER_KEY,
+        # checks run in the asset's own step, right after the load: no extra step per check
+        check_specs=check_specs(e) if env_bool("MIGRATION_ASSET_CHECKS", True) else None,
         retry_policy=retry_policy(),
         metadata={
             "legacy_table": e.legacy_table,
@@ -67,15 +71,20 @@ def build_table_asset(e: Entity):
                                                 for c in e.foreign_keys}),
         },
     )
-    def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase,
-                     settings: MigrationSettings) -> LegacyStream:
+    def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
+                     settings: MigrationSettings):
         try:
-            return legacy.stream(e, settings.load_options(context.run.run_id))
+            stream: LegacyStream = legacy.stream(e, settings.load_options(context.run.run_id))
         except Exception as exc:
             kind = classify(exc)
             if kind.transient:
                 raise
             raise Failure(description=f"{e.name}: {kind.name}: {kind.message}", allow_retries=False) from None
+        # the IO manager loads and commits the table when the output is yielded ...
+        yield Output(stream)
+        # ... so the checks below see the committed table
+        if context.selected_asset_check_keys:
+            yield from run_checks(legacy.conninfo(), target.conninfo(), e)
 
     return _table_asset
 

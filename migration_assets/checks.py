@@ -113,13 +113,16 @@ def keys_unique(target_conn, e: Entity) -> AssetCheckResult:
     keys = [("id", sql.SQL("t.id")), ("legacy_id", _legacy_id())]
     keys += [(c.target, sql.SQL("t.{}").format(sql.Identifier(c.target))) for c in e.unique_columns]
     for name, expr in keys:
-        n, sample = target_conn.execute(sql.SQL(
-            "SELECT count(*), (array_agg(lid ORDER BY lid))[1:{n}] FROM ("
-            "  SELECT {lid} AS lid, count(*) OVER (PARTITION BY {k}) AS c FROM {t} t WHERE {k} IS NOT NULL) s "
-            "WHERE c > 1").format(lid=_legacy_id(), k=expr, t=t, n=sql.Literal(SAMPLE))).fetchone()
+        # hash aggregate first (cheap); the sample query only runs when something is duplicated
+        (n,) = target_conn.execute(sql.SQL(
+            "SELECT coalesce(sum(c), 0)::bigint FROM (SELECT count(*) AS c FROM {t} t WHERE {k} IS NOT NULL "
+            "GROUP BY {k} HAVING count(*) > 1) s").format(k=expr, t=t)).fetchone()
         found[name] = n
         if n:
-            samples[name] = sample
+            (samples[name],) = target_conn.execute(sql.SQL(
+                "SELECT (array_agg(lid ORDER BY lid))[1:{n}] FROM ("
+                "  SELECT {lid} AS lid, count(*) OVER (PARTITION BY {k}) AS c FROM {t} t WHERE {k} IS NOT NULL) s "
+                "WHERE c > 1").format(lid=_legacy_id(), k=expr, t=t, n=sql.Literal(SAMPLE))).fetchone()
     dup = sum(found.values())
     return AssetCheckResult(
         check_name="keys_unique", asset_key=AssetKey(e.name), passed=dup == 0, severity=AssetCheckSeverity.ERROR,
