@@ -87,15 +87,20 @@ def rows_reconcile(source_conn, target_conn, e: Entity) -> AssetCheckResult:
                   "sample_ids_not_in_legacy": MetadataValue.json(extra_sample or [])})
 
 
+def _offending_rows(target_conn, e: Entity, predicate: sql.Composable) -> tuple[int, list[int] | None]:
+    """(count, first SAMPLE legacy ids) of the target rows of ``e`` matching ``predicate`` (alias t)."""
+    return target_conn.execute(sql.SQL(
+        "SELECT count(*), (array_agg({lid} ORDER BY {lid}))[1:{n}] FROM {t} t WHERE {pred}").format(
+        lid=_legacy_id(), t=sql.Identifier("public", e.target_table), pred=predicate,
+        n=sql.Literal(SAMPLE))).fetchone()
+
+
 def foreign_keys_resolve(target_conn, e: Entity) -> AssetCheckResult:
-    t = sql.Identifier("public", e.target_table)
     per_fk, samples = {}, {}
     for c in e.foreign_keys:
-        n, sample = target_conn.execute(sql.SQL(
-            "SELECT count(*), (array_agg({lid} ORDER BY {lid}))[1:{n}] FROM {t} t "
-            "WHERE t.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {p} p WHERE p.id = t.{col})").format(
-            lid=_legacy_id(), t=t, col=sql.Identifier(c.target), p=sql.Identifier("public", c.parent),
-            n=sql.Literal(SAMPLE))).fetchone()
+        n, sample = _offending_rows(target_conn, e, sql.SQL(
+            "t.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {p} p WHERE p.id = t.{col})").format(
+            col=sql.Identifier(c.target), p=sql.Identifier("public", c.parent)))
         per_fk[c.target] = n
         if n:
             samples[c.target] = sample
@@ -132,14 +137,10 @@ def keys_unique(target_conn, e: Entity) -> AssetCheckResult:
 
 
 def emails_valid(target_conn, e: Entity) -> AssetCheckResult:
-    t = sql.Identifier("public", e.target_table)
     found, samples = {}, {}
     for c in e.email_columns:
-        n, sample = target_conn.execute(sql.SQL(
-            "SELECT count(*), (array_agg({lid} ORDER BY {lid}))[1:{n}] FROM {t} t "
-            "WHERE t.{col} IS NOT NULL AND t.{col} !~ {re}").format(
-            lid=_legacy_id(), t=t, col=sql.Identifier(c.target), re=sql.Literal(EMAIL_REGEX),
-            n=sql.Literal(SAMPLE))).fetchone()
+        n, sample = _offending_rows(target_conn, e, sql.SQL("t.{col} IS NOT NULL AND t.{col} !~ {re}").format(
+            col=sql.Identifier(c.target), re=sql.Literal(EMAIL_REGEX)))
         found[c.target] = n
         if n:
             samples[c.target] = sample

@@ -76,3 +76,25 @@ def dagster_env(monkeypatch, legacy, target):
 def query(conninfo: str, q, params=None):
     with psycopg.connect(conninfo) as conn:
         return conn.execute(q, params).fetchall()
+
+
+@pytest.fixture()
+def private_migration(databases, target, monkeypatch):
+    """Factory: a legacy database of the test's own (for tests that change the source or need
+    clean data), fully migrated through Dagster into ``target``. Returns (legacy, target, result)."""
+
+    def make(scale: float = 0.01, seed: int = 7, rates=None):
+        from dagster import DagsterInstance, materialize
+
+        from migration_assets.definitions import build_resources, table_assets
+        from migration_assets.simulator import DirtyRates
+
+        legacy = databases.new("legacy_private")
+        generate(legacy, scale=scale, seed=seed, rates=rates or DirtyRates(), log=lambda *_: None)
+        monkeypatch.setenv("SOURCE_DB_URL", legacy)
+        monkeypatch.setenv("TARGET_DB_URL", target)
+        result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral())
+        assert result.success
+        return legacy, target, result
+
+    return make

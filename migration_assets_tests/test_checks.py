@@ -14,20 +14,9 @@ def _by_name(results):
 
 
 @pytest.fixture()
-def migrated_for_checks(databases, target, monkeypatch):
-    """A clean legacy database (no dirty data) of its own, fully migrated through Dagster."""
-    from dagster import DagsterInstance, materialize
-
-    from migration_assets.definitions import build_resources, table_assets
-    from migration_assets.simulator import generate
-
-    legacy = databases.new("legacy_checks")
-    generate(legacy, scale=0.005, seed=9, log=lambda *_: None)
-    monkeypatch.setenv("SOURCE_DB_URL", legacy)
-    monkeypatch.setenv("TARGET_DB_URL", target)
-    result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral())
-    assert result.success
-    return legacy, target, result
+def migrated_for_checks(private_migration):
+    """A small legacy database of its own (the tests break its target), fully migrated."""
+    return private_migration(scale=0.005, seed=9)
 
 
 def test_all_checks_pass_on_a_clean_migration(migrated_for_checks):

@@ -76,17 +76,9 @@ def migrated(dagster_env, legacy, target):
 
 
 @pytest.fixture()
-def migrated_private(databases, target, monkeypatch):
+def migrated_private(private_migration):
     """Like ``migrated`` but on a legacy database of its own: for tests that change the source."""
-    from migration_assets.simulator import generate
-
-    legacy = databases.new("legacy_private")
-    generate(legacy, scale=0.01, seed=7, log=lambda *_: None)
-    monkeypatch.setenv("SOURCE_DB_URL", legacy)
-    monkeypatch.setenv("TARGET_DB_URL", target)
-    result = run_all()
-    assert result.success
-    return legacy, target, result
+    return private_migration(scale=0.01, seed=7)
 
 
 def test_every_legacy_row_is_in_the_target_or_in_quarantine(migrated):
