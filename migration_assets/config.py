@@ -112,6 +112,18 @@ def embedded_server_url(home: Path | None = None) -> str:
     return server.get_uri("postgres")
 
 
+def stop_embedded_server(home: Path | None = None) -> None:
+    """Stop the embedded PostgreSQL of ``home`` (pg_ctl stop, as pgserver's system user under root)."""
+    import pgserver
+
+    home = Path(os.environ.get("MIGRATION_HOME", home or PROJECT_DIR))
+    pgdata = home / ".pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    user = "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    pgserver.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user)
+
+
 def admin_url() -> tuple[str, bool]:
     url = os.environ.get("MIGRATION_PG_URL")
     if url:

@@ -52,9 +52,9 @@ def test_unreachable_target_fails_clearly_and_writes_nothing(monkeypatch, legacy
 
 
 def test_embedded_server_starts_and_answers(tmp_path, monkeypatch):
-    pgserver = pytest.importorskip("pgserver", reason="pgserver is a declared dependency; install it")
+    pytest.importorskip("pgserver", reason="pgserver is a declared dependency; install it")
     monkeypatch.setenv("MIGRATION_HOME", str(tmp_path))
-    from migration_assets.config import embedded_server_url
+    from migration_assets.config import embedded_server_url, stop_embedded_server
 
     url = embedded_server_url()
     try:
@@ -62,4 +62,5 @@ def test_embedded_server_starts_and_answers(tmp_path, monkeypatch):
             version = conn.execute("SHOW server_version_num").fetchone()[0]
         assert int(version) >= 150000
     finally:
-        pgserver.get_server(tmp_path / ".pgdata", cleanup_mode="stop").cleanup()
+        stop_embedded_server()
+    assert not (tmp_path / ".pgdata" / "postmaster.pid").exists()
