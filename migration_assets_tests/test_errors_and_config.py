@@ -34,7 +34,7 @@ def test_passwords_never_show():
     assert "s3cret-pw" not in classify(psycopg.OperationalError("x password=s3cret-pw")).message
 
 
-def test_unreachable_target_fails_clearly_and_writes_nothing(monkeypatch, legacy):
+def test_unreachable_target_fails_clearly_then_completes_once_it_is_back(monkeypatch, legacy, target):
     from dagster import DagsterInstance, materialize
 
     from migration_assets.definitions import build_resources, table_assets
@@ -49,6 +49,12 @@ def test_unreachable_target_fails_clearly_and_writes_nothing(monkeypatch, legacy
     failure = [ev for ev in result.all_events if ev.is_step_failure][0]
     text = str(failure.event_specific_data.error)
     assert "cannot connect to x@127.0.0.1:1/nowhere" in text
+    # the target is back (here: the right address): the same materialization completes
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    again = materialize(offices, resources=build_resources(), instance=DagsterInstance.ephemeral())
+    assert again.success
+    (n,) = psycopg.connect(target).execute("SELECT count(*) FROM public.offices").fetchone()
+    assert n > 0
 
 
 def test_embedded_server_starts_and_answers(tmp_path, monkeypatch):

@@ -1,0 +1,60 @@
+"""Real faults on real PostgreSQL: the loading connection killed mid-COPY, then retried."""
+
+import threading
+import time
+
+import psycopg
+from dagster import DagsterEventType, DagsterInstance, materialize
+
+from .conftest import query
+
+
+def _kill_when_copying(admin: str, target_db: str, table: str, stop: threading.Event, killed: list) -> None:
+    """Terminate the backend that COPies into ``table`` once it has been at it for a moment."""
+    with psycopg.connect(admin, autocommit=True) as conn:
+        while not stop.is_set():
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+                "AND query LIKE %s AND now() - query_start > interval '150 milliseconds'",
+                [target_db, f'COPY %"{table}"%FROM STDIN%']).fetchall()
+            if rows:
+                conn.execute("SELECT pg_terminate_backend(%s)", [rows[0][0]])
+                killed.append(rows[0][0])
+                return
+            time.sleep(0.02)
+
+
+def test_connection_killed_mid_copy_is_retried_and_rows_land_exactly_once(
+        admin, databases, target, monkeypatch):
+    from migration_assets.definitions import build_resources, table_assets
+    from migration_assets.simulator import generate
+
+    legacy = databases.new("legacy_fault")
+    generate(legacy, scale=0.03, seed=3, log=lambda *_: None)
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    monkeypatch.setenv("BATCH_SIZE", "300")  # many batches: the COPY is long enough to be caught
+    target_db = psycopg.conninfo.conninfo_to_dict(target)["dbname"]
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_when_copying, args=(admin, target_db, "tasks", stop, killed))
+    killer.start()
+    try:
+        result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral(),
+                             raise_on_error=False)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "the tasks COPY was never caught in flight"
+    assert result.success
+    retried = [ev for ev in result.all_events
+               if ev.event_type == DagsterEventType.STEP_UP_FOR_RETRY and ev.step_key == "tasks"]
+    assert len(retried) == 1
+    audit = query(target, "SELECT status, error_class FROM migration_control.migration_runs "
+                          "WHERE entity = 'tasks' ORDER BY id")
+    assert audit == [("FAILED", "CONNECTION"), ("COMPLETED", None)]
+    (legacy_n,) = query(legacy, "SELECT count(*) FROM wf_task")[0]
+    loaded, distinct = query(target, "SELECT count(*), count(DISTINCT (metadata->>'legacy_id')) FROM public.tasks")[0]
+    (quarantined,) = query(target, "SELECT count(*) FROM migration_control.quarantine "
+                                   "WHERE entity = 'tasks' AND NOT resolved")[0]
+    assert loaded == distinct
+    assert loaded + quarantined == legacy_n
