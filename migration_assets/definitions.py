@@ -24,6 +24,7 @@ from .assets import IO_MANAGER_KEY, table_assets
 from .config import env_bool, env_int, resolve_databases
 from .io_manager import PostgresArrowIOManager
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
+from .sensors import record_run_failures
 
 
 def _db_kwargs(prefix: str) -> dict | None:
@@ -69,6 +70,7 @@ full_migration = define_asset_job(
 defs = Definitions(
     assets=table_assets,
     jobs=[full_migration],
+    sensors=[record_run_failures],
     resources=build_resources(),
     executor=in_process_executor,
 )

@@ -58,3 +58,28 @@ def test_connection_killed_mid_copy_is_retried_and_rows_land_exactly_once(
                                    "WHERE entity = 'tasks' AND NOT resolved")[0]
     assert loaded == distinct
     assert loaded + quarantined == legacy_n
+
+
+def test_run_failure_sensor_records_the_failed_run(monkeypatch, legacy, target):
+    from dagster import build_run_status_sensor_context
+
+    from migration_assets.definitions import build_resources, table_assets
+    from migration_assets.sensors import record_run_failures
+
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", "host=127.0.0.1 port=1 dbname=nowhere user=x connect_timeout=2")
+    monkeypatch.setenv("MAX_RETRY_ATTEMPTS", "0")
+    instance = DagsterInstance.ephemeral()
+    offices = [a for a in table_assets if a.key.path[-1] == "offices"]
+    result = materialize(offices, resources=build_resources(), instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = [ev for ev in result.all_events if ev.event_type == DagsterEventType.RUN_FAILURE][0]
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    context = build_run_status_sensor_context(
+        sensor_name="record_run_failures", dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_event=failure, resources={"target": build_resources()["target"]}).for_run_failure()
+    record_run_failures(context)
+    rows = query(target, "SELECT entity, status, error_class FROM migration_control.migration_runs "
+                         "WHERE run_id = %s", [result.run_id])
+    # a run failure's message names the failed steps, not the cause (the step rows carry that)
+    assert rows == [("(run)", "FAILED", "UNKNOWN")]
