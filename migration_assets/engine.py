@@ -54,7 +54,6 @@ DETAIL = "_detail"
 RAW = "_raw"
 NOTES = "_notes"
 SOURCE_HASH = "_source_hash"
-HELPER_COLUMNS = (LEGACY_ID, REJECT, DETAIL, RAW, NOTES, SOURCE_HASH)
 BUCKET = 1024  # legacy ids per bucket of the change summary
 ENGINE_VERSION = "1"  # part of every source hash: bump when a transform changes meaning
 
@@ -200,6 +199,21 @@ def source_hash_sql(e: Entity, opts: LoadOptions, alias: str = "l") -> sql.Compo
     return sql.SQL("hashtextextended({}::text, {})").format(sql.Identifier(alias), sql.Literal(hash_salt(e, opts)))
 
 
+def parse_copy_rows(chunks: list[bytes], schema: pa.Schema) -> pa.Table:
+    """Parse rows of a PostgreSQL ``COPY ... (FORMAT csv)`` into a typed Arrow table.
+
+    PostgreSQL writes NULL as an empty unquoted field and the empty string as ``""``; booleans as
+    t/f. Both the legacy stream and the IO manager's load_input read COPY output through here.
+    """
+    return pcsv.read_csv(
+        io.BytesIO(b"".join(chunks)),
+        read_options=pcsv.ReadOptions(column_names=schema.names, block_size=1 << 26),
+        parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(column_types=schema, null_values=[""], strings_can_be_null=True,
+                                            quoted_strings_can_be_null=False, true_values=["t"],
+                                            false_values=["f"]))
+
+
 def _read_schema(e: Entity) -> pa.Schema:
     """What the source COPY sends: the target columns except ``metadata`` (built in Arrow), helpers, notes."""
     fields = [pa.field("id", pa.string(), nullable=False)]
@@ -243,11 +257,6 @@ class LegacyStream:
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         e, opts = self.entity, self.opts
         read_schema = _read_schema(e)
-        read_opts = pcsv.ReadOptions(column_names=read_schema.names, block_size=1 << 26)
-        parse_opts = pcsv.ParseOptions(newlines_in_values=True)
-        convert_opts = pcsv.ConvertOptions(
-            column_types=read_schema, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
-            true_values=["t"], false_values=["f"])
         key_columns = ["id"] + [c.target for c in e.foreign_keys]
         meta_prefix = pa.scalar('{"legacy_id": ')
         meta_suffix = pa.scalar(f', "legacy_table": {json.dumps(e.legacy_table)}')
@@ -261,22 +270,21 @@ class LegacyStream:
                 for chunk in copy:  # psycopg yields one CSV row per chunk
                     chunks.append(chunk)
                     if len(chunks) >= opts.batch_size:
-                        yield self._to_batch(chunks, read_opts, parse_opts, convert_opts, key_columns,
+                        yield self._to_batch(chunks, read_schema, key_columns,
                                              meta_prefix, meta_suffix)
                         chunks = []
                         batches += 1
                         if self._fail_after is not None and batches >= self._fail_after:
                             raise RuntimeError(f"injected failure after {batches} batches")
                 if chunks:
-                    yield self._to_batch(chunks, read_opts, parse_opts, convert_opts, key_columns,
+                    yield self._to_batch(chunks, read_schema, key_columns,
                                          meta_prefix, meta_suffix)
         except BaseException:
             self.close()  # an abandoned COPY leaves the connection unusable
             raise
 
-    def _to_batch(self, chunks, read_opts, parse_opts, convert_opts, key_columns, meta_prefix, meta_suffix):
-        table = pcsv.read_csv(io.BytesIO(b"".join(chunks)), read_options=read_opts, parse_options=parse_opts,
-                              convert_options=convert_opts)
+    def _to_batch(self, chunks, read_schema, key_columns, meta_prefix, meta_suffix):
+        table = parse_copy_rows(chunks, read_schema)
         self.rows_read += table.num_rows
         cols = {}
         for name in table.column_names:
@@ -519,10 +527,12 @@ def plan_changes(conn: psycopg.Connection, stream: "LegacyStream") -> None:
             "  SELECT legacy_id / {b}, 0, count(*), sum(source_hash) FROM {q} WHERE entity = {ent} AND NOT resolved "
             "  GROUP BY 1) s GROUP BY b ORDER BY b").format(
             b=sql.Literal(BUCKET), t=_t(e), q=q, ent=sql.Literal(e.name))).fetchall()
-        retry = [r[0] for r in conn.execute(sql.SQL(
-            "SELECT legacy_id FROM {q} WHERE entity = {ent} AND NOT resolved AND reason IN ({o}, {d}) "
-            "UNION SELECT (metadata->>'legacy_id')::bigint FROM {t} WHERE metadata->'recovered' ? 'retry'").format(
-            q=q, ent=sql.Literal(e.name), o=sql.Literal(ORPHAN_FK), d=sql.Literal(DUPLICATE_KEY), t=_t(e))).fetchall()]
+        # (legacy id, where it is now): 'q' quarantined, 't' loaded with an optional FK set NULL
+        retry = conn.execute(sql.SQL(
+            "SELECT legacy_id, 'q' FROM {q} WHERE entity = {ent} AND NOT resolved AND reason IN ({o}, {d}) "
+            "UNION ALL SELECT (metadata->>'legacy_id')::bigint, 't' FROM {t} "
+            "WHERE metadata->'recovered' ? 'retry'").format(
+            q=q, ent=sql.Literal(e.name), o=sql.Literal(ORPHAN_FK), d=sql.Literal(DUPLICATE_KEY), t=_t(e))).fetchall()
         source_rows = source_future.result()
     target = {b: (loaded, quarantined, h) for b, loaded, quarantined, h in target_rows}
     dirty = []
@@ -535,17 +545,14 @@ def plan_changes(conn: psycopg.Connection, stream: "LegacyStream") -> None:
             dirty.append(b)
     # buckets only the target has: the legacy rows were deleted (deletes are the differential
     # refresh's business; the merge never deletes); nothing to stream for them
-    retry_set = set(retry)
-    if retry_set:
-        # retried rows are re-counted by the load itself, not as verified
-        with_retry = conn.execute(sql.SQL(
-            "SELECT count(*) FILTER (WHERE kind = 'q'), count(*) FILTER (WHERE kind = 't') FROM ("
-            "  SELECT 'q' AS kind, legacy_id FROM {q} WHERE entity = {ent} AND NOT resolved AND legacy_id = ANY(%s)"
-            "  UNION ALL SELECT 't', (metadata->>'legacy_id')::bigint FROM {t} "
-            "  WHERE metadata->'recovered' ? 'retry') s WHERE NOT (legacy_id / {b} = ANY(%s))").format(
-            q=q, ent=sql.Literal(e.name), t=_t(e), b=sql.Literal(BUCKET)), [list(retry_set), dirty]).fetchone()
-        stream.verified_quarantined -= with_retry[0]
-        stream.verified_loaded -= with_retry[1]
+    retry_set = {legacy_id for legacy_id, _ in retry}
+    dirty_set = set(dirty)
+    for legacy_id, where in retry:
+        if legacy_id // BUCKET not in dirty_set:  # counted as verified above, re-read below instead
+            if where == "q":
+                stream.verified_quarantined -= 1
+            else:
+                stream.verified_loaded -= 1
     pk = sql.SQL("l.{}").format(sql.Identifier(e.legacy_pk))
     conds = []
     if dirty:

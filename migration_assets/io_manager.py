@@ -14,11 +14,9 @@ migration assets themselves depend on their parents with ``deps=`` and never loa
 
 from __future__ import annotations
 
-import io
 import time
 
 import pyarrow as pa
-import pyarrow.csv as pcsv
 from dagster import (
     ConfigurableIOManager,
     Failure,
@@ -30,7 +28,7 @@ from dagster import (
 )
 from psycopg import sql
 
-from .engine import LegacyStream, LoadResult, load_stream, target_columns, write_audit
+from .engine import LegacyStream, LoadResult, load_stream, parse_copy_rows, target_columns, write_audit
 from .errors import classify
 from .registry import entity
 from .resources import MigrationSettings, PostgresResource
@@ -145,13 +143,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
 
 
 def _parse(chunks, schema: pa.Schema) -> pa.RecordBatch:
-    table = pcsv.read_csv(io.BytesIO(b"".join(chunks)), read_options=pcsv.ReadOptions(column_names=schema.names),
-                          parse_options=pcsv.ParseOptions(newlines_in_values=True),
-                          convert_options=pcsv.ConvertOptions(column_types=schema, null_values=[""],
-                                                              strings_can_be_null=True,
-                                                              quoted_strings_can_be_null=False,
-                                                              true_values=["t"], false_values=["f"]))
-    return table.cast(schema).combine_chunks().to_batches()[0]
+    return parse_copy_rows(chunks, schema).cast(schema).combine_chunks().to_batches()[0]
 
 
 def _resolution_rate(r: LoadResult) -> float:

@@ -250,3 +250,18 @@ def test_changed_transform_definition_forces_a_full_reread(migrated, monkeypatch
     result = migrate_entity(legacy, target, "roles", LoadOptions(run_id="bump"))
     assert result.load_path.startswith("merge (1 of 1 id buckets changed")
     assert result.updated == result.existing  # the stored source hash changes on every row
+
+
+def test_load_input_streams_the_target_table_in_bounded_batches(migrated):
+    from dagster import AssetKey, build_input_context
+
+    from migration_assets.io_manager import PostgresArrowIOManager
+    from migration_assets.resources import MigrationSettings, PostgresResource
+
+    _, target, _ = migrated
+    manager = PostgresArrowIOManager(target=PostgresResource(url=target), settings=MigrationSettings(batch_size=1000))
+    reader = manager.load_input(build_input_context(asset_key=AssetKey("tasks")))
+    sizes = [batch.num_rows for batch in reader]
+    (n,) = query(target, "SELECT count(*) FROM public.tasks")[0]
+    assert sum(sizes) == n and max(sizes) <= 1000 and len(sizes) > 1
+    assert reader.schema.field("due_on").type == "date32[day]"
