@@ -126,13 +126,15 @@ def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Comp
     notes: list[sql.Composable] = []
     for c in e.columns:
         src = _src(c)
-        if c.required and not (opts.error_recovery and c.default is not None) and c.kind is not Kind.EMAIL:
-            reasons.append((sql.SQL("{} IS NULL").format(src), REQUIRED_NULL,
-                            sql.SQL("{}").format(sql.Literal(f"{c.legacy_name} is NULL; {c.target} is required"))))
-        elif c.required and c.kind is Kind.EMAIL:
-            reasons.append((sql.SQL("nullif(btrim({}), '') IS NULL").format(src), REQUIRED_NULL,
-                            sql.Literal(f"{c.legacy_name} is NULL; {c.target} is required")))
-        elif c.required and opts.error_recovery and c.default is not None:
+        defaulted = opts.error_recovery and c.default is not None
+        if c.required and not defaulted:
+            # text kinds turn blank values into NULL, so test the converted value: a whitespace-only
+            # legacy value must be quarantined, not reach the target's NOT NULL constraint
+            converted = c.kind in (Kind.TEXT, Kind.LONG_TEXT, Kind.EMAIL)
+            missing = sql.SQL("{} IS NULL").format(c.value_sql(src) if converted else src)
+            reasons.append((missing, REQUIRED_NULL,
+                            sql.Literal(f"{c.legacy_name} is NULL or blank; {c.target} is required")))
+        elif c.required and defaulted:
             notes.append(sql.SQL("CASE WHEN {} IS NULL THEN {} END").format(
                 src, sql.Literal(f'"{c.target}": {{"rule": "default_for_null"}}')))
         invalid = c.invalid_sql(src)

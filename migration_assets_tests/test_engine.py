@@ -265,3 +265,18 @@ def test_load_input_streams_the_target_table_in_bounded_batches(migrated):
     (n,) = query(target, "SELECT count(*) FROM public.tasks")[0]
     assert sum(sizes) == n and max(sizes) <= 1000 and len(sizes) > 1
     assert reader.schema.field("due_on").type == "date32[day]"
+
+
+def test_blank_required_text_is_quarantined_not_a_failed_load(migrated_private):
+    legacy, target, _ = migrated_private
+    with psycopg.connect(legacy) as conn:  # a new legacy row whose required title is blank
+        (new_id,) = conn.execute(
+            "INSERT INTO wf_task SELECT max(task_id) + 1, 1, NULL, NULL, NULL, '   ', 1, '2024-01-02', "
+            "localtimestamp FROM wf_task RETURNING task_id").fetchone()
+        conn.commit()
+    result = migrate_entity(legacy, target, "tasks", LoadOptions(run_id="blank"))
+    (reason, detail) = query(target, "SELECT reason, detail FROM migration_control.quarantine "
+                                     "WHERE entity = 'tasks' AND legacy_id = %s AND NOT resolved", [new_id])[0]
+    assert reason == "REQUIRED_NULL" and "task_title" in detail
+    assert not query(target, "SELECT 1 FROM public.tasks WHERE id = %s", [legacy_uuid("tasks", new_id)])
+    assert result.inserted == 0
