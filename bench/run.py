@@ -29,7 +29,7 @@ from psycopg import sql
 
 from migration_assets.config import PROJECT_DIR, admin_url, ensure_database
 from migration_assets.registry import ENTITIES
-from migration_assets.simulator import create_table_sql, generate
+from migration_assets.simulator import create_table_sql, generate, mutate
 from migration_assets.target_schema import apply_migrations
 
 
@@ -56,9 +56,10 @@ def raw_copy(source: str, dest: str) -> float:
     return time.perf_counter() - started
 
 
-def migrate_child(source: str, target: str, dagster_url: str | None) -> dict:
+def migrate_child(source: str, target: str, dagster_url: str | None, mode: str = "full") -> dict:
     # the engine alone: the checks are timed separately (time_checks) so both figures stay readable
-    env = dict(os.environ, SOURCE_DB_URL=source, TARGET_DB_URL=target, MIGRATION_ASSET_CHECKS="0")
+    env = dict(os.environ, SOURCE_DB_URL=source, TARGET_DB_URL=target, MIGRATION_ASSET_CHECKS="0",
+               MIGRATION_MODE=mode)
     out = subprocess.run([sys.executable, "-m", "bench.migrate_once"], env=env, capture_output=True, text=True,
                          cwd=PROJECT_DIR)
     if out.returncode != 0:
@@ -79,6 +80,20 @@ def time_checks(source: str, target: str) -> float:
     started = time.perf_counter()
     for e in ENTITIES:
         run_checks(source, target, e)
+    return time.perf_counter() - started
+
+
+def time_sensor(source: str, target: str) -> float:
+    """One evaluation of the legacy_changes sensor; seconds."""
+    from dagster import build_sensor_context
+
+    from migration_assets.resources import LegacyDatabase, PostgresResource
+    from migration_assets.sensors import legacy_changes
+
+    resources = {"legacy": LegacyDatabase(url=source), "target": PostgresResource(url=target)}
+    started = time.perf_counter()
+    with build_sensor_context(resources=resources) as context:
+        legacy_changes(context)
     return time.perf_counter() - started
 
 
@@ -109,13 +124,17 @@ def main(argv=None) -> None:
             full = migrate_child(legacy, target, None)
             checks_s = time_checks(legacy, target)
             noop = migrate_child(legacy, target, None)
-            run = {"rows": rows, "simulate_s": sim_s, "raw_s": raw_s, "full": full, "noop": noop,
+            mutate(legacy, fraction=0.01, round_no=1, seed=7, log=lambda *_: None)
+            diff = migrate_child(legacy, target, None, mode="differential")
+            sensor_s = statistics.median(time_sensor(legacy, target) for _ in range(3))
+            run = {"diff": diff, "diff_vs_full": diff["wall_s"] / full["wall_s"], "sensor_quiet_s": sensor_s,"rows": rows, "simulate_s": sim_s, "raw_s": raw_s, "full": full, "noop": noop,
                    "checks_s": checks_s, "checks_vs_full": checks_s / full["wall_s"],
                    "full_vs_raw": full["wall_s"] / raw_s, "noop_vs_full": noop["wall_s"] / full["wall_s"],
                    "orchestration_share": full["orchestration_s"] / full["wall_s"]}
             print(json.dumps({"scale": scale, "run": i, **{k: v for k, v in run.items()
-                                                          if k not in ("full", "noop")},
-                              "full_s": full["wall_s"], "noop_s": noop["wall_s"], "rss": full["peak_rss_mb"]}),
+                                                          if k not in ("full", "noop", "diff")},
+                              "full_s": full["wall_s"], "noop_s": noop["wall_s"], "diff_s": diff["wall_s"],
+                              "rss": full["peak_rss_mb"]}),
                   flush=True)
             runs.append(run)
         results[scale] = runs
@@ -165,6 +184,14 @@ def write_report(results: dict, path: Path) -> None:
         ("peak RSS flat between scales", "within 25%", f"{rss_small:.0f} -> {rss_big:.0f} MB",
          rss_big <= 1.25 * rss_small),
     ]
+    if all("diff" in r for r in big):
+        checks += [
+            ("differential refresh after 1% changed / full migration", "<= 5%",
+             f"{_median(big, lambda r: r['diff']['wall_s']):.1f} s = "
+             f"{100 * _median(big, lambda r: r['diff_vs_full']):.1f}%", _median(big, lambda r: r["diff_vs_full"]) <= 0.05),
+            ("sensor evaluation, nothing changed", "< 1 s", f"{_median(big, lambda r: r['sensor_quiet_s']):.2f} s",
+             _median(big, lambda r: r["sensor_quiet_s"]) < 1.0),
+        ]
     lines += ["", f"## Against the targets (scale {max(results)})", "", "| measure | target | measured | met |",
               "|---|---|---|---|"]
     lines += [f"| {m} | {t} | {v} | {'yes' if ok else 'NO'} |" for m, t, v, ok in checks]

@@ -34,6 +34,7 @@ from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 
 OWNER = "team:data-migration"
 IO_MANAGER_KEY = "target_io_manager"
+MODE_TAG = "migration/mode"  # run tag: "full" or "differential" (set by the sensor and the schedule)
 
 
 def retry_policy() -> RetryPolicy:
@@ -74,7 +75,8 @@ def build_table_asset(e: Entity):
     def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                      settings: MigrationSettings):
         try:
-            stream: LegacyStream = legacy.stream(e, settings.load_options(context.run.run_id))
+            mode = context.run.tags.get(MODE_TAG)
+            stream: LegacyStream = legacy.stream(e, settings.load_options(context.run.run_id, mode))
         except Exception as exc:
             kind = classify(exc)
             if kind.transient:

@@ -5,7 +5,8 @@ load, in the same step, so they cost no extra process and no extra orchestration
 in-process executor runs 45 steps, not 45 + 45 x checks). Each result carries the numbers and a
 capped sample of offending legacy ids.
 
-- ``rows_reconcile``: legacy rows = target rows + unresolved quarantine rows (ERROR).
+- ``rows_reconcile``: legacy rows = target rows + unresolved quarantine rows (ERROR); rows kept
+  by the soft delete policy (``metadata.deleted_at_source``) are not counted as target rows.
 - ``foreign_keys_resolve``: no target row references a missing parent, for every foreign key
   (ERROR, blocking: children do not materialize on a broken parent).
 - ``keys_unique``: primary key, unique keys, one target row per legacy id (ERROR).
@@ -66,7 +67,7 @@ def rows_reconcile(source_conn, target_conn, e: Entity) -> AssetCheckResult:
         for chunk in out:
             inp.write(chunk)
     target_rows, quarantined, missing, extra, missing_sample, extra_sample = target_conn.execute(sql.SQL("""
-        WITH tgt AS (SELECT {lid} AS id FROM {t} t),
+        WITH tgt AS (SELECT {lid} AS id FROM {t} t WHERE NOT (t.metadata ? 'deleted_at_source')),
              q AS (SELECT legacy_id AS id FROM {q} WHERE entity = {ent} AND NOT resolved),
              acc AS (SELECT id FROM tgt UNION ALL SELECT id FROM q),
              missing AS (SELECT l.id FROM _legacy_ids l WHERE NOT EXISTS (SELECT 1 FROM acc WHERE acc.id = l.id)),

@@ -1,4 +1,4 @@
-"""Command line: ``migration-assets setup | simulate | migrate | demo | summary``.
+"""Command line: ``migration-assets setup | simulate | mutate | migrate | refresh | demo | summary``.
 
 ``demo`` is what the README's first command runs: resolve or start the databases, apply the
 target schema, simulate the legacy database, materialize all 45 assets through Dagster (in the
@@ -34,13 +34,19 @@ def setup(write_env: bool = True):
     return dbs
 
 
-def migrate(selection: str = "*") -> bool:
+def reports_dir():
+    from pathlib import Path
+
+    return Path(os.environ.get("MIGRATION_REPORTS_DIR", PROJECT_DIR / "reports"))
+
+
+def migrate(job_name: str = "full_migration") -> bool:
     from dagster import DagsterInstance
 
     from .definitions import defs
 
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    job = defs.resolve_job_def("full_migration")
+    job = defs.resolve_job_def(job_name)
     started = time.perf_counter()
     result = job.execute_in_process(instance=instance, raise_on_error=False)
     print(f"\nrun {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'} "
@@ -91,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--scale", type=float, default=0.05)
     sim.add_argument("--seed", type=int, default=7)
     sub.add_parser("migrate", help="materialize all 45 assets")
+    mut = sub.add_parser("mutate", help="change a share of the legacy rows, as a live system would")
+    mut.add_argument("--fraction", type=float, default=0.01)
+    mut.add_argument("--round", type=int, default=1)
+    sub.add_parser("refresh", help="differential refresh of all 45 assets, then FINAL_DIFFERENTIAL_MIGRATION_REPORT.md")
     demo = sub.add_parser("demo", help="setup + simulate + migrate + summary")
     demo.add_argument("--scale", type=float, default=float(os.environ.get("DEMO_SCALE", 0.05)))
     demo.add_argument("--seed", type=int, default=7)
@@ -105,6 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "migrate":
         setup()
         return 0 if migrate() else 1
+    elif a.cmd == "mutate":
+        from .simulator import mutate
+
+        mutate(setup().source.conninfo(), a.fraction, a.round)
+    elif a.cmd == "refresh":
+        from .reports import write_differential_report
+
+        dbs = setup()
+        ok = migrate("differential_refresh")
+        path, remaining = write_differential_report(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir())
+        print(f"\nwrote {path} (remaining difference: {remaining:,} rows)")
+        return 0 if ok else 1
     elif a.cmd == "demo":
         from .simulator import generate
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, EnvVar, in_process_executor, define_asset_job, AssetSelection
+from dagster import Definitions, EnvVar, in_process_executor
 
 from .assets import IO_MANAGER_KEY, table_assets
 from .config import env_bool, env_int, resolve_databases
 from .io_manager import PostgresArrowIOManager
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
-from .sensors import record_run_failures
+from .jobs import differential_refresh, full_migration
+from .sensors import legacy_changes, nightly_full_sync, record_run_failures
 
 
 def _db_kwargs(prefix: str) -> dict | None:
@@ -53,6 +54,9 @@ def build_resources() -> dict:
         error_recovery_enabled=env_bool("ERROR_RECOVERY_ENABLED", True),
         fast_path=env_bool("MIGRATION_FAST_PATH", True),
         target_env=os.environ.get("TARGET_ENV", "local"),
+        mode=os.environ.get("MIGRATION_MODE", "full"),
+        delete_policy=os.environ.get("DELETE_POLICY", "hard"),
+        differential_overlap_s=env_int("DIFFERENTIAL_OVERLAP_SECONDS", 300),
     )
     target_db = PostgresResource(**target)
     return {
@@ -63,14 +67,11 @@ def build_resources() -> dict:
     }
 
 
-full_migration = define_asset_job(
-    "full_migration", selection=AssetSelection.all(),
-    description="Migrate all 45 entities in dependency order (the seed's comprehensive migration).")
-
 defs = Definitions(
     assets=table_assets,
-    jobs=[full_migration],
-    sensors=[record_run_failures],
+    jobs=[full_migration, differential_refresh],
+    sensors=[record_run_failures, legacy_changes],
+    schedules=[nightly_full_sync],
     resources=build_resources(),
     executor=in_process_executor,
 )

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 from psycopg import sql
 
-from .registry import Entity, entity
+from .registry import Entity, children, entity
 from .target_schema import CONTROL_SCHEMA
 from .transforms import EMAIL_REGEX, Column, Kind, parse_text_dates, uuid_from_md5_hex
 
@@ -74,6 +74,20 @@ class LoadOptions:
     progress_every: int = 10  # batches between progress log lines
     run_id: str = "manual"
     incremental: bool = True  # re-read only legacy-id buckets whose content changed
+    mode: str = "full"  # "full": compare everything; "differential": read changes since the watermark
+    delete_policy: str = "hard"  # what a legacy row deleted at the source does to its target row
+    overlap_s: int = 300  # differential: re-read this much before the watermark (clock skew, late commits)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"MIGRATION_MODE must be one of {MODES}, not {self.mode!r}")
+        if self.delete_policy not in DELETE_POLICIES:
+            raise ValueError(f"DELETE_POLICY must be one of {DELETE_POLICIES}, not {self.delete_policy!r}")
+
+
+MODES = ("full", "differential")
+DELETE_POLICIES = ("hard", "soft")
+SOFT_DELETED = "deleted_at_source"  # metadata key of a soft-deleted target row
 
 
 # ===================================================================== source side
@@ -244,12 +258,51 @@ class LegacyStream:
         self.verified_loaded = 0  # rows in unchanged buckets, already in the target
         self.verified_quarantined = 0  # rows in unchanged buckets, still in quarantine
         self.plan_note = ""
+        self._state: SourceState | None = None
 
     def _connect(self) -> psycopg.Connection:
+        """The stream's one source connection, inside one REPEATABLE READ, READ ONLY transaction:
+        the counts, the change summaries, the COPY, the raw rows of rejects and the search for
+        deleted rows all see the same snapshot of a legacy database that keeps taking writes."""
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+            self._conn = psycopg.connect(self._conninfo, autocommit=False)
+            self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            self._conn.read_only = True
             self._conn.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET jit = off")
         return self._conn
+
+    def snapshot(self) -> "SourceState":
+        """Row count, id range and change high-water mark of the legacy table in this snapshot."""
+        if self._state is None:
+            e = self.entity
+            row = self._connect().execute(sql.SQL(
+                "SELECT count(*), min(l.{pk}), max(l.{pk}), max(l.{chg})::text FROM {t} AS l").format(
+                pk=sql.Identifier(e.legacy_pk), chg=sql.Identifier(e.legacy_change_column),
+                t=sql.Identifier(e.legacy_table))).fetchone()
+            self._state = SourceState(*row)
+        return self._state
+
+    def gaps(self, lower: int, upper: int) -> list[tuple[int, int]]:
+        """Ranges of legacy ids within [lower, upper] that do not exist in this snapshot.
+
+        Every deleted row lies in one. One aggregate over the primary key (an index-only scan)
+        counts the rows per block of 64 ids; runs of empty blocks are gaps as a whole, and only
+        the ids of partly filled blocks are probed one by one."""
+        e = self.entity
+        return self._connect().execute(sql.SQL(
+            "WITH blocks AS (SELECT {pk} >> 6 AS b, count(*) AS n FROM {t} "
+            "                WHERE {pk} BETWEEN %(lower)s AND %(upper)s GROUP BY 1), "
+            "empty AS (SELECT (b + 1) << 6 AS lo, (lead(b, 1, (%(upper)s >> 6) + 1) OVER (ORDER BY b) << 6) - 1 AS hi "
+            "          FROM blocks "
+            "          UNION ALL SELECT %(lower)s, (coalesce((SELECT min(b) FROM blocks), (%(upper)s >> 6) + 1) << 6) - 1), "
+            "partial AS (SELECT b FROM blocks WHERE n < least(%(upper)s, (b << 6) + 63) - greatest(%(lower)s, b << 6) + 1) "
+            "SELECT greatest(lo, %(lower)s), least(hi, %(upper)s) FROM empty "
+            "WHERE least(hi, %(upper)s) >= greatest(lo, %(lower)s) "
+            "UNION ALL "
+            "SELECT g, g FROM partial, generate_series(greatest(%(lower)s, b << 6), least(%(upper)s, (b << 6) + 63)) g "
+            "WHERE NOT EXISTS (SELECT 1 FROM {t} AS x WHERE x.{pk} = g) ORDER BY 1").format(
+            pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table)),
+            {"lower": lower, "upper": upper}).fetchall()
 
     def _estimate(self, conn) -> int:
         row = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
@@ -320,12 +373,14 @@ class LegacyStream:
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self.schema, iter(self))
 
-    def fetch_raw(self, legacy_ids: list[int]) -> Iterator[tuple[int, str]]:
-        """Raw legacy rows (as JSON text) of ``legacy_ids``, streamed from the source."""
+    def fetch_raw(self, legacy_ids: list[int], of: Entity | None = None) -> Iterator[tuple[int, str]]:
+        """Raw legacy rows (as JSON text) of ``legacy_ids`` of this entity (or of ``of``, a child
+        whose rows a delete cascades to), streamed from the source in the stream's snapshot."""
+        e = of or self.entity
         conn = self._connect()
         query = sql.SQL("SELECT l.{pk}, row_to_json(l)::text FROM {t} AS l WHERE l.{pk} = ANY(%s)").format(
-            pk=sql.Identifier(self.entity.legacy_pk), t=sql.Identifier(self.entity.legacy_table))
-        with conn.cursor(name="raw_rows") if not conn.autocommit else conn.cursor() as cur:
+            pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table))
+        with conn.cursor(name="raw_rows") as cur:
             cur.execute(query, [legacy_ids])
             while rows := cur.fetchmany(10_000):
                 yield from rows
@@ -333,6 +388,14 @@ class LegacyStream:
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
+
+
+@dataclass(frozen=True)
+class SourceState:
+    rows: int
+    min_id: int | None
+    max_id: int | None
+    change_hwm: str | None  # the change-tracking column's maximum, as the legacy server prints it
 
 
 # ===================================================================== target side
@@ -349,6 +412,12 @@ class LoadResult:
     unchanged: int = 0
     quarantined: int = 0
     resolved: int = 0
+    deleted: int = 0  # target rows whose legacy row was deleted (removed, or marked under the soft policy)
+    evicted: int = 0  # target rows whose legacy row no longer loads (now quarantined): removed
+    cascaded: dict = field(default_factory=dict)  # child entity -> rows quarantined/detached by those removals
+    mode: str = "full"
+    remaining_difference: int = 0  # legacy rows - (target rows + open quarantine) after the load
+    accounted_after: int | None = None  # target rows + open quarantine rows after the load
     quarantine_by_reason: dict = field(default_factory=dict)
     phases: dict = field(default_factory=dict)  # seconds spent per load phase
     recoveries: dict = field(default_factory=dict)
@@ -365,13 +434,17 @@ class LoadResult:
     def status(self) -> str:
         if self.records_read == 0:
             return "SKIPPED"
-        if self.inserted == 0 and self.updated == 0 and self.existing > 0:
+        if self.inserted == 0 and self.updated == 0 and self.deleted == 0 and self.evicted == 0 and self.existing > 0:
             return "ALREADY_MIGRATED"
         return "COMPLETED"
 
 
 def _t(e: Entity) -> sql.Identifier:
     return sql.Identifier("public", e.target_table)
+
+
+def _t_name(name: str) -> sql.Identifier:
+    return sql.Identifier("public", name)
 
 
 def _ids(names) -> sql.Composable:
@@ -503,6 +576,250 @@ def _summaries_source(stream: "LegacyStream") -> list[tuple[int, int, int]]:
         t=sql.Identifier(e.legacy_table))).fetchall()
 
 
+def _retry_rows(conn, e: Entity, opts: LoadOptions) -> list[tuple[int, str]]:
+    """Rows that may load differently without a change at the source, as (legacy id, where it is
+    now): 'q' quarantined as a duplicate (the winner may be gone) or as an orphan whose parents all
+    exist now; 't' loaded with an optional foreign key set NULL whose parent exists now. Orphans
+    whose parent is still missing would only be quarantined again: they are not re-read."""
+    ctl = sql.Identifier(CONTROL_SCHEMA)
+    blocking = [c for c in e.foreign_keys if c.required or not opts.error_recovery]
+    parents_exist = sql.SQL(" AND ").join(
+        sql.SQL("(q.raw->>{l} IS NULL OR EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = "
+                "{ctl}.legacy_uuid({pe}, (q.raw->>{l})::bigint)))").format(
+            l=sql.Literal(c.legacy_name), p=_t_name(c.parent), ctl=ctl, pe=sql.Literal(c.parent))
+        for c in blocking) if blocking else sql.SQL("true")
+    optional = [c for c in e.foreign_keys if not c.required]
+    arrived = sql.SQL(" OR ").join(
+        sql.SQL("EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = (t.metadata->'recovered'->{k}->>'was')::uuid)").format(
+            p=_t_name(c.parent), k=sql.Literal(c.target)) for c in optional) if optional else sql.SQL("false")
+    return conn.execute(sql.SQL(
+        "SELECT legacy_id, 'q' FROM {q} AS q WHERE entity = {ent} AND NOT resolved "
+        "AND (reason = {d} OR (reason = {o} AND (q.raw IS NULL OR ({parents_exist})))) "
+        "UNION ALL SELECT (t.metadata->>'legacy_id')::bigint, 't' FROM {t} AS t "
+        "WHERE t.metadata->'recovered' ? 'retry' AND ({arrived})").format(
+        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name), o=sql.Literal(ORPHAN_FK),
+        d=sql.Literal(DUPLICATE_KEY), t=_t(e), parents_exist=parents_exist, arrived=arrived)).fetchall()
+
+
+@dataclass(frozen=True)
+class Watermark:
+    change_hwm: str | None  # naive UTC text, comparable with the legacy change column
+    min_id: int | None
+    max_id: int | None
+    legacy_rows: int
+
+
+def _watermark(conn, e: Entity) -> Watermark | None:
+    row = conn.execute(sql.SQL(
+        "SELECT (change_hwm AT TIME ZONE 'UTC')::text, min_legacy_id, max_legacy_id, legacy_rows "
+        "FROM {} WHERE entity = %s").format(sql.Identifier(CONTROL_SCHEMA, "watermarks")), [e.name]).fetchone()
+    return Watermark(*row) if row else None
+
+
+def _save_watermark(conn, e: Entity, state: SourceState, previous: Watermark | None, opts: LoadOptions) -> None:
+    """Advance the entity's watermark in the load's own transaction: it commits with the rows it
+    vouches for, or not at all, so a crash can never make a later refresh skip rows."""
+    # After a load the target holds exactly the snapshot's legacy ids (deletes applied), so the
+    # snapshot's own range is the range a later search for deleted rows must cover.
+    lo, hi, hwm = state.min_id, state.max_id, state.change_hwm
+    conn.execute(sql.SQL(
+        "INSERT INTO {} AS w (entity, change_hwm, min_legacy_id, max_legacy_id, legacy_rows, run_id, mode, updated_at) "
+        "VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now()) "
+        "ON CONFLICT (entity) DO UPDATE SET change_hwm = EXCLUDED.change_hwm, min_legacy_id = EXCLUDED.min_legacy_id, "
+        "max_legacy_id = EXCLUDED.max_legacy_id, legacy_rows = EXCLUDED.legacy_rows, run_id = EXCLUDED.run_id, "
+        "mode = EXCLUDED.mode, updated_at = now()").format(sql.Identifier(CONTROL_SCHEMA, "watermarks")),
+        [e.name, hwm, lo, hi, state.rows, opts.run_id, opts.mode])
+
+
+def plan_differential(conn: psycopg.Connection, stream: "LegacyStream", wm: Watermark) -> None:
+    """Narrow ``stream`` to the legacy rows changed or added since the watermark.
+
+    Changed: the change-tracking column at or after the high-water mark minus the overlap (a
+    clock that lags, a transaction that committed after the last snapshot with an earlier
+    timestamp). Added: ids above the highest id seen. Plus the rows worth a retry (see
+    :func:`_retry_rows`). Deletes are found after the merge (:func:`_apply_deletes`).
+    """
+    import datetime as dt
+
+    e, opts = stream.entity, stream.opts
+    pk = sql.SQL("l.{}").format(sql.Identifier(e.legacy_pk))
+    conds = []
+    if wm.change_hwm is not None:
+        since = dt.datetime.fromisoformat(wm.change_hwm) - dt.timedelta(seconds=opts.overlap_s)
+        # an untyped literal takes the column's own type, so the change column's index applies
+        conds.append(sql.SQL("l.{} >= {}").format(sql.Identifier(e.legacy_change_column),
+                                                  sql.Literal(since.isoformat(sep=" "))))
+    if wm.max_id is not None:
+        conds.append(sql.SQL("{} > {}").format(pk, sql.Literal(wm.max_id)))
+    retry = sorted({legacy_id for legacy_id, _ in _retry_rows(conn, e, opts)})
+    if retry:
+        conds.append(sql.SQL("{} = ANY({})").format(pk, sql.Literal(retry)))
+    stream.set_where(sql.SQL(" OR ").join(conds) if conds else sql.SQL("true"))
+    stream.plan_note = (f"differential: changed since {wm.change_hwm} - {opts.overlap_s}s, ids above "
+                        f"{wm.max_id}, {len(retry)} rows retried")
+
+
+def _accounted(conn, e: Entity, opts: LoadOptions) -> int:
+    """Target rows (not soft-deleted) + unresolved quarantine rows of ``e``."""
+    live = sql.SQL("WHERE NOT (metadata ? {})").format(sql.Literal(SOFT_DELETED)) \
+        if opts.delete_policy == "soft" else sql.SQL("")
+    return conn.execute(sql.SQL(
+        "SELECT (SELECT count(*) FROM {t} {live}) + (SELECT count(*) FROM {q} WHERE entity = %s AND NOT resolved)"
+    ).format(t=_t(e), live=live, q=sql.Identifier(CONTROL_SCHEMA, "quarantine")), [e.name]).fetchone()[0]
+
+
+GAP_EXPAND_LIMIT = 5_000_000  # ids; beyond this the deleted rows are found by a scan instead
+
+
+def _apply_deletes(conn, e: Entity, stream: "LegacyStream", opts: LoadOptions, result: "LoadResult",
+                   state: SourceState, previous: Watermark | None) -> None:
+    """Find the rows whose legacy row was deleted, set-based, and apply the delete policy.
+
+    After the merge the target holds every legacy row of the snapshot (loaded or quarantined),
+    so (target rows + open quarantine) - legacy rows is exactly the number of rows deleted at the
+    source. When it is 0 nothing more is done. Otherwise the source lists the gaps in its ids
+    (one ordered pass over its primary key), and the target looks up the ids in those gaps by
+    their deterministic UUID (primary-key probes) and in the quarantine.
+
+    Policies: ``hard`` removes the row (children follow the rules of a fresh migration: a
+    required reference moves the child to quarantine as ORPHAN_FK, an optional one is set NULL),
+    so the target equals a fresh migration of the source; ``soft`` keeps the row and records
+    ``metadata.deleted_at_source`` (run and time), leaving children untouched. Either way open
+    quarantine rows of deleted legacy rows are resolved as ``deleted_at_source``.
+    """
+    accounted = _accounted(conn, e, opts)
+    result.accounted_after = accounted
+    if accounted <= state.rows:
+        return
+    ids = [x for x in (state.min_id, state.max_id) + ((previous.min_id, previous.max_id) if previous else ())
+           if x is not None]
+    if previous is None or previous.min_id is None:
+        lo, hi = conn.execute(sql.SQL("SELECT min(l), max(l) FROM (SELECT (metadata->>'legacy_id')::bigint AS l "
+                                      "FROM {t} UNION ALL SELECT legacy_id FROM {q} WHERE entity = %s) s").format(
+            t=_t(e), q=sql.Identifier(CONTROL_SCHEMA, "quarantine")), [e.name]).fetchone()
+        ids += [x for x in (lo, hi) if x is not None]
+    gaps = stream.gaps(min(ids), max(ids))
+    conn.execute("CREATE TEMP TABLE _gone (legacy_id bigint PRIMARY KEY) ON COMMIT DROP")
+    conn.execute("CREATE TEMP TABLE _gaps (lo bigint, hi bigint) ON COMMIT DROP")
+    with conn.cursor().copy("COPY _gaps (lo, hi) FROM STDIN") as cp:
+        for g in gaps:
+            cp.write_row(g)
+    q = sql.Identifier(CONTROL_SCHEMA, "quarantine")
+    live = sql.SQL("AND NOT (t.metadata ? {})").format(sql.Literal(SOFT_DELETED)) \
+        if opts.delete_policy == "soft" else sql.SQL("")
+    if sum(h - l + 1 for l, h in gaps) <= GAP_EXPAND_LIMIT:
+        conn.execute(sql.SQL(
+            "INSERT INTO _gone SELECT g FROM _gaps, generate_series(lo, hi) AS g "
+            "WHERE EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = {ctl}.legacy_uuid({ent}, g) {live}) "
+            "OR EXISTS (SELECT 1 FROM {q} AS q WHERE q.entity = {ent} AND q.legacy_id = g AND NOT q.resolved)").format(
+            t=_t(e), ctl=sql.Identifier(CONTROL_SCHEMA), ent=sql.Literal(e.name), live=live, q=q))
+    else:  # sparse legacy ids: one scan of the target's legacy ids against the gaps
+        conn.execute(sql.SQL(
+            "INSERT INTO _gone SELECT DISTINCT s.l FROM (SELECT (t.metadata->>'legacy_id')::bigint AS l FROM {t} AS t "
+            "WHERE true {live} UNION ALL SELECT legacy_id FROM {q} WHERE entity = {ent} AND NOT resolved) s "
+            "JOIN _gaps ON s.l BETWEEN _gaps.lo AND _gaps.hi").format(t=_t(e), live=live, q=q, ent=sql.Literal(e.name)))
+    run = sql.Literal(opts.run_id)
+    gone_quarantined = conn.execute(sql.SQL(
+        "UPDATE {q} SET resolved = true, resolved_at = now(), resolved_run_id = {run}, resolution = {res} "
+        "WHERE entity = {ent} AND NOT resolved AND legacy_id IN (SELECT legacy_id FROM _gone)").format(
+        q=q, run=run, res=sql.Literal(SOFT_DELETED), ent=sql.Literal(e.name))).rowcount
+    conn.execute(sql.SQL("CREATE TEMP TABLE _evict_deleted ON COMMIT DROP AS SELECT t.id FROM {t} AS t WHERE t.id = "
+                         "ANY(ARRAY(SELECT {ctl}.legacy_uuid({ent}, g.legacy_id) FROM _gone g))").format(
+        t=_t(e), ctl=sql.Identifier(CONTROL_SCHEMA), ent=sql.Literal(e.name)))
+    if opts.delete_policy == "hard":
+        result.deleted = _evict(conn, e, "_evict_deleted", stream, opts, result, reason="was deleted at the source")
+    else:
+        result.deleted = conn.execute(sql.SQL(
+            "UPDATE {t} AS t SET metadata = t.metadata || jsonb_build_object({k}, jsonb_build_object("
+            "'run_id', {run}::text, 'at', now())) FROM _evict_deleted d WHERE t.id = d.id").format(
+            t=_t(e), k=sql.Literal(SOFT_DELETED), run=run)).rowcount
+    result.accounted_after = accounted - result.deleted - gone_quarantined
+    log.info("%s: %d target rows deleted at the source (%s policy), %d gaps checked", e.name, result.deleted,
+             opts.delete_policy, len(gaps))
+
+
+_steps = iter(range(1, 1 << 62))  # cascade step numbers, unique within the process
+
+
+def _evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOptions, result: "LoadResult",
+           reason: str) -> int:
+    """Remove the target rows of ``e`` listed (column ``id``) in the temp table ``ids_table``.
+
+    Their descendants are treated as a fresh migration would treat them with that parent absent:
+    a required reference moves the child row to the quarantine (ORPHAN_FK, the parent named, the
+    raw legacy row attached), and so on down the foreign-key graph; an optional reference is set
+    NULL and marked for a retry. The walk is breadth-first over one temp table ``_cascade`` (one
+    row per removed descendant); rows are then deleted deepest first, so no foreign key ever
+    points at a removed row. Returns the number of rows of ``e`` removed.
+    """
+    n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(ids_table))).fetchone()[0]
+    if not n:
+        return 0
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _cascade (step bigint, entity text, id uuid, legacy_id bigint, "
+                 "h bigint, detail text, PRIMARY KEY (entity, id)) ON COMMIT DROP")
+    first_step = next(_steps)
+    removals: list[tuple[Entity, sql.Composable]] = [(e, sql.SQL("SELECT id FROM {}").format(sql.Identifier(ids_table)))]
+    i = 0
+    while i < len(removals):
+        parent, ids_sql = removals[i]
+        i += 1
+        parent_reason = reason if parent is e else "was quarantined"
+        for child in children(parent.name):
+            for c in (c for c in child.foreign_keys if c.parent == parent.name):
+                ct, col = _t(child), sql.Identifier(c.target)
+                if c.required or not opts.error_recovery:
+                    step = next(_steps)
+                    moved = conn.execute(sql.SQL(
+                        "INSERT INTO _cascade SELECT {step}, {ent}, ch.id, (ch.metadata->>'legacy_id')::bigint, "
+                        "(ch.metadata->>'source_hash')::bigint, {detail} FROM {ct} AS ch "
+                        "WHERE ch.{col} = ANY(ARRAY({ids})) ON CONFLICT DO NOTHING").format(
+                        step=sql.Literal(step), ent=sql.Literal(child.name), ct=ct, col=col, ids=ids_sql,
+                        detail=sql.Literal(f"{c.target} references a {parent.name} row that {parent_reason}"))).rowcount
+                    if moved:
+                        result.cascaded[child.name] = result.cascaded.get(child.name, 0) + moved
+                        removals.append((child, sql.SQL("SELECT id FROM _cascade WHERE step = {}").format(
+                            sql.Literal(step))))
+                else:
+                    cur = conn.execute(sql.SQL(
+                        "UPDATE {ct} AS ch SET {col} = NULL, metadata = jsonb_set(ch.metadata, '{{recovered}}', "
+                        "coalesce(ch.metadata->'recovered', '{{}}'::jsonb) || jsonb_build_object({k}, "
+                        "jsonb_build_object('rule', 'orphan_fk_set_null', 'missing_parent', {p}::text, 'was', ch.{col})) "
+                        "|| '{{\"retry\": true}}'::jsonb) WHERE ch.{col} = ANY(ARRAY({ids}))").format(
+                        ct=ct, col=col, k=sql.Literal(c.target), p=sql.Literal(parent.name), ids=ids_sql))
+                    if cur.rowcount:
+                        result.cascaded[child.name] = result.cascaded.get(child.name, 0) + cur.rowcount
+    removed = 0
+    for target_entity, ids_sql in reversed(removals):  # deepest first
+        removed = conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(ARRAY({}))").format(
+            _t(target_entity), ids_sql)).rowcount
+    if len(removals) > 1:
+        _quarantine_cascaded(conn, stream, opts, first_step)
+    return removed  # the last DELETE is the one of ``e`` itself
+
+
+def _quarantine_cascaded(conn, stream: "LegacyStream", opts: LoadOptions, since_step: int) -> None:
+    """Quarantine the descendants removed by one eviction, with their raw legacy rows."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _cascade_raw (entity text, legacy_id bigint, raw jsonb) "
+                 "ON COMMIT DROP")
+    wanted: dict[str, list[int]] = {}
+    for name, legacy_id in conn.execute("SELECT entity, legacy_id FROM _cascade WHERE step > %s", [since_step]):
+        wanted.setdefault(name, []).append(legacy_id)
+    with conn.cursor().copy("COPY _cascade_raw (entity, legacy_id, raw) FROM STDIN") as cp:
+        for name, ids in wanted.items():
+            for legacy_id, raw in stream.fetch_raw(ids, of=entity(name)):
+                cp.write_row((name, legacy_id, raw))
+    conn.execute(sql.SQL(
+        "INSERT INTO {q} AS q (entity, legacy_id, reason, detail, raw, source_hash, first_run_id, last_run_id) "
+        "SELECT DISTINCT ON (c.entity, c.legacy_id) c.entity, c.legacy_id, {r}, c.detail, raw.raw, c.h, {run}, {run} "
+        "FROM _cascade c LEFT JOIN _cascade_raw raw USING (entity, legacy_id) WHERE c.step > {since} "
+        "ORDER BY c.entity, c.legacy_id, c.step "
+        "ON CONFLICT (entity, legacy_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, "
+        "raw = EXCLUDED.raw, source_hash = EXCLUDED.source_hash, last_run_id = EXCLUDED.last_run_id, "
+        "last_seen_at = now(), resolved = false, resolved_at = NULL, resolved_run_id = NULL, resolution = NULL").format(
+        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), r=sql.Literal(ORPHAN_FK), run=sql.Literal(opts.run_id),
+        since=sql.Literal(since_step)))
+
+
 def plan_changes(conn: psycopg.Connection, stream: "LegacyStream") -> None:
     """Narrow ``stream`` to the legacy rows that may change the target.
 
@@ -529,12 +846,7 @@ def plan_changes(conn: psycopg.Connection, stream: "LegacyStream") -> None:
             "  SELECT legacy_id / {b}, 0, count(*), sum(source_hash) FROM {q} WHERE entity = {ent} AND NOT resolved "
             "  GROUP BY 1) s GROUP BY b ORDER BY b").format(
             b=sql.Literal(BUCKET), t=_t(e), q=q, ent=sql.Literal(e.name))).fetchall()
-        # (legacy id, where it is now): 'q' quarantined, 't' loaded with an optional FK set NULL
-        retry = conn.execute(sql.SQL(
-            "SELECT legacy_id, 'q' FROM {q} WHERE entity = {ent} AND NOT resolved AND reason IN ({o}, {d}) "
-            "UNION ALL SELECT (metadata->>'legacy_id')::bigint, 't' FROM {t} "
-            "WHERE metadata->'recovered' ? 'retry'").format(
-            q=q, ent=sql.Literal(e.name), o=sql.Literal(ORPHAN_FK), d=sql.Literal(DUPLICATE_KEY), t=_t(e))).fetchall()
+        retry = _retry_rows(conn, e, stream.opts)
         source_rows = source_future.result()
     target = {b: (loaded, quarantined, h) for b, loaded, quarantined, h in target_rows}
     dirty = []
@@ -636,7 +948,14 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
     result.existing = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
     fast = opts.fast_path and result.existing == 0
-    if result.existing and opts.incremental:
+    state = stream.snapshot()
+    previous = _watermark(conn, e)
+    result.mode = opts.mode
+    if result.existing and opts.mode == "differential" and previous is not None:
+        plan_differential(conn, stream, previous)  # rows changed since the watermark (+ retries)
+        result.load_path = f"merge ({stream.plan_note})"
+    elif result.existing and opts.incremental:
+        result.mode = "full"
         plan_changes(conn, stream)  # narrows the stream to changed buckets (+ rows worth a retry)
         result.load_path = f"merge ({stream.plan_note})"
     saved = []
@@ -708,6 +1027,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     if fast:
         _restore_constraints(conn, saved)
         result.inserted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
+        phase("build_keys")
     else:
         data_cols = [c.target for c in e.columns] + ["metadata"]
         upsert = sql.SQL(
@@ -720,8 +1040,14 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
             old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in data_cols),
             new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in data_cols))
         result.inserted, result.updated = conn.execute(upsert).fetchone()
-
-    phase("build_keys" if fast else "merge")
+        phase("merge")
+        # rows that loaded before and no longer do (their legacy row now breaks a rule): the old
+        # version leaves the target, the row is in _quarantine, and nothing references it any more
+        conn.execute(sql.SQL("CREATE TEMP TABLE _evict ON COMMIT DROP AS SELECT t.id FROM {t} AS t WHERE t.id = "
+                             "ANY(ARRAY(SELECT {ctl}.legacy_uuid({ent}, q.legacy_id) FROM _quarantine q))").format(
+            t=target, ctl=sql.Identifier(CONTROL_SCHEMA), ent=sql.Literal(e.name)))
+        result.evicted = _evict(conn, e, "_evict", stream, opts, result, reason="was quarantined")
+        phase("evict_requarantined")
     # Quarantine: upsert this run's rejects, resolve the ones that loaded now.
     run = opts.run_id
     conn.execute(sql.SQL(
@@ -734,7 +1060,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         "resolved_at = NULL, resolved_run_id = NULL").format(
         q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name), run=sql.Literal(run)))
     cur = conn.execute(sql.SQL(
-        "UPDATE {q} AS q SET resolved = true, resolved_at = now(), resolved_run_id = {run} "
+        "UPDATE {q} AS q SET resolved = true, resolved_at = now(), resolved_run_id = {run}, resolution = 'loaded' "
         "WHERE q.entity = {ent} AND NOT q.resolved "
         "AND NOT EXISTS (SELECT 1 FROM _quarantine x WHERE x.legacy_id = q.legacy_id) "
         "AND EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = {ctl}.legacy_uuid({ent}, q.legacy_id))").format(
@@ -742,6 +1068,9 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         t=target, ctl=sql.Identifier(CONTROL_SCHEMA)))
     result.resolved = cur.rowcount
     phase("quarantine_upsert_and_resolve")
+    if not fast:
+        _apply_deletes(conn, e, stream, opts, result, state, previous)
+        phase("deletes")
     result.quarantine_by_reason = dict(conn.execute(
         "SELECT reason, count(*) FROM _quarantine GROUP BY reason ORDER BY reason").fetchall())
     result.quarantined = sum(result.quarantine_by_reason.values()) + stream.verified_quarantined
@@ -751,6 +1080,10 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     phase("counts")
     loaded = result.records_read - result.quarantined
     result.unchanged = max(loaded - result.inserted - result.updated, 0)
+    accounted = result.accounted_after if result.accounted_after is not None else _accounted(conn, e, opts)
+    result.remaining_difference = state.rows - accounted
+    _save_watermark(conn, e, state, previous, opts)
+    phase("watermark")
     result.duration_s = time.perf_counter() - t0
     result.finished_at = time.time()
     result.peak_rss_mb = max(peak, proc.memory_info().rss) / 2**20
@@ -773,16 +1106,19 @@ def write_audit(conn, run_id: str, result: LoadResult | None, entity_name: str, 
     if result is not None:
         details = {"quarantine_by_reason": result.quarantine_by_reason, "recoveries": result.recoveries,
                    "phases_s": result.phases,
-                   "resolved": result.resolved, "peak_rss_mb": round(result.peak_rss_mb, 1)}
+                   "resolved": result.resolved, "peak_rss_mb": round(result.peak_rss_mb, 1),
+                   "evicted": result.evicted, "cascaded": result.cascaded,
+                   "remaining_difference": result.remaining_difference}
+        mode = result.mode
     r = result or LoadResult(entity_name, "n/a")
     started = started_at or r.started_at or time.time()
     conn.execute(sql.SQL(
         "INSERT INTO {} (run_id, entity, status, mode, load_path, records_read, existing_records, inserted, updated, "
-        "unchanged, quarantined, duration_ms, started_at, finished_at, error_class, error, recovery, details) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s)"
+        "unchanged, quarantined, deleted, duration_ms, started_at, finished_at, error_class, error, recovery, details) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s)"
     ).format(sql.Identifier(CONTROL_SCHEMA, "migration_runs")), [
         run_id, entity_name, status or r.status, mode, r.load_path, r.records_read, r.existing, r.inserted,
-        r.updated, r.unchanged, r.quarantined, int(r.duration_s * 1000), started, r.finished_at or time.time(),
+        r.updated, r.unchanged, r.quarantined, r.deleted, int(r.duration_s * 1000), started, r.finished_at or time.time(),
         error_class, error, recovery, psycopg.types.json.Jsonb(details)])
 
 

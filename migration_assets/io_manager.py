@@ -44,7 +44,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
         e = entity(context.asset_key.path[-1])
         if not isinstance(obj, LegacyStream):
             raise TypeError(f"{e.name}: expected a LegacyStream from the asset, got {type(obj).__name__}")
-        opts = self.settings.load_options(context.run_id)
+        opts = obj.opts  # the asset opened the stream with the run's mode
         started = time.time()
         timeout_s = self.settings.migration_timeout_ms / 1000
         try:
@@ -74,6 +74,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
         context.log.info(
             f"{e.name}: {result.status} via {result.load_path}: read {result.records_read:,}, "
             f"inserted {result.inserted:,}, updated {result.updated:,}, unchanged {result.unchanged:,}, "
+            f"deleted {result.deleted:,}, "
             f"quarantined {result.quarantined:,} in {result.duration_s:.2f}s ({result.rows_per_second:,.0f} rows/s)")
 
     def _record_failure(self, context: OutputContext, name: str, exc: BaseException, started: float):
@@ -104,6 +105,11 @@ class PostgresArrowIOManager(ConfigurableIOManager):
             "updated": r.updated,
             "unchanged": r.unchanged,
             "quarantined": r.quarantined,
+            "mode": r.mode,
+            "deleted": r.deleted,
+            "evicted_now_quarantined": r.evicted,
+            "children_affected": MetadataValue.json(r.cascaded),
+            "remaining_difference": r.remaining_difference,
             "quarantine_resolved": r.resolved,
             "quarantine_by_reason": MetadataValue.json(r.quarantine_by_reason),
             "recoveries_applied": MetadataValue.json(r.recoveries),

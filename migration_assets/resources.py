@@ -67,10 +67,19 @@ class MigrationSettings(ConfigurableResource):
                                                                    "false sends those rows to quarantine")
     fast_path: bool = Field(default=True, description="Bulk-load empty tables and build keys afterwards")
     target_env: str = Field(default="local", description="TARGET_ENV: local or remote")
+    mode: str = Field(default="full", description="MIGRATION_MODE: 'full' compares every row (bucket "
+                      "summaries), 'differential' reads only rows changed since the watermark; a run's "
+                      "'migration/mode' tag overrides it")
+    delete_policy: str = Field(default="hard", description="DELETE_POLICY for legacy rows deleted at the source: "
+                               "'hard' removes the target row (children follow the fresh-migration rules), "
+                               "'soft' keeps it and records metadata.deleted_at_source")
+    differential_overlap_s: int = Field(default=300, description="DIFFERENTIAL_OVERLAP_SECONDS: how far before the "
+                                        "watermark a differential refresh re-reads (clock skew, late commits)")
 
-    def load_options(self, run_id: str) -> LoadOptions:
+    def load_options(self, run_id: str, mode: str | None = None) -> LoadOptions:
         return LoadOptions(batch_size=self.batch_size, fast_path=self.fast_path,
-                           error_recovery=self.error_recovery_enabled, run_id=run_id)
+                           error_recovery=self.error_recovery_enabled, run_id=run_id, mode=mode or self.mode,
+                           delete_policy=self.delete_policy, overlap_s=self.differential_overlap_s)
 
 
 class LegacyDatabase(PostgresResource):

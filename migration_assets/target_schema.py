@@ -176,6 +176,29 @@ CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.watermarks (
         "20261124000004_quarantine_source_hash.sql":
             "-- Hash of the raw legacy row each quarantine row came from: lets a re-run skip unchanged rows.\n"
             f"ALTER TABLE {CONTROL_SCHEMA}.quarantine ADD COLUMN IF NOT EXISTS source_hash bigint;\n",
+        "20261124000005_differential_refresh.sql": f"""-- Differential refresh: how a quarantine row was resolved, and what a watermark covers.
+
+ALTER TABLE {CONTROL_SCHEMA}.quarantine ADD COLUMN IF NOT EXISTS resolution text;
+ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS min_legacy_id bigint;
+ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS mode text;
+
+-- The same key function as a single expression, so that the planner inlines it (a SQL function
+-- with a FROM clause is called row by row): used to find target rows by legacy id.
+CREATE OR REPLACE FUNCTION {CONTROL_SCHEMA}.legacy_uuid(entity text, legacy_id bigint)
+RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT AS $fn$
+  SELECT encode(set_byte(set_byte(
+    decode(md5('migration_assets' || entity || ':' || legacy_id::text), 'hex'),
+    6, (get_byte(decode(md5('migration_assets' || entity || ':' || legacy_id::text), 'hex'), 6) & 15) | 48),
+    8, (get_byte(decode(md5('migration_assets' || entity || ':' || legacy_id::text), 'hex'), 8) & 63) | 128),
+    'hex')::uuid
+$fn$;
+
+-- Rows loaded with an optional foreign key set NULL (parent missing) are retried on every run;
+-- this small partial index finds them without reading every row's metadata.
+""" + "".join(
+            f'CREATE INDEX IF NOT EXISTS "{e.target_table}_retry_idx" ON public."{e.target_table}" (id) '
+            f"WHERE (metadata -> 'recovered') ? 'retry';\n"
+            for e in ENTITIES if any(not c.required for c in e.foreign_keys)),
     }
 
 
