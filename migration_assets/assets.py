@@ -20,6 +20,7 @@ from dagster import (
     Backoff,
     Failure,
     Jitter,
+    MaterializeResult,
     MetadataValue,
     RetryPolicy,
     asset,
@@ -29,6 +30,7 @@ from .checks import check_specs, run_checks
 from .config import env_bool, env_int
 from .engine import LegacyStream
 from .errors import classify
+from .preflight import SchemaMismatch, validate_once
 from .registry import ENTITIES, Entity
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 
@@ -75,6 +77,11 @@ def build_table_asset(e: Entity):
     def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                      settings: MigrationSettings):
         try:
+            # pre-flight: both schemas against the registry, at the run's first step
+            validate_once(context.run.run_id, legacy.connect, target.connect)
+        except SchemaMismatch as exc:
+            raise Failure(description=f"{e.name}: pre-flight: {exc}", allow_retries=False) from None
+        try:
             mode = context.run.tags.get(MODE_TAG)
             stream: LegacyStream = legacy.stream(e, settings.load_options(context.run.run_id, mode))
         except Exception as exc:
@@ -86,9 +93,48 @@ def build_table_asset(e: Entity):
         yield Output(stream)
         # ... so the checks below see the committed table
         if context.selected_asset_check_keys:
-            yield from run_checks(legacy.conninfo(), target.conninfo(), e)
+            yield from run_checks(legacy.conninfo(), target.conninfo(), e, run_id=context.run.run_id)
 
     return _table_asset
 
 
 table_assets = [build_table_asset(e) for e in ENTITIES]
+
+
+REPORT_ASSET = "migration_reports"
+
+
+@asset(
+    name=REPORT_ASSET,
+    deps=[AssetKey(e.name) for e in ENTITIES],
+    group_name="reports",
+    kinds={"markdown"},
+    owners=[OWNER],
+    description="The seed's reports, written from the audit trail after the 45 tables: "
+                "COMPREHENSIVE_MIGRATION_REPORT.md (executive summary, entities by level, performance, error "
+                "analysis, financial totals to the cent, clinical counts), POST_MIGRATION_VALIDATION_REPORT.md "
+                "(every check of every entity) and FINAL_DIFFERENTIAL_MIGRATION_REPORT.md (the latest refresh and "
+                "the remaining difference). Folder: MIGRATION_REPORTS_DIR (default ./reports). Materialize it on "
+                "its own to regenerate them.",
+)
+def migration_reports(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource):
+    from .cli import reports_dir
+    from .reports import write_all
+
+    out = write_all(legacy.conninfo(), target.conninfo(), reports_dir())
+    comprehensive, validation, differential = out["paths"]
+    summary = comprehensive.read_text().split("## Entities by dependency level")[0]
+    context.log.info(f"reports written to {comprehensive.parent}")
+    return MaterializeResult(metadata={
+        "comprehensive_report": MetadataValue.path(str(comprehensive.resolve())),
+        "validation_report": MetadataValue.path(str(validation.resolve())),
+        "differential_report": MetadataValue.path(str(differential.resolve())),
+        "summary": MetadataValue.md(summary),
+        "legacy_rows": out["legacy_rows"],
+        "target_rows": out["target_rows"],
+        "quarantined": out["quarantined"],
+        "accounted_rate": MetadataValue.float(round(out["accounted_rate"], 6)),
+        "checks_passed": f"{out['checks_passed']} of {out['checks_total']}",
+        "financial_totals_reconciled": out["money_reconciled"],
+        "remaining_difference": out["remaining_difference"],
+    })

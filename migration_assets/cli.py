@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--scale", type=float, default=float(os.environ.get("DEMO_SCALE", 0.05)))
     demo.add_argument("--seed", type=int, default=7)
     sub.add_parser("summary", help="per-entity summary of the last run")
+    sub.add_parser("report", help="write the three markdown reports from the audit trail")
+    sub.add_parser("status", help="per-entity health from the audit trail; exit 0 healthy, 1 not, 2 unreachable")
     a = p.parse_args(argv)
     if a.cmd == "setup":
         setup()
@@ -133,11 +135,49 @@ def main(argv: list[str] | None = None) -> int:
         dbs = setup()
         generate(dbs.source.conninfo(), a.scale, a.seed)
         ok = migrate()
-        print("\nLook at it in the Dagster UI:  .venv/bin/dagster dev   (then open http://127.0.0.1:3000)")
+        from .reports import COMPREHENSIVE_REPORT, VALIDATION_REPORT
+
+        print(f"\nReports: {reports_dir() / COMPREHENSIVE_REPORT}\n         {reports_dir() / VALIDATION_REPORT}")
+        print("Status:  .venv/bin/migration-assets status")
+        print("Look at it in the Dagster UI:  ./run ui   (then open http://127.0.0.1:3000)")
         return 0 if ok else 1
     elif a.cmd == "summary":
         summary()
+    elif a.cmd == "report":
+        from .reports import write_all
+
+        dbs = resolve_databases()
+        out = write_all(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir())
+        for path in out["paths"]:
+            print(f"wrote {path}")
+    elif a.cmd == "status":
+        return print_status()
     return 0
+
+
+def print_status() -> int:
+    """The seed's daily status check, for cron: exit 0 when healthy, 1 when not, 2 when unreachable."""
+    from .reports import status
+
+    dbs = resolve_databases()
+    try:
+        rows, healthy = status(dbs.source.conninfo(), dbs.target.conninfo())
+    except psycopg.Error as exc:
+        print(f"status: cannot read the databases: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return 2
+    header = f"{'lvl':>3} {'entity':<26} {'last load (UTC)':<17} {'status':<17} {'mode':<12} {'legacy':>9} " \
+             f"{'target':>9} {'quarant.':>8} {'checks':>6}  state"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        when = f"{r['last_run']:%Y-%m-%d %H:%M}" if r["last_run"] else "-"
+        print(f"{r['level']:>3} {r['entity']:<26} {when:<17} {r['status']:<17} {r['mode']:<12} {r['legacy']:>9,} "
+              f"{r['target']:>9,} {r['quarantined']:>8,} {r['checks']:>6}  {r['state']}")
+    bad = [r["entity"] for r in rows if r["state"] != "OK"]
+    print("-" * len(header))
+    print("HEALTHY: every entity loaded, reconciled and passing its checks" if healthy
+          else f"NOT HEALTHY: {len(bad)} entities need attention: {', '.join(bad)}")
+    return 0 if healthy else 1
 
 
 if __name__ == "__main__":

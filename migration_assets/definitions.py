@@ -20,7 +20,7 @@ import os
 
 from dagster import Definitions, EnvVar, in_process_executor
 
-from .assets import IO_MANAGER_KEY, table_assets
+from .assets import IO_MANAGER_KEY, migration_reports, table_assets
 from .config import env_bool, env_int, resolve_databases
 from .io_manager import PostgresArrowIOManager
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
@@ -68,7 +68,7 @@ def build_resources() -> dict:
 
 
 defs = Definitions(
-    assets=table_assets,
+    assets=[*table_assets, migration_reports],
     jobs=[full_migration, differential_refresh],
     sensors=[record_run_failures, legacy_changes],
     schedules=[nightly_full_sync],

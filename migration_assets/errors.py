@@ -38,8 +38,13 @@ def _message(exc: BaseException) -> str:
 def classify(exc: BaseException) -> ErrorKind:
     msg = _message(exc)
     state = getattr(exc, "sqlstate", None) or ""
-    if isinstance(exc, TimeoutError) or "MIGRATION_TIMEOUT" in msg:
+    if isinstance(exc, TimeoutError) or "MIGRATION_TIMEOUT" in msg or "statement timeout" in msg:
+        # statement_timeout is set from MIGRATION_TIMEOUT: the same load would hit it again
+        if "MIGRATION_TIMEOUT" not in msg:
+            msg = f"MIGRATION_TIMEOUT exceeded: {msg}"
         return ErrorKind("TIMEOUT", False, msg, "raise MIGRATION_TIMEOUT or lower BATCH_SIZE; re-run (idempotent)")
+    if type(exc).__name__ == "SchemaMismatch" or "pre-flight" in msg:
+        return ErrorKind("SCHEMA", False, msg, "align the schema with the registry (apply the migrations), then re-run")
     if isinstance(exc, pgerr.UniqueViolation) or "duplicate key value" in msg:
         return ErrorKind("DUPLICATE_KEY", False, msg,
                          "duplicates are quarantined before the load; check for concurrent writers to the target")

@@ -6,15 +6,42 @@ The sensor requests subsets of ``differential_refresh``; the nightly schedule ru
 ``full_migration``.
 """
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetSelection, HookContext, define_asset_job, failure_hook
 
 from .assets import MODE_TAG
+from .errors import classify
+from .registry import BY_NAME
+
+
+@failure_hook(required_resource_keys={"target"})
+def record_step_failure(context: HookContext) -> None:
+    """Recovery hook: classify a failed step's error and record it in the audit trail, with the
+    recovery the classification prescribes, unless the IO manager already did (it records the
+    failures of the load itself; this catches the rest: pre-flight, stream set-up, checks).
+    Dagster itself does not run the dependents of a failed step, CRITICAL entities included."""
+    from .engine import write_audit
+
+    name = context.op.name
+    if name not in BY_NAME:
+        return
+    kind = classify(context.op_exception) if context.op_exception else None
+    with context.resources.target.connect() as conn:
+        seen = conn.execute("SELECT 1 FROM migration_control.migration_runs WHERE run_id = %s AND entity = %s "
+                            "AND status = 'FAILED'", [context.run_id, name]).fetchone()
+        if seen is None:
+            write_audit(conn, context.run_id, None, name, status="FAILED",
+                        error_class=kind.name if kind else "UNKNOWN",
+                        error=kind.message if kind else "step failed", recovery=kind.recovery if kind else None)
+            conn.commit()
+    context.log.warning(f"{name} ({BY_NAME[name].priority}) failed: {kind.name if kind else 'UNKNOWN'}; "
+                        "its dependents will not run in this run")
 
 full_migration = define_asset_job(
-    "full_migration", selection=AssetSelection.all(),
+    "full_migration", selection=AssetSelection.all(), hooks={record_step_failure},
     description="Migrate all 45 entities in dependency order (the seed's comprehensive migration); on a loaded "
                 "target, compares every row and applies inserts, updates and deletes.")
 
 differential_refresh = define_asset_job(
     "differential_refresh", selection=AssetSelection.all(), tags={MODE_TAG: "differential"},
+    hooks={record_step_failure},
     description="Refresh from the legacy rows changed, added or deleted since each entity's watermark.")

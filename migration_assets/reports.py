@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from .registry import topological_order
+from .registry import ENTITIES, entity, topological_order
+from .transforms import Kind
 from .target_schema import CONTROL_SCHEMA
 
 DIFFERENTIAL_REPORT = "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md"
@@ -42,13 +43,13 @@ def latest_loads(target: str) -> dict[str, dict]:
     with psycopg.connect(target) as conn:
         rows = conn.execute(sql.SQL(
             "SELECT DISTINCT ON (r.entity) r.entity, r.run_id, r.mode, r.status, r.records_read, r.inserted, r.updated, "
-            "r.deleted, r.quarantined, r.duration_ms, r.finished_at, r.details, "
+            "r.deleted, r.quarantined, r.duration_ms, r.finished_at, r.details, r.load_path, "
             "(SELECT count(*) FROM {q} q WHERE q.entity = r.entity AND q.first_run_id = r.run_id) AS new_quarantined "
             "FROM {runs} r WHERE r.status <> 'FAILED' ORDER BY r.entity, r.id DESC").format(
             q=sql.Identifier(CONTROL_SCHEMA, "quarantine"),
             runs=sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchall()
     keys = ("run_id", "mode", "status", "read", "inserted", "updated", "deleted", "quarantined", "duration_ms",
-            "finished_at", "details", "new_quarantined")
+            "finished_at", "details", "load_path", "new_quarantined")
     return {r[0]: dict(zip(keys, r[1:])) for r in rows}
 
 
@@ -101,3 +102,249 @@ def write_differential_report(source: str, target: str, folder: Path) -> tuple[P
     path = folder / DIFFERENTIAL_REPORT
     path.write_text(text)
     return path, remaining
+
+
+# ------------------------------------------------------------------ validation report
+
+VALIDATION_REPORT = "POST_MIGRATION_VALIDATION_REPORT.md"
+COMPREHENSIVE_REPORT = "COMPREHENSIVE_MIGRATION_REPORT.md"
+
+
+def latest_checks(target: str) -> dict[str, dict[str, dict]]:
+    """entity -> check name -> the latest recorded result."""
+    with psycopg.connect(target) as conn:
+        rows = conn.execute(sql.SQL(
+            "SELECT DISTINCT ON (entity, check_name) entity, check_name, passed, severity, metadata, run_id, checked_at "
+            "FROM {} ORDER BY entity, check_name, id DESC").format(
+            sql.Identifier(CONTROL_SCHEMA, "check_results"))).fetchall()
+    out: dict[str, dict[str, dict]] = {}
+    for name, check, passed, severity, metadata, run_id, at in rows:
+        out.setdefault(name, {})[check] = {"passed": passed, "severity": severity, "metadata": metadata,
+                                           "run_id": run_id, "at": at}
+    return out
+
+
+def _check_numbers(check: str, m: dict) -> str:
+    keys = {
+        "rows_reconcile": ("legacy_rows", "target_rows", "quarantined_unresolved", "legacy_ids_unaccounted",
+                           "ids_not_in_legacy"),
+        "foreign_keys_resolve": ("dangling_references",),
+        "keys_unique": ("rows_in_duplicate_groups",),
+        "emails_valid": ("invalid_emails",),
+        "content_checksum": ("rows_compared", "rows_differing", "mode"),
+    }.get(check, ())
+    parts = [f"{k.replace('_', ' ')} {m[k]:,}" if isinstance(m.get(k), int) else f"{k.replace('_', ' ')} {m[k]}"
+             for k in keys if k in m]
+    for k, v in m.items():
+        if k.startswith("sample") and v:
+            parts.append(f"{k.replace('_', ' ')}: {v}")
+    return "; ".join(parts)
+
+
+def validation_report(target: str) -> tuple[str, int, int]:
+    """(markdown, checks passed, checks in all) from the latest result of every check."""
+    checks = latest_checks(target)
+    lines = ["# Post-migration validation report", "",
+             f"Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC from "
+             f"`{CONTROL_SCHEMA}.check_results`: the latest result of every asset check of every entity.", ""]
+    passed = total = 0
+    failing: list[str] = []
+    body = []
+    for e in topological_order():
+        results = checks.get(e.name, {})
+        body += [f"### {e.level}. {e.name}", ""]
+        if not results:
+            body += ["No check has run for this entity.", ""]
+            failing.append(e.name)
+            continue
+        body += ["| check | result | severity | numbers |", "|---|---|---|---|"]
+        for check, r in sorted(results.items()):
+            total += 1
+            passed += r["passed"]
+            if not r["passed"]:
+                failing.append(e.name)
+            body.append(f"| {check} | {'PASS' if r['passed'] else '**FAIL**'} | {r['severity']} | "
+                        f"{_check_numbers(check, r['metadata'])} |")
+        body.append("")
+    failing = sorted(set(failing), key=[x.name for x in topological_order()].index)
+    lines += ["## Totals", "", f"- checks passed: **{passed:,} of {total:,}**",
+              f"- entities with every check passing: **{len(ENTITIES) - len(failing)} of {len(ENTITIES)}**",
+              f"- entities needing attention: {', '.join(failing) if failing else 'none'}", "",
+              "## Per entity", ""] + body
+    return "\n".join(lines) + "\n", passed, total
+
+
+# ------------------------------------------------------------------ comprehensive report
+
+FINANCIAL = ("payments", "purchases")
+CLINICAL = ("patients", "cases", "treatment_plans")
+
+
+def _money(source: str, target: str, name: str) -> list[tuple[str, object, object, object]]:
+    """(column, legacy total, target total, open-quarantine total) of each cents column, exact."""
+    e = entity(name)
+    out = []
+    with psycopg.connect(source) as src, psycopg.connect(target) as tgt:
+        for c in (c for c in e.columns if c.kind is Kind.CENTS):
+            (legacy,) = src.execute(sql.SQL("SELECT coalesce(sum({})::numeric, 0) / 100 FROM {}").format(
+                sql.Identifier(c.legacy_name), sql.Identifier(e.legacy_table))).fetchone()
+            (loaded,) = tgt.execute(sql.SQL(
+                "SELECT coalesce(sum({}), 0) FROM {} WHERE NOT (metadata ? 'deleted_at_source')").format(
+                sql.Identifier(c.target), sql.Identifier("public", e.target_table))).fetchone()
+            (held,) = tgt.execute(sql.SQL(
+                "SELECT coalesce(sum((raw->>{})::numeric), 0) / 100 FROM {} WHERE entity = %s AND NOT resolved").format(
+                sql.Literal(c.legacy_name), sql.Identifier(CONTROL_SCHEMA, "quarantine")), [name]).fetchone()
+            out.append((c.target, legacy, loaded, held))
+    return out
+
+
+def comprehensive_report(source: str, target: str) -> tuple[str, dict]:
+    """(markdown, headline figures) of the migration as the audit trail and both databases show it now."""
+    loads = latest_loads(target)
+    now = remaining_differences(source, target)
+    checks = latest_checks(target)
+    with psycopg.connect(target) as conn:
+        reasons = conn.execute(sql.SQL(
+            "SELECT entity, reason, count(*) FROM {} WHERE NOT resolved GROUP BY 1, 2 ORDER BY 3 DESC").format(
+            sql.Identifier(CONTROL_SCHEMA, "quarantine"))).fetchall()
+        resolved = dict(conn.execute(sql.SQL(
+            "SELECT coalesce(resolution, 'loaded'), count(*) FROM {} WHERE resolved GROUP BY 1").format(
+            sql.Identifier(CONTROL_SCHEMA, "quarantine"))).fetchall())
+        failures = conn.execute(sql.SQL(
+            "SELECT coalesce(error_class, 'UNKNOWN'), count(*), count(DISTINCT run_id), max(finished_at) FROM {} "
+            "WHERE status = 'FAILED' GROUP BY 1 ORDER BY 2 DESC").format(
+            sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchall()
+        span = conn.execute(sql.SQL(
+            "SELECT min(started_at), max(finished_at), count(DISTINCT run_id) FROM {} WHERE status <> 'FAILED'").format(
+            sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchone()
+    legacy_total = sum(v[0] for v in now.values())
+    loaded_total = sum(v[1] for v in now.values())
+    held_total = sum(v[2] for v in now.values())
+    accounted = loaded_total + held_total
+    load_s = sum(x["duration_ms"] for x in loads.values()) / 1000
+    read = sum(x["read"] for x in loads.values())
+    recoveries: dict[str, int] = {}
+    for x in loads.values():
+        for rule, n in ((x["details"] or {}).get("recoveries") or {}).items():
+            recoveries[rule] = recoveries.get(rule, 0) + n
+    check_total = sum(len(v) for v in checks.values())
+    check_passed = sum(r["passed"] for v in checks.values() for r in v.values())
+    figures = {"legacy_rows": legacy_total, "target_rows": loaded_total, "quarantined": held_total,
+               "accounted_rate": accounted / legacy_total if legacy_total else 1.0,
+               "loaded_rate": loaded_total / legacy_total if legacy_total else 1.0,
+               "checks_passed": check_passed, "checks_total": check_total}
+    L = ["# Comprehensive migration report", "",
+         f"Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC from `{CONTROL_SCHEMA}` (audit trail, "
+         "quarantine, check results) and row counts taken on both databases while writing it.", "",
+         "## Executive summary", "",
+         f"- Legacy records: **{legacy_total:,}** in {len(now)} entities",
+         f"- Migrated to the target: **{loaded_total:,}** ({100 * figures['loaded_rate']:.2f}%)",
+         f"- In quarantine with a reason: **{held_total:,}**",
+         f"- Accounted for (target + quarantine): **{accounted:,} = {100 * figures['accounted_rate']:.2f}%** "
+         f"of the legacy records" + (" - nothing lost" if accounted == legacy_total else " - see the differences below"),
+         f"- Load time of the latest load of every entity: {load_s:,.1f} s for {read:,} records read "
+         f"({read / load_s if load_s else 0:,.0f} records/s)",
+         f"- Loads recorded: {span[2] or 0} runs between {span[0]:%Y-%m-%d %H:%M} and {span[1]:%Y-%m-%d %H:%M} UTC"
+         if span[0] else "- Loads recorded: none",
+         f"- Asset checks passing: {check_passed:,} of {check_total:,}", "",
+         "## Entities by dependency level", "",
+         "| level | entity | priority | legacy rows | target rows | quarantined | difference | last status | mode |",
+         "|---:|---|---|---:|---:|---:|---:|---|---|"]
+    for e in topological_order():
+        legacy, loaded, held = now[e.name]
+        x = loads.get(e.name, {})
+        L.append(f"| {e.level} | {e.name} | {e.priority} | {legacy:,} | {loaded:,} | {held:,} | "
+                 f"{legacy - loaded - held:,} | {x.get('status', 'never loaded')} | {x.get('mode', '')} |")
+    L += ["", "## Performance", "", "Slowest loads (latest load of each entity):", "",
+          "| entity | records read | seconds | records/s | path |", "|---|---:|---:|---:|---|"]
+    for name, x in sorted(loads.items(), key=lambda kv: -kv[1]["duration_ms"])[:10]:
+        secs = x["duration_ms"] / 1000
+        L.append(f"| {name} | {x['read']:,} | {secs:.2f} | {x['read'] / secs if secs else 0:,.0f} | "
+                 f"{(x['load_path'] or x['mode'])[:70]} |")
+    L += ["", "## Error analysis", "", "Open quarantine by reason:", "", "| reason | rows | entities |", "|---|---:|---|"]
+    by_reason: dict[str, list] = {}
+    for name, reason, n in reasons:
+        by_reason.setdefault(reason, []).append((name, n))
+    for reason, items in sorted(by_reason.items(), key=lambda kv: -sum(n for _, n in kv[1])):
+        L.append(f"| {reason} | {sum(n for _, n in items):,} | "
+                 + ", ".join(f"{name} ({n:,})" for name, n in items[:6]) + (" ..." if len(items) > 6 else "") + " |")
+    if not reasons:
+        L.append("| (none) | 0 | |")
+    fixed = sum(recoveries.values())
+    rate = fixed / (fixed + held_total) if fixed + held_total else 1.0
+    L += ["", "Automatic recoveries applied (latest loads):", "", "| rule | rows |", "|---|---:|"]
+    L += [f"| {rule} | {n:,} |" for rule, n in sorted(recoveries.items(), key=lambda kv: -kv[1])] or ["| (none) | 0 |"]
+    L += ["", f"Automatic resolution rate: **{100 * rate:.1f}%** of problem rows fixed without a person "
+              f"({fixed:,} recovered, {held_total:,} quarantined). Quarantine rows resolved later: "
+          + (", ".join(f"{k} {v:,}" for k, v in resolved.items()) or "none") + ".", "",
+          "Failed attempts (each retried by the RetryPolicy or failed for good, from the audit trail):", "",
+          "| error class | failed steps | runs | last |", "|---|---:|---:|---|"]
+    L += [f"| {cls} | {n:,} | {runs:,} | {last:%Y-%m-%d %H:%M} |" for cls, n, runs, last in failures] \
+        or ["| (none) | 0 | 0 | |"]
+    L += ["", "## Business impact", "", "Financial totals, legacy against target + quarantine, to the cent:", "",
+          "| table | column | legacy total | target total | quarantined total | difference |",
+          "|---|---|---:|---:|---:|---:|"]
+    money_ok = True
+    for name in FINANCIAL:
+        for col, legacy, loaded, held in _money(source, target, name):
+            diff = legacy - loaded - held
+            money_ok &= diff == 0
+            L.append(f"| {name} | {col} | {legacy:,.2f} | {loaded:,.2f} | {held:,.2f} | {diff:,.2f} |")
+    L += ["", "Clinical records preserved (legacy = target + quarantine):", "",
+          "| entity | legacy | target | quarantined | preserved |", "|---|---:|---:|---:|---|"]
+    for name in CLINICAL:
+        legacy, loaded, held = now[name]
+        L.append(f"| {name} | {legacy:,} | {loaded:,} | {held:,} | {'yes' if legacy == loaded + held else '**NO**'} |")
+    figures["money_reconciled"] = money_ok
+    return "\n".join(L) + "\n", figures
+
+
+def write_all(source: str, target: str, folder: Path) -> dict:
+    """Write the three reports into ``folder``; returns their paths and the headline figures."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text, figures = comprehensive_report(source, target)
+    (folder / COMPREHENSIVE_REPORT).write_text(text)
+    text, passed, total = validation_report(target)
+    (folder / VALIDATION_REPORT).write_text(text)
+    diff_path, remaining = write_differential_report(source, target, folder)
+    figures.update({"remaining_difference": remaining})
+    return {"paths": [folder / COMPREHENSIVE_REPORT, folder / VALIDATION_REPORT, diff_path], **figures}
+
+
+# ------------------------------------------------------------------ status (the seed's daily status check)
+
+def status(source: str, target: str) -> tuple[list[dict], bool]:
+    """Per entity: latest load, open quarantine, latest checks, remaining difference; and whether
+    everything is healthy (every entity loaded, its last attempt not failed, every ERROR check of
+    its latest results passing, legacy = target + quarantine)."""
+    with psycopg.connect(target) as conn:
+        last_attempt = dict(conn.execute(sql.SQL(
+            "SELECT DISTINCT ON (entity) entity, status FROM {} ORDER BY entity, id DESC").format(
+            sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchall())
+    loads = latest_loads(target)
+    checks = latest_checks(target)
+    now = remaining_differences(source, target)
+    rows, healthy = [], True
+    for e in topological_order():
+        x = loads.get(e.name)
+        results = checks.get(e.name, {})
+        failed = sorted(name for name, r in results.items() if not r["passed"])
+        legacy, loaded, held = now[e.name]
+        problems = []
+        if x is None:
+            problems.append("never loaded")
+        if last_attempt.get(e.name) == "FAILED":
+            problems.append("last attempt failed")
+        if any(results[name]["severity"] == "ERROR" for name in failed):
+            problems.append("checks failing: " + ", ".join(failed))
+        elif not results:
+            problems.append("no checks recorded")
+        if legacy != loaded + held:
+            problems.append(f"difference {legacy - loaded - held:+,}")
+        healthy &= not problems
+        rows.append({"level": e.level, "entity": e.name, "last_run": x["finished_at"] if x else None,
+                     "status": last_attempt.get(e.name, "-"), "mode": x["mode"] if x else "-",
+                     "legacy": legacy, "target": loaded, "quarantined": held,
+                     "checks": f"{len(results) - len(failed)}/{len(results)}",
+                     "state": "OK" if not problems else "; ".join(problems)})
+    return rows, healthy

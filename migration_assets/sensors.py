@@ -29,7 +29,7 @@ from dagster import (
 )
 from psycopg import sql
 
-from .assets import MODE_TAG
+from .assets import MODE_TAG, REPORT_ASSET
 from .engine import write_audit
 from .errors import classify
 from .jobs import differential_refresh, full_migration
@@ -112,7 +112,7 @@ def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, tar
         requested[n] = _digest(now[n])
     context.update_cursor(json.dumps(requested, sort_keys=True))
     run_key = "diff-" + _digest(sorted((n, now[n]) for n in fresh))
-    return RunRequest(run_key=run_key, asset_selection=[AssetKey(n) for n in fresh],
+    return RunRequest(run_key=run_key, asset_selection=[AssetKey(n) for n in fresh] + [AssetKey(REPORT_ASSET)],
                       tags={MODE_TAG: "differential", "migration/entities": str(len(fresh))})
 
 

@@ -199,6 +199,21 @@ $fn$;
             f'CREATE INDEX IF NOT EXISTS "{e.target_table}_retry_idx" ON public."{e.target_table}" (id) '
             f"WHERE (metadata -> 'recovered') ? 'retry';\n"
             for e in ENTITIES if any(not c.required for c in e.foreign_keys)),
+        "20261124000006_check_results.sql": f"""-- Asset check results, kept next to the audit trail for the reports and the status command.
+
+CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.check_results (
+  id bigserial PRIMARY KEY,
+  run_id text NOT NULL,
+  entity text NOT NULL,
+  check_name text NOT NULL,
+  passed boolean NOT NULL,
+  severity text NOT NULL,
+  description text,
+  metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+  checked_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS check_results_latest_idx ON {CONTROL_SCHEMA}.check_results (entity, check_name, id DESC);
+""",
     }
 
 

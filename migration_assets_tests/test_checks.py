@@ -22,7 +22,7 @@ def migrated_for_checks(private_migration):
 def test_all_checks_pass_on_a_clean_migration(migrated_for_checks):
     _, _, result = migrated_for_checks
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == sum(4 if e.email_columns else 3 for e in ENTITIES)
+    assert len(evaluations) == sum(5 if e.email_columns else 4 for e in ENTITIES)
     failed = [(ev.asset_key.path[-1], ev.check_name) for ev in evaluations if not ev.passed]
     assert failed == []
 
@@ -77,3 +77,65 @@ def test_corrupted_email_is_named(migrated_for_checks):
     r = _by_name(run_checks(legacy, target, entity("profiles")))["emails_valid"]
     assert not r.passed
     assert r.metadata["sample_legacy_ids"].value == {"email": [3]}
+
+
+@pytest.mark.parametrize("table,column,change", [
+    ("payments", "amount", "amount + 0.01"),  # one cent off
+    ("tasks", "updated_at", "updated_at + interval '1 microsecond'"),
+    ("patients", "date_of_birth", "date_of_birth + 1"),
+])
+def test_changed_value_fails_the_content_checksum(migrated_for_checks, table, column, change):
+    legacy, target, _ = migrated_for_checks
+    lid = query(target, f"SELECT min((metadata->>'legacy_id')::bigint) FROM public.{table} WHERE {column} IS NOT NULL")[0][0]
+    with psycopg.connect(target) as conn:
+        conn.execute(f"UPDATE public.{table} SET {column} = {change} WHERE (metadata->>'legacy_id')::bigint = %s", [lid])
+        conn.commit()
+    r = _by_name(run_checks(legacy, target, entity(table)))["content_checksum"]
+    assert not r.passed
+    assert r.metadata["rows_differing"].value == 1
+    assert r.metadata["sample_legacy_ids"].value == [lid]
+
+
+def test_sampled_content_checksum_compares_only_the_sample(migrated_for_checks):
+    from migration_assets.checks import content_checksum
+
+    legacy, target, _ = migrated_for_checks
+    with psycopg.connect(legacy) as src, psycopg.connect(target) as tgt:
+        full = content_checksum(src, tgt, entity("tasks"), sample_above=10**9)
+        sampled = content_checksum(src, tgt, entity("tasks"), sample_above=0, sample_every=10)
+    assert full.passed and sampled.passed
+    assert full.metadata["mode"].value == "full" and sampled.metadata["mode"].value.startswith("sampled")
+    assert 0 < sampled.metadata["rows_compared"].value < full.metadata["rows_compared"].value / 5
+
+
+def test_preflight_names_table_and_column_and_stops_the_run_before_any_load(databases, target, monkeypatch):
+    from dagster import DagsterInstance, materialize
+
+    from migration_assets.definitions import build_resources, table_assets
+    from migration_assets.preflight import SchemaMismatch, validate
+    from migration_assets.simulator import generate
+
+    legacy = databases.new("legacy_preflight")
+    generate(legacy, scale=0.002, seed=3, log=lambda *_: None)
+    validate(legacy, target)  # a matching pair passes
+    e = entity("tasks")
+    with psycopg.connect(legacy) as conn:
+        conn.execute(f'ALTER TABLE "{e.legacy_table}" RENAME COLUMN "{e.columns[1].legacy_name}" TO renamed')
+    with psycopg.connect(target) as conn:
+        conn.execute("ALTER TABLE public.payments ALTER COLUMN amount TYPE text")
+    with pytest.raises(SchemaMismatch) as info:
+        validate(legacy, target)
+    assert f"legacy column {e.legacy_table}.{e.columns[1].legacy_name} (-> tasks) does not exist" in str(info.value)
+    assert "target column public.payments.amount is text, expected numeric" in str(info.value)
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral(),
+                         raise_on_error=False)
+    assert not result.success
+    loaded = sum(query(target, f"SELECT count(*) FROM public.{x.name}")[0][0] for x in ENTITIES)
+    assert loaded == 0
+    failures = [ev for ev in result.all_events if ev.is_step_failure]
+    assert failures
+    data = failures[0].step_failure_data
+    message = data.user_failure_data.description if data.user_failure_data else data.error.message
+    assert "pre-flight" in message and "payments.amount" in message

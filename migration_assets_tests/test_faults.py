@@ -1,10 +1,11 @@
-"""Real faults on real PostgreSQL: the loading connection killed mid-COPY, then retried."""
+"""Real faults on real PostgreSQL: the loading connection killed mid-COPY, an unreachable target, a
+permanent failure of a CRITICAL entity, a schema mismatch, MIGRATION_TIMEOUT."""
 
 import threading
 import time
 
 import psycopg
-from dagster import DagsterEventType, DagsterInstance, materialize
+from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 
 from .conftest import query
 
@@ -83,3 +84,80 @@ def test_run_failure_sensor_records_the_failed_run(monkeypatch, legacy, target):
                          "WHERE run_id = %s", [result.run_id])
     # a run failure's message names the failed steps, not the cause (the step rows carry that)
     assert rows == [("(run)", "FAILED", "UNKNOWN")]
+
+
+def _job_run(job_name: str = "full_migration", selection=None):
+    from dagster import Definitions, in_process_executor
+
+    from migration_assets.definitions import build_resources, table_assets
+    from migration_assets.jobs import differential_refresh, full_migration
+
+    defs = Definitions(assets=table_assets, jobs=[full_migration, differential_refresh],
+                       resources=build_resources(), executor=in_process_executor)
+    job = defs.resolve_job_def(job_name)
+    return job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False,
+                                  asset_selection=selection)
+
+
+def _descendants(name: str) -> set[str]:
+    from migration_assets.registry import children
+
+    out = set()
+    for c in children(name):
+        out |= {c.name} | _descendants(c.name)
+    return out
+
+
+def test_failed_critical_entity_stops_its_dependents_and_is_recorded_once(monkeypatch, legacy, target):
+    from migration_assets.registry import ENTITIES, entity
+
+    assert entity("offices").priority == "CRITICAL"
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    monkeypatch.setenv("MAX_RETRY_ATTEMPTS", "0")
+    with psycopg.connect(target) as conn:  # a permanent fault: no row of offices can be written
+        conn.execute("ALTER TABLE public.offices ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    result = _job_run()
+    assert not result.success
+    materialized = {ev.asset_key.path[-1] for ev in result.all_events if ev.event_type == DagsterEventType.ASSET_MATERIALIZATION}
+    blocked = _descendants("offices")
+    assert blocked and not (blocked & materialized)
+    assert materialized == {e.name for e in ENTITIES} - blocked - {"offices"}
+    rows = query(target, "SELECT entity, error_class, recovery FROM migration_control.migration_runs "
+                         "WHERE run_id = %s AND status = 'FAILED'", [result.run_id])
+    assert len(rows) == 1 and rows[0][0] == "offices" and rows[0][2]  # the IO manager's row; the hook adds none
+
+
+def test_preflight_failure_is_classified_and_recorded_by_the_recovery_hook(monkeypatch, databases, target):
+    from migration_assets.registry import entity
+    from migration_assets.simulator import generate
+
+    legacy = databases.new("legacy_hook")
+    generate(legacy, scale=0.002, seed=4, log=lambda *_: None)
+    e = entity("roles")
+    with psycopg.connect(legacy) as conn:
+        conn.execute(f'ALTER TABLE "{e.legacy_table}" RENAME COLUMN "{e.columns[0].legacy_name}" TO gone')
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    result = _job_run()
+    assert not result.success
+    failed = {ev.step_key for ev in result.all_events if ev.event_type == DagsterEventType.STEP_FAILURE}
+    rows = dict(query(target, "SELECT entity, error_class FROM migration_control.migration_runs "
+                              "WHERE run_id = %s AND status = 'FAILED'", [result.run_id]))
+    assert failed and set(rows) == failed and set(rows.values()) == {"SCHEMA"}
+    restarts = [ev for ev in result.all_events if ev.event_type == DagsterEventType.STEP_RESTARTED]
+    assert restarts == []  # a schema mismatch is permanent: no retry
+
+
+def test_migration_timeout_fails_clearly_without_retry_and_leaves_the_table_empty(monkeypatch, legacy, target):
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    monkeypatch.setenv("MIGRATION_TIMEOUT", "1")  # ms
+    monkeypatch.setenv("BATCH_SIZE", "10")
+    result = _job_run(selection=[AssetKey("profiles")])
+    assert not result.success
+    assert [ev for ev in result.all_events if ev.event_type == DagsterEventType.STEP_RESTARTED] == []
+    (error_class, error), = query(target, "SELECT error_class, error FROM migration_control.migration_runs "
+                                          "WHERE run_id = %s AND status = 'FAILED'", [result.run_id])
+    assert error_class == "TIMEOUT" and "MIGRATION_TIMEOUT" in error
+    assert query(target, "SELECT count(*) FROM public.profiles") == [(0,)]

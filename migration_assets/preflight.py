@@ -1,0 +1,129 @@
+"""Pre-flight: both schemas against the registry, before anything loads.
+
+Legacy side: every table and column the registry reads exists, with a type of the family its
+transform expects (a legacy ``varchar`` where ``text`` is expected is fine, ``text`` where an
+integer key is expected is not). Target side: every table, column and exact type the loads
+write, the primary key on ``id``, one foreign key per registry reference to the right parent, and
+the unique constraints. One catalog query per database; the result names table and column.
+
+The first asset step of a run validates all 45 entities (once per process and run), so a mismatch
+stops the run before any table loads, with ``Failure(allow_retries=False)``.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from .registry import ENTITIES
+from .transforms import Kind
+
+FAMILIES = {
+    "integer": "int", "bigint": "int", "smallint": "int",
+    "text": "text", "character varying": "text", "character": "text",
+    "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamp",
+}
+
+TARGET_TYPES = {
+    "uuid": "uuid", "text": "text", "integer": "integer", "bigint": "bigint", "boolean": "boolean",
+    "numeric(14,2)": "numeric", "timestamptz": "timestamp with time zone", "date": "date", "jsonb": "jsonb",
+}
+
+_COLUMNS = ("SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema()")
+_TARGET_COLUMNS = "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'"
+_CONSTRAINTS = """
+    SELECT c.conrelid::regclass::text, c.contype, coalesce(p.relname, ''),
+           array_agg(a.attname::text ORDER BY a.attname)
+    FROM pg_constraint c
+    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
+    LEFT JOIN pg_class p ON p.oid = c.confrelid
+    WHERE c.connamespace = 'public'::regnamespace AND c.contype IN ('p', 'u', 'f')
+    GROUP BY 1, 2, 3, c.oid"""
+
+
+def _family(data_type: str) -> str:
+    return FAMILIES.get(data_type, data_type)
+
+
+def _legacy_type(kind: Kind) -> str:
+    base = kind.legacy_type.split("(")[0]
+    return {"varchar": "character varying", "char": "character", "timestamp": "timestamp without time zone"}.get(base, base)
+
+
+def legacy_problems(conn: psycopg.Connection) -> list[str]:
+    found: dict[str, dict[str, str]] = {}
+    for table, column, data_type in conn.execute(_COLUMNS):
+        found.setdefault(table, {})[column] = data_type
+    problems = []
+    for e in ENTITIES:
+        cols = found.get(e.legacy_table)
+        if cols is None:
+            problems.append(f"legacy table {e.legacy_table} (entity {e.name}) does not exist")
+            continue
+        expected = [(e.legacy_pk, Kind.PK)] + [(c.legacy_name, c.kind) for c in e.columns]
+        for name, kind in expected:
+            want = _legacy_type(kind)
+            if name not in cols:
+                problems.append(f"legacy column {e.legacy_table}.{name} (-> {e.name}) does not exist")
+            elif _family(cols[name]) != _family(want):
+                problems.append(f"legacy column {e.legacy_table}.{name} (-> {e.name}) is {cols[name]}, "
+                                f"expected {want}")
+    return problems
+
+
+def target_problems(conn: psycopg.Connection) -> list[str]:
+    found: dict[str, dict[str, str]] = {}
+    for table, column, data_type in conn.execute(_TARGET_COLUMNS):
+        found.setdefault(table, {})[column] = data_type
+    constraints = {(table.removeprefix("public.").strip('"'), kind, parent, tuple(cols))
+                   for table, kind, parent, cols in conn.execute(_CONSTRAINTS)}
+    problems = []
+    for e in ENTITIES:
+        cols = found.get(e.target_table)
+        if cols is None:
+            problems.append(f"target table public.{e.target_table} does not exist (apply the migrations)")
+            continue
+        expected = [("id", "uuid"), ("metadata", "jsonb")] + [(c.target, c.target_type) for c in e.columns]
+        for name, target_type in expected:
+            want = TARGET_TYPES[target_type]
+            if name not in cols:
+                problems.append(f"target column public.{e.target_table}.{name} does not exist")
+            elif cols[name] != want:
+                problems.append(f"target column public.{e.target_table}.{name} is {cols[name]}, expected {want}")
+        if (e.target_table, "p", "", ("id",)) not in constraints:
+            problems.append(f"target table public.{e.target_table} has no primary key on id")
+        for c in e.foreign_keys:
+            if (e.target_table, "f", c.parent, (c.target,)) not in constraints:
+                problems.append(f"target column public.{e.target_table}.{c.target} has no foreign key to {c.parent}")
+        for c in e.unique_columns:
+            if (e.target_table, "u", "", (c.target,)) not in constraints:
+                problems.append(f"target column public.{e.target_table}.{c.target} has no unique constraint")
+    return problems
+
+
+class SchemaMismatch(RuntimeError):
+    """The legacy or target schema does not match the registry (permanent: fix the schema)."""
+
+
+def validate(source, target) -> None:
+    """``source``/``target``: conninfo strings, or callables returning a connection (the resources'
+    ``connect``, whose errors name the server without any secret)."""
+    def connect(x):
+        return x() if callable(x) else psycopg.connect(x)
+
+    with connect(source) as src, connect(target) as tgt:
+        problems = legacy_problems(src) + target_problems(tgt)
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise SchemaMismatch("schema does not match the registry: " + "; ".join(problems[:10]) + more)
+
+
+_validated: set[str] = set()
+
+
+def validate_once(run_id: str, source, target) -> None:
+    """Validate at the first step of a run (in-process executor: one process per run)."""
+    if run_id in _validated:
+        return
+    validate(source, target)
+    _validated.add(run_id)
