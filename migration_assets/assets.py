@@ -124,6 +124,10 @@ def migration_reports(context: AssetExecutionContext, legacy: LegacyDatabase, ta
     out = write_all(legacy.conninfo(), target.conninfo(), reports_dir())
     comprehensive, validation, differential = out["paths"]
     summary = comprehensive.read_text().split("## Entities by dependency level")[0]
+    from .cli import summary_lines
+
+    # the run's per-entity summary, last in the log of `dagster asset materialize --select '*'`
+    context.log.info("per-entity summary of this run:\n" + "\n".join(summary_lines(target.conninfo(), context.run.run_id)))
     context.log.info(f"reports written to {comprehensive.parent}")
     return MaterializeResult(metadata={
         "comprehensive_report": MetadataValue.path(str(comprehensive.resolve())),

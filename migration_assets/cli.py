@@ -56,37 +56,43 @@ def migrate(job_name: str = "full_migration") -> bool:
 
 
 def summary(run_id: str | None = None) -> None:
-    target = resolve_databases().target.conninfo()
+    print("\n".join(summary_lines(resolve_databases().target.conninfo(), run_id)))
+
+
+def summary_lines(target: str, run_id: str | None = None) -> list[str]:
+    """The per-entity summary table of one run (default: the latest) from the audit trail."""
     with psycopg.connect(target) as conn:
         if run_id is None:
             row = conn.execute(f"SELECT run_id FROM {CONTROL_SCHEMA}.migration_runs ORDER BY id DESC LIMIT 1").fetchone()
             if not row:
-                print("no migration has run yet")
-                return
+                return ["no migration has run yet"]
             run_id = row[0]
         rows = {r[0]: r[1:] for r in conn.execute(
             f"SELECT entity, status, records_read, inserted, updated, unchanged, quarantined, duration_ms "
-            f"FROM {CONTROL_SCHEMA}.migration_runs WHERE run_id = %s", [run_id]).fetchall()}
+            f"FROM {CONTROL_SCHEMA}.migration_runs WHERE run_id = %s ORDER BY id", [run_id]).fetchall()}
+    if not rows:
+        return [f"run {run_id} loaded no table"]
     header = f"{'level':>5} {'entity':<26} {'status':<17} {'read':>10} {'inserted':>10} {'updated':>8} " \
              f"{'unchanged':>10} {'quarant.':>8} {'secs':>7}"
-    print(header)
-    print("-" * len(header))
+    out = [header, "-" * len(header)]
     totals = [0] * 6
     for e in topological_order():
         if e.name not in rows:
-            print(f"{e.level:>5} {e.name:<26} {'(not run)':<17}")
+            out.append(f"{e.level:>5} {e.name:<26} {'(not run)':<17}")
             continue
         status, read, ins, upd, unch, quar, ms = rows[e.name]
         for i, v in enumerate((read, ins, upd, unch, quar, ms)):
             totals[i] += v
-        print(f"{e.level:>5} {e.name:<26} {status:<17} {read:>10,} {ins:>10,} {upd:>8,} {unch:>10,} {quar:>8,} "
-              f"{ms / 1000:>7.2f}")
+        out.append(f"{e.level:>5} {e.name:<26} {status:<17} {read:>10,} {ins:>10,} {upd:>8,} {unch:>10,} {quar:>8,} "
+                   f"{ms / 1000:>7.2f}")
     read, ins, upd, unch, quar, ms = totals
-    print("-" * len(header))
-    print(f"{'':>5} {'total':<26} {'':<17} {read:>10,} {ins:>10,} {upd:>8,} {unch:>10,} {quar:>8,} {ms / 1000:>7.2f}")
+    out.append("-" * len(header))
+    out.append(f"{'':>5} {'total':<26} {'':<17} {read:>10,} {ins:>10,} {upd:>8,} {unch:>10,} {quar:>8,} "
+               f"{ms / 1000:>7.2f}")
     if read:
-        print(f"accounted for: {read:,} legacy rows = {read - quar:,} in the target + {quar:,} in quarantine "
-              f"({100 * (read - quar) / read:.2f}% loaded)")
+        out.append(f"accounted for: {read:,} legacy rows = {read - quar:,} in the target + {quar:,} in quarantine "
+                   f"({100 * (read - quar) / read:.2f}% loaded)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
