@@ -280,3 +280,32 @@ def test_blank_required_text_is_quarantined_not_a_failed_load(migrated_private):
     assert reason == "REQUIRED_NULL" and "task_title" in detail
     assert not query(target, "SELECT 1 FROM public.tasks WHERE id = %s", [legacy_uuid("tasks", new_id)])
     assert result.inserted == 0
+
+
+def test_a_loaded_row_that_becomes_invalid_leaves_the_target_and_comes_back_when_fixed(migrated_private):
+    """The row is in the target or in quarantine, never both; its children follow (optional
+    references set NULL, then restored once the parent loads again)."""
+    from migration_assets.checks import foreign_keys_resolve, rows_reconcile
+
+    legacy, target, _ = migrated_private
+    task_uuid, task_id = query(target, "SELECT t.id, (t.metadata->>'legacy_id')::bigint FROM public.tasks t "
+                                       "WHERE EXISTS (SELECT 1 FROM public.files f WHERE f.task_id = t.id) LIMIT 1")[0]
+    files = sorted(r[0] for r in query(target, "SELECT id FROM public.files WHERE task_id = %s", [task_uuid]))
+    (title,) = query(legacy, "SELECT task_title FROM wf_task WHERE task_id = %s", [task_id])[0]
+    with psycopg.connect(legacy) as conn:
+        conn.execute("UPDATE wf_task SET task_title = '  ' WHERE task_id = %s", [task_id])
+    migrate_entity(legacy, target, "tasks", LoadOptions(run_id="invalid"))
+    assert query(target, "SELECT 1 FROM public.tasks WHERE id = %s", [task_uuid]) == []
+    assert query(target, "SELECT reason FROM migration_control.quarantine WHERE entity = 'tasks' "
+                         "AND legacy_id = %s AND NOT resolved", [task_id]) == [("REQUIRED_NULL",)]
+    assert sorted(r[0] for r in query(target, "SELECT id FROM public.files WHERE task_id IS NULL AND "
+                                              "metadata->'recovered'->'task_id'->>'was' = %s", [str(task_uuid)])) == files
+    with psycopg.connect(legacy) as src, psycopg.connect(target) as tgt:
+        assert rows_reconcile(src, tgt, entity("tasks")).passed
+        assert foreign_keys_resolve(tgt, entity("files")).passed
+    with psycopg.connect(legacy) as conn:  # fixed at the source
+        conn.execute("UPDATE wf_task SET task_title = %s WHERE task_id = %s", [title, task_id])
+    migrate_entity(legacy, target, "tasks", LoadOptions(run_id="fixed"))
+    migrate_entity(legacy, target, "files", LoadOptions(run_id="fixed"))
+    assert query(target, "SELECT count(*) FROM public.tasks WHERE id = %s", [task_uuid]) == [(1,)]
+    assert sorted(r[0] for r in query(target, "SELECT id FROM public.files WHERE task_id = %s", [task_uuid])) == files

@@ -45,8 +45,11 @@ class Webserver:
 
     def start(self) -> "Webserver":
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
-             "-p", str(self.port)], cwd=PROJECT_DIR, env=self.env, stdout=subprocess.DEVNULL,
+            [str(Path(sys.executable).parent / "dagster-webserver"), "-w", str(PROJECT_DIR / "workspace.yaml"),
+             "-h", "127.0.0.1", "-p", str(self.port)],
+            # not the project directory: dagster loads a .env from its working directory, and the
+            # one `migration-assets setup` writes there names the demo's databases
+            cwd=self.env["DAGSTER_HOME"], env=self.env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -88,7 +91,7 @@ def test_webserver_shows_the_registry_keeps_runs_and_renders_the_graph(deploymen
 
     from migration_assets.definitions import build_resources, table_assets
 
-    instance = DagsterInstance.get()  # the PostgreSQL-backed instance of dagster.yaml
+    instance = DagsterInstance.from_config(deployment["DAGSTER_HOME"])  # PostgreSQL-backed, per dagster.yaml
     run = materialize([a for a in table_assets if a.key.path[-1] in ("roles", "offices")],
                       resources=build_resources(), instance=instance, selection=["roles", "offices"])
     assert run.success
