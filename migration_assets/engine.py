@@ -274,12 +274,7 @@ class LegacyStream:
     def snapshot(self) -> "SourceState":
         """Row count, id range and change high-water mark of the legacy table in this snapshot."""
         if self._state is None:
-            e = self.entity
-            row = self._connect().execute(sql.SQL(
-                "SELECT count(*), min(l.{pk}), max(l.{pk}), max(l.{chg})::text FROM {t} AS l").format(
-                pk=sql.Identifier(e.legacy_pk), chg=sql.Identifier(e.legacy_change_column),
-                t=sql.Identifier(e.legacy_table))).fetchone()
-            self._state = SourceState(*row)
+            self._state = SourceState(*self._connect().execute(source_state_sql(self.entity)).fetchone())
         return self._state
 
     def gaps(self, lower: int, upper: int) -> list[tuple[int, int]]:
@@ -388,6 +383,13 @@ class LegacyStream:
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
+
+
+def source_state_sql(e: Entity) -> sql.Composable:
+    """(rows, min id, max id, change high-water mark as text) of a legacy table: what a watermark
+    records, and what the sensor compares with it."""
+    return sql.SQL("SELECT count(*), min(l.{pk}), max(l.{pk}), max(l.{chg})::text FROM {t} AS l").format(
+        pk=sql.Identifier(e.legacy_pk), chg=sql.Identifier(e.legacy_change_column), t=sql.Identifier(e.legacy_table))
 
 
 @dataclass(frozen=True)
@@ -515,6 +517,29 @@ def _legacy_id_of(alias: str, staged: bool) -> sql.Composable:
     return sql.SQL("({}.metadata->>'legacy_id')::bigint").format(sql.Identifier(alias))
 
 
+def _upsert_quarantine(conn, rows: sql.Composable) -> None:
+    """Insert or refresh quarantine rows. ``rows`` selects (entity, legacy_id, reason, detail, raw,
+    source_hash, run_id), one row per (entity, legacy_id). A row seen again is reopened."""
+    conn.execute(sql.SQL(
+        "INSERT INTO {q} AS q (entity, legacy_id, reason, detail, raw, source_hash, first_run_id, last_run_id) "
+        "SELECT entity, legacy_id, reason, detail, raw, source_hash, run_id, run_id FROM ({rows}) AS r "
+        "ON CONFLICT (entity, legacy_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, "
+        "raw = EXCLUDED.raw, source_hash = EXCLUDED.source_hash, last_run_id = EXCLUDED.last_run_id, "
+        "last_seen_at = now(), resolved = false, resolved_at = NULL, resolved_run_id = NULL, resolution = NULL").format(
+        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), rows=rows))
+
+
+def _set_fk_null(conn, table: sql.Composable, c: Column, parent: str, where: sql.Composable) -> int:
+    """The optional-orphan recovery: set the reference NULL where ``where`` holds (alias ``s``),
+    recording the value it had and a retry mark in metadata.recovered. Returns the rows changed."""
+    return conn.execute(sql.SQL(
+        "UPDATE {t} AS s SET {col} = NULL, metadata = jsonb_set(s.metadata, '{{recovered}}', "
+        "coalesce(s.metadata->'recovered', '{{}}'::jsonb) || jsonb_build_object({k}, "
+        "jsonb_build_object('rule', 'orphan_fk_set_null', 'missing_parent', {p}::text, 'was', s.{col})) "
+        "|| '{{\"retry\": true}}'::jsonb) WHERE {where}").format(
+        t=table, col=sql.Identifier(c.target), k=sql.Literal(c.target), p=sql.Literal(parent), where=where)).rowcount
+
+
 def _reject_target_side(conn, e: Entity, table: sql.Composable, staged: bool, opts: LoadOptions,
                         recoveries: dict) -> None:
     """Move rows that the target cannot take from ``table`` (staging or, on the fast path, the target
@@ -525,15 +550,9 @@ def _reject_target_side(conn, e: Entity, table: sql.Composable, staged: bool, op
             continue
         missing = _fk_missing_sql(c, "s")
         if opts.error_recovery:
-            cur = conn.execute(sql.SQL(
-                "UPDATE {t} AS s SET {col} = NULL, metadata = jsonb_set(s.metadata, '{{recovered}}', "
-                "coalesce(s.metadata->'recovered', '{{}}'::jsonb) || jsonb_build_object({k}, "
-                "jsonb_build_object('rule', 'orphan_fk_set_null', 'missing_parent', {p}::text, 'was', s.{col})) "
-                "|| '{{\"retry\": true}}'::jsonb)"
-                " WHERE {missing}").format(t=table, col=sql.Identifier(c.target), k=sql.Literal(c.target),
-                                           p=sql.Literal(c.parent), missing=missing))
-            if cur.rowcount:
-                recoveries["orphan_fk_set_null"] = recoveries.get("orphan_fk_set_null", 0) + cur.rowcount
+            n = _set_fk_null(conn, table, c, c.parent, missing)
+            if n:
+                recoveries["orphan_fk_set_null"] = recoveries.get("orphan_fk_set_null", 0) + n
     orphan_fks = [c for c in e.foreign_keys if c.required or not opts.error_recovery]
     if orphan_fks:
         reason_case = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
@@ -616,19 +635,18 @@ def _watermark(conn, e: Entity) -> Watermark | None:
     return Watermark(*row) if row else None
 
 
-def _save_watermark(conn, e: Entity, state: SourceState, previous: Watermark | None, opts: LoadOptions) -> None:
+def _save_watermark(conn, e: Entity, state: SourceState, opts: LoadOptions) -> None:
     """Advance the entity's watermark in the load's own transaction: it commits with the rows it
     vouches for, or not at all, so a crash can never make a later refresh skip rows."""
     # After a load the target holds exactly the snapshot's legacy ids (deletes applied), so the
     # snapshot's own range is the range a later search for deleted rows must cover.
-    lo, hi, hwm = state.min_id, state.max_id, state.change_hwm
     conn.execute(sql.SQL(
         "INSERT INTO {} AS w (entity, change_hwm, min_legacy_id, max_legacy_id, legacy_rows, run_id, mode, updated_at) "
         "VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now()) "
         "ON CONFLICT (entity) DO UPDATE SET change_hwm = EXCLUDED.change_hwm, min_legacy_id = EXCLUDED.min_legacy_id, "
         "max_legacy_id = EXCLUDED.max_legacy_id, legacy_rows = EXCLUDED.legacy_rows, run_id = EXCLUDED.run_id, "
         "mode = EXCLUDED.mode, updated_at = now()").format(sql.Identifier(CONTROL_SCHEMA, "watermarks")),
-        [e.name, hwm, lo, hi, state.rows, opts.run_id, opts.mode])
+        [e.name, state.change_hwm, state.min_id, state.max_id, state.rows, opts.run_id, opts.mode])
 
 
 def plan_differential(conn: psycopg.Connection, stream: "LegacyStream", wm: Watermark) -> None:
@@ -780,14 +798,10 @@ def _evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOp
                         removals.append((child, sql.SQL("SELECT id FROM _cascade WHERE step = {}").format(
                             sql.Literal(step))))
                 else:
-                    cur = conn.execute(sql.SQL(
-                        "UPDATE {ct} AS ch SET {col} = NULL, metadata = jsonb_set(ch.metadata, '{{recovered}}', "
-                        "coalesce(ch.metadata->'recovered', '{{}}'::jsonb) || jsonb_build_object({k}, "
-                        "jsonb_build_object('rule', 'orphan_fk_set_null', 'missing_parent', {p}::text, 'was', ch.{col})) "
-                        "|| '{{\"retry\": true}}'::jsonb) WHERE ch.{col} = ANY(ARRAY({ids}))").format(
-                        ct=ct, col=col, k=sql.Literal(c.target), p=sql.Literal(parent.name), ids=ids_sql))
-                    if cur.rowcount:
-                        result.cascaded[child.name] = result.cascaded.get(child.name, 0) + cur.rowcount
+                    n = _set_fk_null(conn, ct, c, parent.name,
+                                     sql.SQL("s.{} = ANY(ARRAY({}))").format(col, ids_sql))
+                    if n:
+                        result.cascaded[child.name] = result.cascaded.get(child.name, 0) + n
     removed = 0
     for target_entity, ids_sql in reversed(removals):  # deepest first
         removed = conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(ARRAY({}))").format(
@@ -808,16 +822,12 @@ def _quarantine_cascaded(conn, stream: "LegacyStream", opts: LoadOptions, since_
         for name, ids in wanted.items():
             for legacy_id, raw in stream.fetch_raw(ids, of=entity(name)):
                 cp.write_row((name, legacy_id, raw))
-    conn.execute(sql.SQL(
-        "INSERT INTO {q} AS q (entity, legacy_id, reason, detail, raw, source_hash, first_run_id, last_run_id) "
-        "SELECT DISTINCT ON (c.entity, c.legacy_id) c.entity, c.legacy_id, {r}, c.detail, raw.raw, c.h, {run}, {run} "
+    _upsert_quarantine(conn, sql.SQL(
+        "SELECT DISTINCT ON (c.entity, c.legacy_id) c.entity, c.legacy_id, {r} AS reason, c.detail, raw.raw, "
+        "c.h AS source_hash, {run}::text AS run_id "
         "FROM _cascade c LEFT JOIN _cascade_raw raw USING (entity, legacy_id) WHERE c.step > {since} "
-        "ORDER BY c.entity, c.legacy_id, c.step "
-        "ON CONFLICT (entity, legacy_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, "
-        "raw = EXCLUDED.raw, source_hash = EXCLUDED.source_hash, last_run_id = EXCLUDED.last_run_id, "
-        "last_seen_at = now(), resolved = false, resolved_at = NULL, resolved_run_id = NULL, resolution = NULL").format(
-        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), r=sql.Literal(ORPHAN_FK), run=sql.Literal(opts.run_id),
-        since=sql.Literal(since_step)))
+        "ORDER BY c.entity, c.legacy_id, c.step").format(
+        r=sql.Literal(ORPHAN_FK), run=sql.Literal(opts.run_id), since=sql.Literal(since_step)))
 
 
 def plan_changes(conn: psycopg.Connection, stream: "LegacyStream") -> None:
@@ -1050,15 +1060,10 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         phase("evict_requarantined")
     # Quarantine: upsert this run's rejects, resolve the ones that loaded now.
     run = opts.run_id
-    conn.execute(sql.SQL(
-        "INSERT INTO {q} AS q (entity, legacy_id, reason, detail, raw, source_hash, first_run_id, last_run_id) "
-        "SELECT DISTINCT ON (legacy_id) {ent}, legacy_id, reason, detail, raw, source_hash, {run}, {run} "
-        "FROM _quarantine "
-        "ORDER BY legacy_id "
-        "ON CONFLICT (entity, legacy_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, "
-        "raw = EXCLUDED.raw, source_hash = EXCLUDED.source_hash, last_run_id = EXCLUDED.last_run_id, last_seen_at = now(), resolved = false, "
-        "resolved_at = NULL, resolved_run_id = NULL").format(
-        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name), run=sql.Literal(run)))
+    _upsert_quarantine(conn, sql.SQL(
+        "SELECT DISTINCT ON (legacy_id) {ent}::text AS entity, legacy_id, reason, detail, raw, source_hash, "
+        "{run}::text AS run_id FROM _quarantine ORDER BY legacy_id").format(
+        ent=sql.Literal(e.name), run=sql.Literal(run)))
     cur = conn.execute(sql.SQL(
         "UPDATE {q} AS q SET resolved = true, resolved_at = now(), resolved_run_id = {run}, resolution = 'loaded' "
         "WHERE q.entity = {ent} AND NOT q.resolved "
@@ -1082,7 +1087,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     result.unchanged = max(loaded - result.inserted - result.updated, 0)
     accounted = result.accounted_after if result.accounted_after is not None else _accounted(conn, e, opts)
     result.remaining_difference = state.rows - accounted
-    _save_watermark(conn, e, state, previous, opts)
+    _save_watermark(conn, e, state, opts)
     phase("watermark")
     result.duration_s = time.perf_counter() - t0
     result.finished_at = time.time()

@@ -50,10 +50,16 @@ def _legacy_type(kind: Kind) -> str:
     return {"varchar": "character varying", "char": "character", "timestamp": "timestamp without time zone"}.get(base, base)
 
 
-def legacy_problems(conn: psycopg.Connection) -> list[str]:
+def _columns(conn: psycopg.Connection, query: str) -> dict[str, dict[str, str]]:
+    """table -> column -> data type, from one information_schema query."""
     found: dict[str, dict[str, str]] = {}
-    for table, column, data_type in conn.execute(_COLUMNS):
+    for table, column, data_type in conn.execute(query):
         found.setdefault(table, {})[column] = data_type
+    return found
+
+
+def legacy_problems(conn: psycopg.Connection) -> list[str]:
+    found = _columns(conn, _COLUMNS)
     problems = []
     for e in ENTITIES:
         cols = found.get(e.legacy_table)
@@ -72,9 +78,7 @@ def legacy_problems(conn: psycopg.Connection) -> list[str]:
 
 
 def target_problems(conn: psycopg.Connection) -> list[str]:
-    found: dict[str, dict[str, str]] = {}
-    for table, column, data_type in conn.execute(_TARGET_COLUMNS):
-        found.setdefault(table, {})[column] = data_type
+    found = _columns(conn, _TARGET_COLUMNS)
     constraints = {(table.removeprefix("public.").strip('"'), kind, parent, tuple(cols))
                    for table, kind, parent, cols in conn.execute(_CONSTRAINTS)}
     problems = []

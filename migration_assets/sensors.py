@@ -30,7 +30,7 @@ from dagster import (
 from psycopg import sql
 
 from .assets import MODE_TAG, REPORT_ASSET
-from .engine import write_audit
+from .engine import source_state_sql, write_audit
 from .errors import classify
 from .jobs import differential_refresh, full_migration
 from .registry import ENTITIES, topological_order
@@ -59,11 +59,11 @@ def record_run_failures(context: RunFailureSensorContext, target: PostgresResour
 
 def legacy_states(conn) -> dict[str, tuple[int, int | None, str | None]]:
     """(rows, max legacy id, change high-water mark) of every legacy table, in ONE query."""
-    parts = [sql.SQL("SELECT {n}::text, count(*), max(l.{pk}), max(l.{chg})::text FROM {t} AS l").format(
-        n=sql.Literal(e.name), pk=sql.Identifier(e.legacy_pk), chg=sql.Identifier(e.legacy_change_column),
-        t=sql.Identifier(e.legacy_table)) for e in ENTITIES]
+    parts = [sql.SQL("SELECT {}::text, s.* FROM ({}) AS s").format(sql.Literal(e.name), source_state_sql(e))
+             for e in ENTITIES]
     conn.execute("SET TimeZone = 'UTC'")
-    return {name: (rows, max_id, hwm) for name, rows, max_id, hwm in conn.execute(sql.SQL(" UNION ALL ").join(parts))}
+    return {name: (rows, max_id, hwm)
+            for name, rows, _min_id, max_id, hwm in conn.execute(sql.SQL(" UNION ALL ").join(parts))}
 
 
 def migrated_states(conn) -> dict[str, tuple[int, int | None, str | None]]:
