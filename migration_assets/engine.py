@@ -1,16 +1,18 @@
 """The data path: legacy rows -> Arrow record batches -> target table, one transaction per table.
 
 Source side (:class:`LegacyStream`)
-    One ``COPY (SELECT <transformed columns> FROM <legacy table>) TO STDOUT (FORMAT csv)``. The
-    SELECT converts every value (transforms.py), computes the md5 behind each key, and flags rows
-    that cannot be loaded (a required NULL, a value failing its cast, an email that is not an
-    email) with a reason, carrying the raw legacy row as JSON for those rows only. psycopg hands
-    the COPY stream over row by row; BATCH_SIZE rows at a time are parsed by pyarrow's CSV reader
-    into a typed record batch, the keys become RFC 4122 UUIDs and ``metadata`` is assembled with
-    pyarrow.compute. Memory holds one batch, whatever the table's size.
+    One ``SELECT <transformed columns> FROM <legacy table>``, read as Arrow record batches by the
+    ADBC PostgreSQL driver (a binary COPY decoded in C, no Python per row). The SELECT converts
+    every value (transforms.py) and flags rows that cannot be loaded (a required NULL, a value
+    failing its cast, an email that is not an email) with a reason, carrying the raw legacy row
+    as JSON for those rows only. Keys travel as the legacy integers: :func:`uuid3_keys` turns each
+    key column of a batch into RFC 4122 UUIDs at once, and ``metadata`` is assembled with
+    pyarrow.compute. Batches are cut to BATCH_SIZE rows; memory holds a few, whatever the table's
+    size.
 
 Target side (:func:`load_stream`, used by the IO manager)
-    In one transaction: rows are COPied (CSV written by pyarrow) into a temporary staging table;
+    In one transaction: rows are sent with a binary ``COPY ... FROM STDIN`` (encoded from Arrow
+    by pgpq: UUIDs travel as 16 bytes, timestamps as integers) into a temporary staging table;
     children whose parent is missing and rows that would break a unique key are moved, set-based,
     from staging to the quarantine; then one ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE
     row IS DISTINCT FROM`` merges staging into the target. Nothing is ever deleted from the target.
@@ -35,6 +37,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import adbc_driver_postgresql.dbapi as adbc
+import pgpq
+from pgpq import encoders as pgpq_encoders, schema as pgpq_schema
 import psutil
 import psycopg
 import pyarrow as pa
@@ -44,7 +49,7 @@ from psycopg import sql
 
 from .registry import Entity, children, entity
 from .target_schema import CONTROL_SCHEMA
-from .transforms import EMAIL_REGEX, Column, Kind, parse_text_dates, uuid_from_md5_hex
+from .transforms import EMAIL_REGEX, Column, Kind, parse_text_dates, uuid3_keys
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ RAW = "_raw"
 NOTES = "_notes"
 SOURCE_HASH = "_source_hash"
 BUCKET = 1024  # legacy ids per bucket of the change summary
-ENGINE_VERSION = "1"  # part of every source hash: bump when a transform changes meaning
+ENGINE_VERSION = "2"  # part of every source hash: bump when a transform changes meaning
 
 # Quarantine reason codes (documented in the README).
 REQUIRED_NULL = "REQUIRED_NULL"
@@ -99,7 +104,7 @@ def target_columns(e: Entity) -> list[str]:
 
 def arrow_schema(e: Entity) -> pa.Schema:
     """The Arrow schema of the batches the IO manager receives (target columns + helpers)."""
-    fields = [pa.field("id", pa.string(), nullable=False)]
+    fields = [pa.field("id", pa.uuid(), nullable=False)]
     fields += [pa.field(c.target, c.arrow_type) for c in e.columns]
     fields += [pa.field("metadata", pa.string()), pa.field(LEGACY_ID, pa.int64()), pa.field(REJECT, pa.string()),
                pa.field(DETAIL, pa.string()), pa.field(RAW, pa.string()), pa.field(SOURCE_HASH, pa.int64())]
@@ -120,7 +125,7 @@ def _email_fixed_sql(src: sql.Composable) -> sql.Composable:
 def _column_value_sql(e: Entity, c: Column, opts: LoadOptions) -> sql.Composable:
     src = _src(c)
     if c.kind is Kind.FK:
-        return c.value_sql(src, key_entity=c.parent)
+        return src  # the legacy integer: the UUID is computed on the batch (uuid3_keys)
     if c.kind is Kind.EMAIL and opts.error_recovery:
         fixed = _email_fixed_sql(src)
         placeholder = sql.SQL("{} || l.{} || '@invalid.example.com'").format(
@@ -184,9 +189,7 @@ def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Comp
 def source_query(e: Entity, opts: LoadOptions, where: sql.Composable | None = None) -> sql.Composable:
     """The SELECT run on the legacy database (exposed for tests and the checksum check)."""
     reason, detail, notes = _rejects_sql(e, opts)
-    cols = [sql.SQL("{} AS id").format(e.pk_column.value_sql(sql.SQL("l.{}").format(sql.Identifier(e.legacy_pk)),
-                                                                key_entity=e.name))]
-    cols += [sql.SQL("{} AS {}").format(_column_value_sql(e, c, opts), sql.Identifier(c.target)) for c in e.columns]
+    cols = [sql.SQL("{} AS {}").format(_column_value_sql(e, c, opts), sql.Identifier(c.target)) for c in e.columns]
     cols += [
         sql.SQL("l.{} AS {}").format(sql.Identifier(e.legacy_pk), sql.Identifier(LEGACY_ID)),
         sql.SQL("r.reason AS {}").format(sql.Identifier(REJECT)),
@@ -211,8 +214,10 @@ def hash_salt(e: Entity, opts: LoadOptions) -> int:
 
 
 def source_hash_sql(e: Entity, opts: LoadOptions, alias: str = "l") -> sql.Composable:
-    """64-bit hash of the whole raw legacy row (stable across PostgreSQL versions)."""
-    return sql.SQL("hashtextextended({}::text, {})").format(sql.Identifier(alias), sql.Literal(hash_salt(e, opts)))
+    """64-bit hash of the whole raw legacy row, from each column's own hash function (no text
+    conversion of the row: ~0.3 us a row against ~1.5 us for hashing ``row::text``). It is only
+    ever compared with values the same legacy server computed."""
+    return sql.SQL("hash_record_extended({}, {})").format(sql.Identifier(alias), sql.Literal(hash_salt(e, opts)))
 
 
 def parse_copy_rows(chunks: list[bytes], schema: pa.Schema) -> pa.Table:
@@ -228,14 +233,6 @@ def parse_copy_rows(chunks: list[bytes], schema: pa.Schema) -> pa.Table:
         convert_options=pcsv.ConvertOptions(column_types=schema, null_values=[""], strings_can_be_null=True,
                                             quoted_strings_can_be_null=False, true_values=["t"],
                                             false_values=["f"]))
-
-
-def _read_schema(e: Entity) -> pa.Schema:
-    """What the source COPY sends: the target columns except ``metadata`` (built in Arrow), helpers, notes."""
-    fields = [pa.field("id", pa.string(), nullable=False)]
-    fields += [pa.field(c.target, c.source_arrow_type) for c in e.columns]
-    fields += [f for f in arrow_schema(e) if f.name in (LEGACY_ID, REJECT, DETAIL, RAW, SOURCE_HASH)]
-    return pa.schema(fields + [pa.field(NOTES, pa.string())])
 
 
 class LegacyStream:
@@ -304,46 +301,57 @@ class LegacyStream:
                            [self.entity.legacy_table]).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        e, opts = self.entity, self.opts
-        read_schema = _read_schema(e)
-        key_columns = ["id"] + [c.target for c in e.foreign_keys]
-        meta_prefix = pa.scalar('{"legacy_id": ')
-        meta_suffix = pa.scalar(f', "legacy_table": {json.dumps(e.legacy_table)}')
+    def _open_reader(self, query: sql.Composable):
+        """An ADBC connection reading ``query`` inside this stream's snapshot: the psycopg
+        connection exports its REPEATABLE READ snapshot and the reader's transaction adopts it, so
+        the rows streamed are exactly those the counts and summaries saw."""
+        conn = self._connect()
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        text = query.as_string(conn)
+        reader_conn = adbc.connect(self._conninfo, autocommit=True)  # libpq takes key=value or a URI
         try:
-            conn = self._connect()
-            self.estimated_rows = self._estimate(conn)
-            query = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(source_query(e, opts, self._where))
-            batches = 0
-            with conn.cursor().copy(query) as copy:
-                chunks: list[bytes] = []
-                for chunk in copy:  # psycopg yields one CSV row per chunk
-                    chunks.append(chunk)
-                    if len(chunks) >= opts.batch_size:
-                        yield self._to_batch(chunks, read_schema, key_columns,
-                                             meta_prefix, meta_suffix)
-                        chunks = []
-                        batches += 1
-                        if self._fail_after is not None and batches >= self._fail_after:
-                            raise RuntimeError(f"injected failure after {batches} batches")
-                if chunks:
-                    yield self._to_batch(chunks, read_schema, key_columns,
-                                         meta_prefix, meta_suffix)
+            cur = reader_conn.cursor()
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(conn))
+            cur.execute("SET LOCAL jit = off")
+            cur.execute("SET LOCAL TimeZone = 'UTC'")
+            cur.execute(text)
+            return reader_conn, cur  # the cursor owns the batch reader: keep it alive while reading
         except BaseException:
-            self.close()  # an abandoned COPY leaves the connection unusable
+            reader_conn.close()
             raise
 
-    def _to_batch(self, chunks, read_schema, key_columns, meta_prefix, meta_suffix):
-        table = parse_copy_rows(chunks, read_schema)
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        e, opts = self.entity, self.opts
+        meta_prefix = pa.scalar('{"legacy_id": ')
+        meta_suffix = pa.scalar(f', "legacy_table": {json.dumps(e.legacy_table)}')
+        reader_conn = None
+        try:
+            self.estimated_rows = self._estimate(self._connect())
+            reader_conn, cursor = self._open_reader(source_query(e, opts, self._where))
+            for batches, table in enumerate(_rebatch(cursor.fetch_record_batch(), opts.batch_size), start=1):
+                yield self._to_batch(table, meta_prefix, meta_suffix)
+                if self._fail_after is not None and batches >= self._fail_after:
+                    raise RuntimeError(f"injected failure after {batches} batches")
+        except BaseException:
+            self.close()  # an abandoned read leaves the connection unusable
+            raise
+        finally:
+            if reader_conn is not None:
+                reader_conn.close()
+
+    def _to_batch(self, table: pa.Table, meta_prefix, meta_suffix) -> pa.RecordBatch:
         self.rows_read += table.num_rows
-        cols = {}
-        for name in table.column_names:
-            col = table.column(name)
-            if name in key_columns:
-                col = uuid_from_md5_hex(col)
-            cols[name] = col
+        cols = {name: table.column(name) for name in table.column_names}
+        cols["id"] = uuid3_keys(self.entity.name, cols[LEGACY_ID])
         for c in self.entity.columns:
-            if c.kind is Kind.TEXT_DATE:
+            if c.kind is Kind.FK:
+                cols[c.target] = uuid3_keys(c.parent, cols[c.target])
+            elif c.kind is Kind.CENTS:
+                # numeric arrives as its text (an opaque extension type): exact decimal parse
+                col = cols[c.target].combine_chunks()
+                cols[c.target] = pc.cast(col.storage if isinstance(col, pa.ExtensionArray) else col, c.arrow_type)
+            elif c.kind is Kind.TEXT_DATE:
                 # a present value that is not a real ISO date: quarantine the row (unless an
                 # earlier rule already did), naming the column and the value
                 text = cols[c.target]
@@ -360,7 +368,8 @@ class LegacyStream:
         cols["metadata"] = pc.binary_join_element_wise(
             meta_prefix, legacy, meta_suffix, source_hash, pc.fill_null(recovered, ""), pa.scalar("}"), "")
         out = pa.table({f.name: cols[f.name] for f in self.schema}).cast(self.schema).combine_chunks()
-        return out.to_batches()[0]
+        batches = out.to_batches()
+        return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=self.schema)
 
     def set_where(self, where: sql.Composable) -> None:
         self._where = where if self._where is None else sql.SQL("({}) AND ({})").format(self._where, where)
@@ -390,6 +399,24 @@ def source_state_sql(e: Entity) -> sql.Composable:
     records, and what the sensor compares with it."""
     return sql.SQL("SELECT count(*), min(l.{pk}), max(l.{pk}), max(l.{chg})::text FROM {t} AS l").format(
         pk=sql.Identifier(e.legacy_pk), chg=sql.Identifier(e.legacy_change_column), t=sql.Identifier(e.legacy_table))
+
+
+def _rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
+    """Cut the driver's batches (sized in bytes) into tables of exactly ``size`` rows (the last
+    one shorter), without copying: slices of the batches read so far."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in reader:
+        while batch.num_rows:
+            take = min(size - count, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            batch = batch.slice(take)
+            count += take
+            if count == size:
+                yield pa.Table.from_batches(pending)
+                pending, count = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
 
 
 @dataclass(frozen=True)
@@ -458,17 +485,37 @@ def _write_options() -> pcsv.WriteOptions:
 
 
 def _to_csv(batch: pa.RecordBatch | pa.Table) -> bytes:
-    """CSV for COPY. tz-aware timestamps are written as naive UTC (the session's TimeZone is UTC):
-    pyarrow formats naive timestamps ~17x faster than zoned ones."""
-    cols = []
-    for i, f in enumerate(batch.schema):
-        col = batch.column(i)
-        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
-            col = col.cast(pa.timestamp(f.type.unit))
-        cols.append(col)
+    """CSV for COPY (the quarantine's rejects: ids, text and the raw row)."""
     out = io.BytesIO()
-    pcsv.write_csv(pa.Table.from_arrays(cols, names=batch.schema.names), out, _write_options())
+    pcsv.write_csv(batch, out, _write_options())
     return out.getvalue()
+
+
+class _BinaryCopy:
+    """Arrow batches -> PostgreSQL binary COPY data (pgpq, in Rust: no per-row Python).
+
+    The Arrow type of each column must be the binary layout of the target column: UUIDs are
+    their 16-byte storage (the layout uuid_recv reads), ``metadata`` is encoded as jsonb, the
+    rest follows the registry's Arrow types (int32 for integer, timestamp[us] for timestamptz...).
+    """
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = pa.schema([pa.field(f.name, f.type.storage_type if isinstance(f.type, pa.ExtensionType)
+                                          else f.type) for f in schema])
+        encoders = {f.name: (pgpq_encoders.StringEncoderBuilder.new_with_output(f, pgpq_schema.Jsonb())
+                             if f.name == "metadata" else pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(f))
+                    for f in self.schema}
+        self._encoder = pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(self.schema, encoders)
+
+    def header(self) -> bytes:
+        return self._encoder.write_header()
+
+    def encode(self, batch: pa.RecordBatch) -> bytes:
+        arrays = [c.storage if isinstance(c, pa.ExtensionArray) else c for c in batch.columns]
+        return self._encoder.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+
+    def trailer(self) -> bytes:
+        return self._encoder.finish()
 
 
 def _capture_constraints(conn, e: Entity) -> list[tuple[str, str, str]]:
@@ -986,12 +1033,14 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     rejects = tempfile.SpooledTemporaryFile(max_size=8 << 20)
     n_rejects = 0
     batches = 0
-    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(dest, _ids(cols))) as copy:
+    encoder = _BinaryCopy(pa.schema([stream.schema.field(c) for c in cols]))
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(dest, _ids(cols))) as copy:
+        copy.write(encoder.header())
         for batch in _prefetch(stream, depth=2):
             bad_mask = pc.is_valid(batch.column(REJECT))
             n_bad = pc.sum(bad_mask).as_py() or 0
             good = batch.filter(pc.invert(bad_mask)) if n_bad else batch
-            copy.write(_to_csv(good.select(cols)))
+            copy.write(encoder.encode(good.select(cols)))
             if n_bad:
                 bad = batch.filter(bad_mask).select([LEGACY_ID, REJECT, DETAIL, RAW, SOURCE_HASH])
                 rejects.write(_to_csv(bad))
@@ -1004,6 +1053,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
                 left = max(stream.estimated_rows - stream.rows_read, 0)
                 eta = f", about {left / rate:.0f}s left" if rate and stream.estimated_rows else ""
                 on_progress(f"{e.name}: {stream.rows_read:,} rows read, {rate:,.0f} rows/s{eta}")
+        copy.write(encoder.trailer())
     phase("stream_and_copy")
     result.records_read = stream.rows_read + stream.verified_loaded + stream.verified_quarantined
     if n_rejects:

@@ -124,7 +124,9 @@ class PostgresArrowIOManager(ConfigurableIOManager):
         e = entity(context.asset_key.path[-1])
         batch_size = self.settings.batch_size
         names = target_columns(e)
-        types = {"id": pa.string(), "metadata": pa.string(), **{c.target: c.arrow_type for c in e.columns}}
+        # UUIDs as their text: what a downstream consumer reads (the load's batches carry arrow.uuid)
+        types = {"id": pa.string(), "metadata": pa.string(),
+                 **{c.target: pa.string() if c.target_type == "uuid" else c.arrow_type for c in e.columns}}
         schema = pa.schema([(n, types[n]) for n in names])
         conninfo = self.target.conninfo()
 

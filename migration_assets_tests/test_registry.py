@@ -8,7 +8,7 @@ import pytest
 from migration_assets import registry
 from migration_assets.registry import ENTITIES, BY_NAME, levels, topological_order
 from migration_assets.target_schema import MIGRATIONS_DIR, migration_files
-from migration_assets.transforms import Kind, legacy_uuid, md5_key_sql, uuid_from_md5_hex
+from migration_assets.transforms import Kind, legacy_uuid, md5_key_sql, md5_of_ids, uuid3_keys
 
 SEED_ENTITIES = """offices profiles categories roles doctors patients technicians doctor_offices
 patients_doctors_offices role_permissions technician_roles cases orders jaws templates products brackets
@@ -81,17 +81,33 @@ def test_realistic_legacy_types_are_present():
 
 
 def test_arrow_uuid_equals_python_uuid3():
+    ids = [1, 2, 9, 10, 99, 123456, 2**31 - 1, 2**62, None, 7]
+    for name in ("cases", "profiles", "system_messages"):
+        out = uuid3_keys(name, pa.array(ids, pa.int64()))
+        assert out.type == pa.uuid()
+        got = out.to_pylist()
+        for i, value in zip(ids, got):
+            if i is None:
+                assert value is None
+            else:
+                assert value == legacy_uuid(name, i)
+                assert value.version == 3
+    # a slice of a chunk (non-zero offset) and an empty array
+    sliced = pa.chunked_array([pa.array([5, 6, 7, 8], pa.int32()).slice(1, 2)])
+    assert uuid3_keys("cases", sliced).to_pylist() == [
+        legacy_uuid("cases", 6), legacy_uuid("cases", 7)]
+    assert len(uuid3_keys("cases", pa.array([], pa.int64()))) == 0
+
+
+def test_vectorised_md5_spans_message_blocks():
     import hashlib
 
-    from migration_assets.transforms import NAMESPACE_BYTES
-
-    names = [("cases", i) for i in (1, 2, 99, 123456)] + [("profiles", 7)]
-    digests = pa.array([hashlib.md5(NAMESPACE_BYTES + f"{e}:{i}".encode()).hexdigest() for e, i in names] + [None])
-    out = uuid_from_md5_hex(digests).to_pylist()
-    assert out[-1] is None
-    for (e, i), got in zip(names, out):
-        assert uuid.UUID(got) == legacy_uuid(e, i)
-        assert uuid.UUID(got).version == 3
+    # messages of 55, 56 and 64+ bytes need one, two and two 64-byte blocks: mixed in one array
+    for prefix in (b"p" * 40, b"q" * 54, b"r" * 70):
+        ids = pa.array([0, 1, 12, 123, 1234, 12345678901234], pa.int64())
+        got = md5_of_ids(prefix, ids)
+        for i, row in zip(ids.to_pylist(), got):
+            assert bytes(row) == hashlib.md5(prefix + str(i).encode()).digest(), (len(prefix), i)
 
 
 def test_key_sql_is_quoted_and_parameter_free():
