@@ -48,7 +48,7 @@ def build_resources() -> dict:
         source = source or {"url": dbs.source.conninfo()}
         target = target or {"url": dbs.target.conninfo()}
     settings = MigrationSettings(
-        batch_size=env_int("BATCH_SIZE", 50_000),
+        batch_size=env_int("BATCH_SIZE", 20_000),
         max_retry_attempts=env_int("MAX_RETRY_ATTEMPTS", 3),
         migration_timeout_ms=env_int("MIGRATION_TIMEOUT", 1_800_000),
         error_recovery_enabled=env_bool("ERROR_RECOVERY_ENABLED", True),

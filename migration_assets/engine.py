@@ -73,7 +73,7 @@ REASONS = (REQUIRED_NULL, INVALID_VALUE, INVALID_EMAIL, ORPHAN_FK, DUPLICATE_KEY
 
 @dataclass(frozen=True)
 class LoadOptions:
-    batch_size: int = 50_000
+    batch_size: int = 20_000
     fast_path: bool = True
     error_recovery: bool = True
     progress_every: int = 10  # batches between progress log lines
@@ -602,17 +602,25 @@ def _reject_target_side(conn, e: Entity, table: sql.Composable, staged: bool, op
                 recoveries["orphan_fk_set_null"] = recoveries.get("orphan_fk_set_null", 0) + n
     orphan_fks = [c for c in e.foreign_keys if c.required or not opts.error_recovery]
     if orphan_fks:
-        reason_case = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
-            sql.SQL("WHEN {} THEN {}").format(_fk_missing_sql(c, "s"), sql.Literal(
-                f"{c.target} references a missing {c.parent} row")) for c in orphan_fks))
-        any_missing = sql.SQL(" OR ").join(_fk_missing_sql(c, "s") for c in orphan_fks)
-        conn.execute(sql.SQL(
-            "WITH gone AS (DELETE FROM {t} AS s WHERE {any} RETURNING {lid} AS legacy_id, {detail} AS detail, "
-            "(s.metadata->>'source_hash')::bigint AS h) "
-            "INSERT INTO _quarantine (legacy_id, reason, detail, source_hash) "
-            "SELECT legacy_id, {reason}, detail, h FROM gone").format(
-            t=table, any=any_missing, lid=_legacy_id_of("s", staged), detail=reason_case,
-            reason=sql.Literal(ORPHAN_FK)))
+        # One anti-join per foreign key (a hash of the parent's ids against one pass over the
+        # rows), collected by row address; then one delete. A single DELETE with the tests OR-ed
+        # would probe the parent's index row by row instead.
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _orphans (rid tid, ord int, detail text) ON COMMIT DROP")
+        conn.execute("TRUNCATE _orphans")
+        found = 0
+        for i, c in enumerate(orphan_fks):
+            found += conn.execute(sql.SQL(
+                "INSERT INTO _orphans SELECT s.ctid, {i}, {detail} FROM {t} AS s WHERE {missing}").format(
+                i=sql.Literal(i), detail=sql.Literal(f"{c.target} references a missing {c.parent} row"), t=table,
+                missing=_fk_missing_sql(c, "s"))).rowcount
+        if found:
+            conn.execute(sql.SQL(
+                "WITH o AS (SELECT DISTINCT ON (rid) rid, detail FROM _orphans ORDER BY rid, ord), "
+                "gone AS (DELETE FROM {t} AS s USING o WHERE s.ctid = o.rid RETURNING {lid} AS legacy_id, o.detail, "
+                "(s.metadata->>'source_hash')::bigint AS h) "
+                "INSERT INTO _quarantine (legacy_id, reason, detail, source_hash) "
+                "SELECT legacy_id, {reason}, detail, h FROM gone").format(
+                t=table, lid=_legacy_id_of("s", staged), reason=sql.Literal(ORPHAN_FK)))
     # Unique keys: the lowest legacy id wins within the load; a row already in the target (with
     # another id) wins over an incoming one. Losers are quarantined, never sent to the database.
     for c in e.unique_columns:
@@ -1067,7 +1075,11 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     phase("quarantine_copy")
     # Fresh statistics: a just-loaded table (and any temp table: autovacuum never sees those) has
     # none, and the orphan/duplicate queries below then get nested-loop plans of millions of probes.
-    conn.execute(sql.SQL("ANALYZE {}").format(dest))
+    # Only the columns those queries join or group on: sampling statistics of every text column
+    # of every table costs more than the queries it informs.
+    stat_cols = [c.target for c in e.foreign_keys + e.unique_columns]
+    if stat_cols:
+        conn.execute(sql.SQL("ANALYZE {} ({})").format(dest, _ids(stat_cols)))
     phase("analyze")
     recoveries: dict[str, int] = {}
     _reject_target_side(conn, e, dest, staged=not fast, opts=opts, recoveries=recoveries)
