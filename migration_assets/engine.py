@@ -60,6 +60,7 @@ RAW = "_raw"
 NOTES = "_notes"
 SOURCE_HASH = "_source_hash"
 BUCKET = 1024  # legacy ids per bucket of the change summary
+HASH_MOD = 1 << 64  # bucket hash sums are compared modulo 2^64
 ENGINE_VERSION = "2"  # part of every source hash: bump when a transform changes meaning
 
 # Quarantine reason codes (documented in the README).
@@ -256,6 +257,10 @@ class LegacyStream:
         self.verified_quarantined = 0  # rows in unchanged buckets, still in quarantine
         self.plan_note = ""
         self._state: SourceState | None = None
+        self._empty = False
+        # per-bucket (rows, sum of source hashes mod 2^64) of the legacy rows: accumulated from
+        # the batches when the whole table is read, or the planner's source summary
+        self.summary: dict[int, tuple[int, int]] | None = None
 
     def _connect(self) -> psycopg.Connection:
         """The stream's one source connection, inside one REPEATABLE READ, READ ONLY transaction:
@@ -308,10 +313,16 @@ class LegacyStream:
         conn = self._connect()
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         text = query.as_string(conn)
-        reader_conn = adbc.connect(self._conninfo, autocommit=True)  # libpq takes key=value or a URI
+        reader_conn = _readers.take(self._conninfo)
         try:
             cur = reader_conn.cursor()
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            except adbc.Error:  # an idle connection the server has closed since: one fresh attempt
+                reader_conn.close()
+                reader_conn = adbc.connect(self._conninfo, autocommit=True)
+                cur = reader_conn.cursor()
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(conn))
             cur.execute("SET LOCAL jit = off")
             cur.execute("SET LOCAL TimeZone = 'UTC'")
@@ -325,6 +336,10 @@ class LegacyStream:
         e, opts = self.entity, self.opts
         meta_prefix = pa.scalar('{"legacy_id": ')
         meta_suffix = pa.scalar(f', "legacy_table": {json.dumps(e.legacy_table)}')
+        if self._empty:
+            return
+        if self._where is None:
+            self.summary = {}
         reader_conn = None
         try:
             self.estimated_rows = self._estimate(self._connect())
@@ -333,6 +348,10 @@ class LegacyStream:
                 yield self._to_batch(table, meta_prefix, meta_suffix)
                 if self._fail_after is not None and batches >= self._fail_after:
                     raise RuntimeError(f"injected failure after {batches} batches")
+            cursor.close()
+            cursor = None
+            _readers.give_back(self._conninfo, reader_conn)
+            reader_conn = None
         except BaseException:
             self.close()  # an abandoned read leaves the connection unusable
             raise
@@ -343,6 +362,8 @@ class LegacyStream:
     def _to_batch(self, table: pa.Table, meta_prefix, meta_suffix) -> pa.RecordBatch:
         self.rows_read += table.num_rows
         cols = {name: table.column(name) for name in table.column_names}
+        if self.summary is not None and self._where is None:
+            self._add_to_summary(cols[LEGACY_ID], cols[SOURCE_HASH])
         cols["id"] = uuid3_keys(self.entity.name, cols[LEGACY_ID])
         for c in self.entity.columns:
             if c.kind is Kind.FK:
@@ -370,6 +391,20 @@ class LegacyStream:
         out = pa.table({f.name: cols[f.name] for f in self.schema}).cast(self.schema).combine_chunks()
         batches = out.to_batches()
         return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=self.schema)
+
+    def _add_to_summary(self, legacy_ids, hashes) -> None:
+        """Fold a batch into the per-bucket summary (Arrow's integer sum wraps: modulo 2^64)."""
+        buckets = pc.divide(pc.cast(legacy_ids, pa.int64()), BUCKET)
+        agg = pa.table({"b": buckets, "h": pc.cast(hashes, pa.int64())}).group_by("b").aggregate(
+            [("h", "count"), ("h", "sum")])
+        for b, n, h in zip(agg.column("b").to_pylist(), agg.column("h_count").to_pylist(),
+                           agg.column("h_sum").to_pylist()):
+            rows, total = self.summary.get(b, (0, 0))
+            self.summary[b] = (rows + n, (total + h) % HASH_MOD)
+
+    def read_nothing(self) -> None:
+        """The plan found nothing to read: the stream yields no batch and opens no reader."""
+        self._empty = True
 
     def set_where(self, where: sql.Composable) -> None:
         self._where = where if self._where is None else sql.SQL("({}) AND ({})").format(self._where, where)
@@ -399,6 +434,47 @@ def source_state_sql(e: Entity) -> sql.Composable:
     records, and what the sensor compares with it."""
     return sql.SQL("SELECT count(*), min(l.{pk}), max(l.{pk}), max(l.{chg})::text FROM {t} AS l").format(
         pk=sql.Identifier(e.legacy_pk), chg=sql.Identifier(e.legacy_change_column), t=sql.Identifier(e.legacy_table))
+
+
+class _IdleReaders:
+    """Reader connections kept open between loads (at most two per database).
+
+    Opening an ADBC connection costs ~50 ms (the driver reads the server's type catalog), more
+    than a whole small table's load; 45 loads per run would pay it 45 times. A connection comes
+    back only after a read that ended cleanly, its transaction rolled back; any error closes it.
+    """
+
+    def __init__(self, keep: int = 2):
+        import threading
+
+        self._idle: dict[str, list] = {}
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    def take(self, conninfo: str):
+        with self._lock:
+            idle = self._idle.get(conninfo)
+            if idle:
+                return idle.pop()
+        return adbc.connect(conninfo, autocommit=True)  # libpq takes key=value or a URI
+
+    def give_back(self, conninfo: str, conn) -> None:
+        try:
+            cur = conn.cursor()
+            cur.execute("ROLLBACK")  # end the read-only snapshot transaction
+            cur.close()
+        except Exception:
+            conn.close()
+            return
+        with self._lock:
+            idle = self._idle.setdefault(conninfo, [])
+            if len(idle) < self._keep:
+                idle.append(conn)
+                return
+        conn.close()
+
+
+_readers = _IdleReaders()
 
 
 def _rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
@@ -681,27 +757,40 @@ class Watermark:
     min_id: int | None
     max_id: int | None
     legacy_rows: int
+    summary: dict[int, tuple[int, int]] | None = None  # bucket -> (rows, hash sum mod 2^64) after that load
 
 
 def _watermark(conn, e: Entity) -> Watermark | None:
     row = conn.execute(sql.SQL(
-        "SELECT (change_hwm AT TIME ZONE 'UTC')::text, min_legacy_id, max_legacy_id, legacy_rows "
+        "SELECT (change_hwm AT TIME ZONE 'UTC')::text, min_legacy_id, max_legacy_id, legacy_rows, "
+        "summary_buckets, summary_rows, summary_hashes "
         "FROM {} WHERE entity = %s").format(sql.Identifier(CONTROL_SCHEMA, "watermarks")), [e.name]).fetchone()
-    return Watermark(*row) if row else None
+    if not row:
+        return None
+    buckets, rows, hashes = row[4:]
+    summary = {b: (n, int(h)) for b, n, h in zip(buckets, rows, hashes)} if buckets is not None else None
+    return Watermark(*row[:4], summary=summary)
 
 
-def _save_watermark(conn, e: Entity, state: SourceState, opts: LoadOptions) -> None:
+def _save_watermark(conn, e: Entity, state: SourceState, opts: LoadOptions,
+                    summary: dict[int, tuple[int, int]] | None) -> None:
     """Advance the entity's watermark in the load's own transaction: it commits with the rows it
     vouches for, or not at all, so a crash can never make a later refresh skip rows."""
     # After a load the target holds exactly the snapshot's legacy ids (deletes applied), so the
     # snapshot's own range is the range a later search for deleted rows must cover.
+    order = sorted(summary) if summary is not None else None
     conn.execute(sql.SQL(
-        "INSERT INTO {} AS w (entity, change_hwm, min_legacy_id, max_legacy_id, legacy_rows, run_id, mode, updated_at) "
-        "VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now()) "
+        "INSERT INTO {} AS w (entity, change_hwm, min_legacy_id, max_legacy_id, legacy_rows, run_id, mode, updated_at, "
+        "summary_buckets, summary_rows, summary_hashes) "
+        "VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now(), %s, %s, %s::numeric[]) "
         "ON CONFLICT (entity) DO UPDATE SET change_hwm = EXCLUDED.change_hwm, min_legacy_id = EXCLUDED.min_legacy_id, "
         "max_legacy_id = EXCLUDED.max_legacy_id, legacy_rows = EXCLUDED.legacy_rows, run_id = EXCLUDED.run_id, "
-        "mode = EXCLUDED.mode, updated_at = now()").format(sql.Identifier(CONTROL_SCHEMA, "watermarks")),
-        [e.name, state.change_hwm, state.min_id, state.max_id, state.rows, opts.run_id, opts.mode])
+        "mode = EXCLUDED.mode, updated_at = now(), summary_buckets = EXCLUDED.summary_buckets, "
+        "summary_rows = EXCLUDED.summary_rows, summary_hashes = EXCLUDED.summary_hashes").format(
+        sql.Identifier(CONTROL_SCHEMA, "watermarks")),
+        [e.name, state.change_hwm, state.min_id, state.max_id, state.rows, opts.run_id, opts.mode,
+         order, [summary[b][0] for b in order] if order is not None else None,
+         [str(summary[b][1]) for b in order] if order is not None else None])
 
 
 def plan_differential(conn: psycopg.Connection, stream: "LegacyStream", wm: Watermark) -> None:
@@ -885,7 +974,18 @@ def _quarantine_cascaded(conn, stream: "LegacyStream", opts: LoadOptions, since_
         r=sql.Literal(ORPHAN_FK), run=sql.Literal(opts.run_id), since=sql.Literal(since_step)))
 
 
-def plan_changes(conn: psycopg.Connection, stream: "LegacyStream") -> None:
+def _stored_summary(conn, e: Entity, opts: LoadOptions, previous: Watermark | None):
+    """The summary the last full-mode load left, when it still describes the target: same number
+    of target + open quarantine rows (a row removed or added behind the engine's back makes the
+    planner summarise the target itself, and re-read what differs)."""
+    if previous is None or previous.summary is None:
+        return None
+    if _accounted(conn, e, opts) != sum(n for n, _ in previous.summary.values()):
+        return None
+    return previous.summary
+
+
+def plan_changes(conn: psycopg.Connection, stream: "LegacyStream", previous: Watermark | None = None) -> None:
     """Narrow ``stream`` to the legacy rows that may change the target.
 
     Both servers summarise the table per bucket of BUCKET legacy ids, in parallel: the source
@@ -903,17 +1003,27 @@ def plan_changes(conn: psycopg.Connection, stream: "LegacyStream") -> None:
     q = sql.Identifier(CONTROL_SCHEMA, "quarantine")
     with ThreadPoolExecutor(max_workers=1) as pool:
         source_future = pool.submit(_summaries_source, stream)
-        target_rows = conn.execute(sql.SQL(
-            "SELECT b, sum(n_loaded)::bigint, sum(n_quarantined)::bigint, sum(h) FROM ("
-            "  SELECT (metadata->>'legacy_id')::bigint / {b} AS b, count(*) AS n_loaded, 0 AS n_quarantined, "
-            "         sum((metadata->>'source_hash')::bigint) AS h FROM {t} GROUP BY 1"
-            "  UNION ALL"
-            "  SELECT legacy_id / {b}, 0, count(*), sum(source_hash) FROM {q} WHERE entity = {ent} AND NOT resolved "
-            "  GROUP BY 1) s GROUP BY b ORDER BY b").format(
-            b=sql.Literal(BUCKET), t=_t(e), q=q, ent=sql.Literal(e.name))).fetchall()
+        stored = _stored_summary(conn, e, stream.opts, previous)
+        if stored is None:
+            target_rows = conn.execute(sql.SQL(
+                "SELECT b, sum(n_loaded)::bigint, sum(n_quarantined)::bigint, sum(h) FROM ("
+                "  SELECT (metadata->>'legacy_id')::bigint / {b} AS b, count(*) AS n_loaded, 0 AS n_quarantined, "
+                "         sum((metadata->>'source_hash')::bigint) AS h FROM {t} GROUP BY 1"
+                "  UNION ALL"
+                "  SELECT legacy_id / {b}, 0, count(*), sum(source_hash) FROM {q} WHERE entity = {ent} AND NOT resolved "
+                "  GROUP BY 1) s GROUP BY b ORDER BY b").format(
+                b=sql.Literal(BUCKET), t=_t(e), q=q, ent=sql.Literal(e.name))).fetchall()
+            target = {b: (loaded, quarantined, int(h) % HASH_MOD) for b, loaded, quarantined, h in target_rows}
+        else:
+            # the summary of the last load, split into loaded and quarantined rows by the (small,
+            # indexed) quarantine
+            held = dict(conn.execute(sql.SQL(
+                "SELECT legacy_id / {b}, count(*) FROM {q} WHERE entity = {ent} AND NOT resolved GROUP BY 1").format(
+                b=sql.Literal(BUCKET), q=q, ent=sql.Literal(e.name))).fetchall())
+            target = {b: (n - held.get(b, 0), held.get(b, 0), h) for b, (n, h) in stored.items()}
         retry = _retry_rows(conn, e, stream.opts)
-        source_rows = source_future.result()
-    target = {b: (loaded, quarantined, h) for b, loaded, quarantined, h in target_rows}
+        source_rows = [(b, n, int(h) % HASH_MOD) for b, n, h in source_future.result()]
+    stream.summary = {b: (n, h) for b, n, h in source_rows}
     dirty = []
     for b, n, h in source_rows:
         loaded, quarantined, th = target.pop(b, (0, 0, None))
@@ -938,9 +1048,13 @@ def plan_changes(conn: psycopg.Connection, stream: "LegacyStream") -> None:
         conds.append(sql.SQL("({} / {}) = ANY({})").format(pk, sql.Literal(BUCKET), sql.Literal(dirty)))
     if retry_set:
         conds.append(sql.SQL("{} = ANY({})").format(pk, sql.Literal(sorted(retry_set))))
-    stream.set_where(sql.SQL(" OR ").join(conds) if conds else sql.SQL("false"))
+    if conds:
+        stream.set_where(sql.SQL(" OR ").join(conds))
+    else:
+        stream.read_nothing()
     stream.plan_note = (f"{len(dirty)} of {len(source_rows)} id buckets changed, {len(retry_set)} rows retried, "
-                        f"{stream.verified_loaded + stream.verified_quarantined:,} rows verified unchanged")
+                        f"{stream.verified_loaded + stream.verified_quarantined:,} rows verified unchanged"
+                        f"{', against the last load' + chr(39) + 's summary' if stored is not None else ''}")
 
 
 def _prefetch(batches, depth: int = 2):
@@ -1021,7 +1135,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         result.load_path = f"merge ({stream.plan_note})"
     elif result.existing and opts.incremental:
         result.mode = "full"
-        plan_changes(conn, stream)  # narrows the stream to changed buckets (+ rows worth a retry)
+        plan_changes(conn, stream, previous)  # narrows the stream to changed buckets (+ rows worth a retry)
         result.load_path = f"merge ({stream.plan_note})"
     saved = []
     if fast:
@@ -1126,13 +1240,17 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         "SELECT DISTINCT ON (legacy_id) {ent}::text AS entity, legacy_id, reason, detail, raw, source_hash, "
         "{run}::text AS run_id FROM _quarantine ORDER BY legacy_id").format(
         ent=sql.Literal(e.name), run=sql.Literal(run)))
+    # Only a row this load wrote can have left the quarantine: on the merge path those are the
+    # staged rows (not every open quarantine row of the table, most of which were not re-read).
+    staged_only = sql.SQL("") if fast else sql.SQL(
+        "AND q.legacy_id IN (SELECT {} FROM _stage) ").format(sql.Identifier(LEGACY_ID))
     cur = conn.execute(sql.SQL(
         "UPDATE {q} AS q SET resolved = true, resolved_at = now(), resolved_run_id = {run}, resolution = 'loaded' "
-        "WHERE q.entity = {ent} AND NOT q.resolved "
+        "WHERE q.entity = {ent} AND NOT q.resolved {staged_only}"
         "AND NOT EXISTS (SELECT 1 FROM _quarantine x WHERE x.legacy_id = q.legacy_id) "
         "AND EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = {ctl}.legacy_uuid({ent}, q.legacy_id))").format(
         q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name), run=sql.Literal(run),
-        t=target, ctl=sql.Identifier(CONTROL_SCHEMA)))
+        t=target, ctl=sql.Identifier(CONTROL_SCHEMA), staged_only=staged_only))
     result.resolved = cur.rowcount
     phase("quarantine_upsert_and_resolve")
     if not fast:
@@ -1149,7 +1267,10 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     result.unchanged = max(loaded - result.inserted - result.updated, 0)
     accounted = result.accounted_after if result.accounted_after is not None else _accounted(conn, e, opts)
     result.remaining_difference = state.rows - accounted
-    _save_watermark(conn, e, state, opts)
+    # The summary stays valid for the next full-mode load only when this load accounted for the
+    # whole snapshot (target + open quarantine = legacy rows) from a summary of all of it.
+    keep = stream.summary if result.mode == "full" and result.remaining_difference == 0 else None
+    _save_watermark(conn, e, state, opts, keep)
     phase("watermark")
     result.duration_s = time.perf_counter() - t0
     result.finished_at = time.time()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import adbc_driver_manager
 import psycopg
 from psycopg import errors as pgerr
 
@@ -59,6 +60,7 @@ def classify(exc: BaseException) -> ErrorKind:
     if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_SQLSTATE_PREFIXES):
         return ErrorKind("CONNECTION" if state.startswith(("08", "57P")) else "CONCURRENCY", True, msg,
                          "retried automatically with exponential backoff")
-    if isinstance(exc, (psycopg.OperationalError, ConnectionError, OSError)):
+    # the source is read through ADBC: its errors carry the SQLSTATE too (handled above when set)
+    if isinstance(exc, (psycopg.OperationalError, adbc_driver_manager.OperationalError, ConnectionError, OSError)):
         return ErrorKind("CONNECTION", True, msg, "retried automatically with exponential backoff")
     return ErrorKind("UNKNOWN", False, msg, "investigate: see the run's logs")

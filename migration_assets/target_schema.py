@@ -214,6 +214,14 @@ CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.check_results (
 );
 CREATE INDEX IF NOT EXISTS check_results_latest_idx ON {CONTROL_SCHEMA}.check_results (entity, check_name, id DESC);
 """,
+        "20261124000007_change_summary.sql": f"""-- The per-bucket change summary a full-mode load leaves behind (bucket of 1,024 legacy ids,
+-- rows, sum of the rows' source hashes modulo 2^64): what target + open quarantine hold after
+-- that load, written in its transaction. The next full-mode load compares the legacy table
+-- with it instead of re-reading every target row's metadata; NULL after a differential load.
+ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS summary_buckets bigint[];
+ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS summary_rows bigint[];
+ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS summary_hashes numeric[];
+""",
     }
 
 

@@ -219,6 +219,35 @@ def test_rerun_reads_only_changed_buckets_and_applies_the_change(migrated_privat
     assert result.records_read == n  # verified + re-read rows account for the whole table
 
 
+def test_rerun_compares_with_the_last_loads_summary_and_still_repairs_a_row_removed_behind_its_back(
+        migrated_private):
+    legacy, target, _ = migrated_private
+    (n,) = query(legacy, "SELECT count(*) FROM wf_task")[0]
+    (buckets,) = query(target, "SELECT cardinality(summary_buckets) FROM migration_control.watermarks "
+                               "WHERE entity = 'tasks'")[0]
+    assert buckets and buckets >= 1
+    quiet = migrate_entity(legacy, target, "tasks", LoadOptions(run_id="quiet"))
+    assert "against the last load's summary" in quiet.load_path
+    assert (quiet.inserted, quiet.updated, quiet.records_read) == (0, 0, n)
+    # a target row deleted behind the engine (constraints bypassed): the counts no longer match
+    # the stored summary, so the target is summarised itself and the row's bucket is re-read
+    with psycopg.connect(target) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("DELETE FROM public.tasks WHERE id = %s", [legacy_uuid("tasks", 42)])
+        conn.commit()
+    repaired = migrate_entity(legacy, target, "tasks", LoadOptions(run_id="repair"))
+    assert "against the last load's summary" not in repaired.load_path
+    assert (repaired.inserted, repaired.updated) == (1, 0)
+    assert repaired.remaining_difference == 0
+    assert query(target, "SELECT count(*) FROM public.tasks WHERE id = %s", [legacy_uuid("tasks", 42)])[0][0] == 1
+    # a differential load leaves no summary behind; the next full-mode load summarises the target
+    migrate_entity(legacy, target, "tasks", LoadOptions(run_id="diff", mode="differential"))
+    assert query(target, "SELECT summary_buckets FROM migration_control.watermarks WHERE entity = 'tasks'")[0][0] is None
+    again = migrate_entity(legacy, target, "tasks", LoadOptions(run_id="again"))
+    assert "against the last load's summary" not in again.load_path
+    assert (again.inserted, again.updated) == (0, 0)
+
+
 def test_fixing_a_quarantined_row_at_the_source_resolves_it(migrated_private):
     legacy, target, _ = migrated_private
     row = query(target, "SELECT legacy_id, reason FROM migration_control.quarantine "

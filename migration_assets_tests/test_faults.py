@@ -10,19 +10,60 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 from .conftest import query
 
 
-def _kill_when_copying(admin: str, target_db: str, table: str, stop: threading.Event, killed: list) -> None:
-    """Terminate the backend that COPies into ``table`` once it has been at it for a moment."""
+def _kill_when_copying(admin: str, target_db: str, table: str, stop: threading.Event, killed: list,
+                       pattern: str = 'COPY %"{table}"%FROM STDIN%', after_ms: int = 150) -> None:
+    """Terminate the backend whose query matches ``pattern`` once it has been at it for a moment."""
     with psycopg.connect(admin, autocommit=True) as conn:
         while not stop.is_set():
             rows = conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
-                "AND query LIKE %s AND now() - query_start > interval '150 milliseconds'",
-                [target_db, f'COPY %"{table}"%FROM STDIN%']).fetchall()
+                "AND query LIKE %s AND now() - query_start > make_interval(secs => %s / 1000.0)",
+                [target_db, pattern.format(table=table), after_ms]).fetchall()
             if rows:
                 conn.execute("SELECT pg_terminate_backend(%s)", [rows[0][0]])
                 killed.append(rows[0][0])
                 return
-            time.sleep(0.02)
+            time.sleep(0.005)
+
+
+def test_legacy_connection_killed_mid_read_is_retried_and_rows_land_exactly_once(
+        admin, databases, target, monkeypatch):
+    """The source side: the reader's binary COPY out of the legacy table is terminated."""
+    from migration_assets.definitions import build_resources, table_assets
+    from migration_assets.simulator import generate
+
+    legacy = databases.new("legacy_read_fault")
+    generate(legacy, scale=0.03, seed=5, log=lambda *_: None)
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    monkeypatch.setenv("BATCH_SIZE", "300")
+    legacy_db = psycopg.conninfo.conninfo_to_dict(legacy)["dbname"]
+    stop, killed = threading.Event(), []
+    # pg_stat_activity keeps the first 1 kB of a query: the reader's COPY is known by its first column
+    killer = threading.Thread(target=_kill_when_copying, args=(
+        admin, legacy_db, "sys_msg_log", stop, killed, 'COPY (SELECT l."user_id" AS "recipient_id"%', 20))
+    killer.start()
+    try:
+        result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral(),
+                             raise_on_error=False)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "the legacy read of sys_msg_log was never caught in flight"
+    assert result.success
+    retried = [ev for ev in result.all_events
+               if ev.event_type == DagsterEventType.STEP_UP_FOR_RETRY and ev.step_key == "system_messages"]
+    assert len(retried) == 1
+    audit = query(target, "SELECT status, error_class FROM migration_control.migration_runs "
+                          "WHERE entity = 'system_messages' ORDER BY id")
+    assert audit == [("FAILED", "CONNECTION"), ("COMPLETED", None)]
+    (legacy_n,) = query(legacy, "SELECT count(*) FROM sys_msg_log")[0]
+    loaded, distinct = query(target, "SELECT count(*), count(DISTINCT (metadata->>'legacy_id')) "
+                                     "FROM public.system_messages")[0]
+    (quarantined,) = query(target, "SELECT count(*) FROM migration_control.quarantine "
+                                   "WHERE entity = 'system_messages' AND NOT resolved")[0]
+    assert loaded == distinct
+    assert loaded + quarantined == legacy_n
 
 
 def test_connection_killed_mid_copy_is_retried_and_rows_land_exactly_once(
