@@ -152,14 +152,33 @@ def _offending_rows(target_conn, e: Entity, predicate: sql.Composable) -> tuple[
 
 
 def foreign_keys_resolve(target_conn, e: Entity) -> AssetCheckResult:
-    per_fk, samples = {}, {}
-    for c in e.foreign_keys:
-        n, sample = _offending_rows(target_conn, e, sql.SQL(
-            "t.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {p} p WHERE p.id = t.{col})").format(
-            col=sql.Identifier(c.target), p=sql.Identifier("public", c.parent)))
-        per_fk[c.target] = n
-        if n:
-            samples[c.target] = sample
+    """All foreign keys of the table in one pass: the rows left-joined to every parent's keys
+    (hash joins), dangling references counted per column. Rows are told apart by address, so a
+    parent key present twice (its primary key dropped) cannot count a child twice."""
+    per_fk, samples = {c.target: 0 for c in e.foreign_keys}, {}
+    if e.foreign_keys:
+        fks = e.foreign_keys
+        flags = [sql.Identifier(f"m{i}") for i in range(len(fks))]
+        missing = [sql.SQL("(t.{col} IS NOT NULL AND {p}.id IS NULL)").format(
+            col=sql.Identifier(c.target), p=sql.Identifier(f"p{i}")) for i, c in enumerate(fks)]
+        joins = sql.SQL(" ").join(sql.SQL("LEFT JOIN {t} AS {p} ON {p}.id = t.{col}").format(
+            t=sql.Identifier("public", c.parent), p=sql.Identifier(f"p{i}"), col=sql.Identifier(c.target))
+            for i, c in enumerate(fks))
+        outputs = []
+        for f in flags:
+            outputs.append(sql.SQL("count(DISTINCT rid) FILTER (WHERE {})").format(f))
+            outputs.append(sql.SQL("(array_agg(DISTINCT lid) FILTER (WHERE {}))[1:{}]").format(f, sql.Literal(SAMPLE)))
+        row = target_conn.execute(sql.SQL(
+            "SELECT {outputs} FROM (SELECT t.ctid AS rid, {lid} AS lid, {flags} FROM {t} AS t {joins} "
+            "WHERE {any}) s").format(
+            outputs=sql.SQL(", ").join(outputs), lid=_legacy_id(),
+            flags=sql.SQL(", ").join(sql.SQL("{} AS {}").format(m, f) for m, f in zip(missing, flags)),
+            t=sql.Identifier("public", e.target_table), joins=joins, any=sql.SQL(" OR ").join(missing))).fetchone()
+        for i, c in enumerate(fks):
+            n, sample = row[2 * i], row[2 * i + 1]
+            per_fk[c.target] = n
+            if n:
+                samples[c.target] = sample
     broken = sum(per_fk.values())
     return AssetCheckResult(
         check_name="foreign_keys_resolve", asset_key=AssetKey(e.name), passed=broken == 0,
