@@ -347,7 +347,6 @@ class LegacyStream:
                 if self._fail_after is not None and batches >= self._fail_after:
                     raise RuntimeError(f"injected failure after {batches} batches")
             cursor.close()
-            cursor = None
             _readers.give_back(self._conninfo, reader_conn)
             reader_conn = None
         except BaseException:
@@ -625,11 +624,6 @@ def _restore_constraints(conn, saved) -> None:
             # table is a regclass text from the catalog (already quoted as needed)
             conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                 sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
-
-
-def _fk_missing_sql(c: Column, alias: str) -> sql.Composable:
-    return sql.SQL("({a}.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = {a}.{col}))").format(
-        a=sql.Identifier(alias), col=sql.Identifier(c.target), p=sql.Identifier("public", c.parent))
 
 
 def _legacy_id_of(alias: str, staged: bool) -> sql.Composable:

@@ -282,11 +282,6 @@ class Column:
             )
         return None  # TEXT_DATE: see parse_text_dates
 
-    @property
-    def source_arrow_type(self) -> pa.DataType:
-        """Arrow type of the value as the source query sends it (text dates arrive as text)."""
-        return pa.string() if self.kind is Kind.TEXT_DATE else self.arrow_type
-
 
 _DATE_MIN = pa.scalar(-2208988800, pa.timestamp("s"))  # 1900-01-01
 _DATE_END = pa.scalar(4102444800, pa.timestamp("s"))  # 2100-01-01
