@@ -260,6 +260,7 @@ class LegacyStream:
         # per-bucket (rows, sum of source hashes mod 2^64) of the legacy rows: accumulated from
         # the batches when the whole table is read, or the planner's source summary
         self.summary: dict[int, tuple[int, int]] | None = None
+        self.accounted_before: int | None = None  # target + open quarantine rows, counted by the planner
 
     def _connect(self) -> psycopg.Connection:
         """The stream's one source connection, inside one REPEATABLE READ, READ ONLY transaction:
@@ -402,6 +403,10 @@ class LegacyStream:
     def read_nothing(self) -> None:
         """The plan found nothing to read: the stream yields no batch and opens no reader."""
         self._empty = True
+
+    @property
+    def nothing_read(self) -> bool:
+        return self._empty
 
     def set_where(self, where: sql.Composable) -> None:
         self._where = where if self._where is None else sql.SQL("({}) AND ({})").format(self._where, where)
@@ -742,12 +747,21 @@ def _reject_target_side(conn, e: Entity, table: sql.Composable, staged: bool, op
 
 
 def _summaries_source(stream: "LegacyStream") -> list[tuple[int, int, int]]:
+    """Per bucket: (bucket, rows, sum of source hashes). The same pass gives the snapshot's
+    :class:`SourceState` (rows, id range, change high-water mark), so it is not scanned twice."""
     e = stream.entity
     conn = stream._connect()
-    return conn.execute(sql.SQL(
-        "SELECT l.{pk} / {b} AS b, count(*), sum({h}) FROM {t} AS l GROUP BY 1 ORDER BY 1").format(
+    rows = conn.execute(sql.SQL(
+        "WITH s AS (SELECT l.{pk} / {b} AS b, count(*) AS n, sum({h}) AS h, min(l.{pk}) AS lo, max(l.{pk}) AS hi, "
+        "           max(l.{chg}) AS chg FROM {t} AS l GROUP BY 1) "
+        "SELECT b, n, h, NULL, NULL, NULL FROM s "
+        "UNION ALL SELECT NULL, coalesce(sum(n), 0), NULL, min(lo), max(hi), max(chg)::text FROM s").format(
         pk=sql.Identifier(e.legacy_pk), b=sql.Literal(BUCKET), h=source_hash_sql(e, stream.opts),
-        t=sql.Identifier(e.legacy_table))).fetchall()
+        chg=sql.Identifier(e.legacy_change_column), t=sql.Identifier(e.legacy_table))).fetchall()
+    total = next(r for r in rows if r[0] is None)
+    if stream._state is None:
+        stream._state = SourceState(int(total[1]), total[3], total[4], total[5])
+    return sorted((r[0], r[1], r[2]) for r in rows if r[0] is not None)
 
 
 def _retry_rows(conn, e: Entity, opts: LoadOptions) -> list[tuple[int, str]]:
@@ -873,7 +887,10 @@ def _apply_deletes(conn, e: Entity, stream: "LegacyStream", opts: LoadOptions, r
     ``metadata.deleted_at_source`` (run and time), leaving children untouched. Either way open
     quarantine rows of deleted legacy rows are resolved as ``deleted_at_source``.
     """
-    accounted = _accounted(conn, e, opts)
+    if stream.nothing_read and stream.accounted_before is not None:
+        accounted = stream.accounted_before  # this load wrote nothing: the count before still holds
+    else:
+        accounted = _accounted(conn, e, opts)
     result.accounted_after = accounted
     if accounted <= state.rows:
         return
@@ -998,18 +1015,27 @@ def _quarantine_cascaded(conn, stream: "LegacyStream", opts: LoadOptions, since_
         r=sql.Literal(ORPHAN_FK), run=sql.Literal(opts.run_id), since=sql.Literal(since_step)))
 
 
-def _stored_summary(conn, e: Entity, opts: LoadOptions, previous: Watermark | None):
+def _stored_summary(conn, stream: "LegacyStream", previous: Watermark | None, existing: int | None):
     """The summary the last full-mode load left, when it still describes the target: same number
     of target + open quarantine rows (a row removed or added behind the engine's back makes the
-    planner summarise the target itself, and re-read what differs)."""
+    planner summarise the target itself, and re-read what differs). ``existing`` is the target's
+    row count, already taken by the load."""
     if previous is None or previous.summary is None:
         return None
-    if _accounted(conn, e, opts) != sum(n for n, _ in previous.summary.values()):
+    e, opts = stream.entity, stream.opts
+    if existing is not None and opts.delete_policy == "hard":  # every target row counts
+        (held,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE entity = %s AND NOT resolved").format(
+            sql.Identifier(CONTROL_SCHEMA, "quarantine")), [e.name]).fetchone()
+        stream.accounted_before = existing + held
+    else:
+        stream.accounted_before = _accounted(conn, e, opts)
+    if stream.accounted_before != sum(n for n, _ in previous.summary.values()):
         return None
     return previous.summary
 
 
-def plan_changes(conn: psycopg.Connection, stream: "LegacyStream", previous: Watermark | None = None) -> None:
+def plan_changes(conn: psycopg.Connection, stream: "LegacyStream", previous: Watermark | None = None,
+                 existing: int | None = None) -> None:
     """Narrow ``stream`` to the legacy rows that may change the target.
 
     Both servers summarise the table per bucket of BUCKET legacy ids, in parallel: the source
@@ -1027,7 +1053,7 @@ def plan_changes(conn: psycopg.Connection, stream: "LegacyStream", previous: Wat
     q = sql.Identifier(CONTROL_SCHEMA, "quarantine")
     with ThreadPoolExecutor(max_workers=1) as pool:
         source_future = pool.submit(_summaries_source, stream)
-        stored = _stored_summary(conn, e, stream.opts, previous)
+        stored = _stored_summary(conn, stream, previous, existing)
         if stored is None:
             target_rows = conn.execute(sql.SQL(
                 "SELECT b, sum(n_loaded)::bigint, sum(n_quarantined)::bigint, sum(h) FROM ("
@@ -1151,7 +1177,6 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
     result.existing = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
     fast = opts.fast_path and result.existing == 0
-    state = stream.snapshot()
     previous = _watermark(conn, e)
     result.mode = opts.mode
     if result.existing and opts.mode == "differential" and previous is not None:
@@ -1159,8 +1184,9 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         result.load_path = f"merge ({stream.plan_note})"
     elif result.existing and opts.incremental:
         result.mode = "full"
-        plan_changes(conn, stream, previous)  # narrows the stream to changed buckets (+ rows worth a retry)
+        plan_changes(conn, stream, previous, result.existing)  # narrows the stream to changed buckets (+ rows worth a retry)
         result.load_path = f"merge ({stream.plan_note})"
+    state = stream.snapshot()  # the planner's source summary may have computed it already
     saved = []
     if fast:
         result.load_path = "fast (empty target: bulk load, then build keys)"
