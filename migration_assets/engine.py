@@ -649,15 +649,26 @@ def _upsert_quarantine(conn, rows: sql.Composable) -> None:
         q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), rows=rows))
 
 
+def _set_null_note_sql(c: Column, parent: str) -> sql.Composable:
+    """The ``metadata.recovered`` entry of a reference set NULL (alias ``s``): the rule, the missing
+    parent and the value it had (what the retry and the content checksum read back)."""
+    return sql.SQL("jsonb_build_object({k}, jsonb_build_object('rule', 'orphan_fk_set_null', "
+                   "'missing_parent', {p}::text, 'was', s.{col}))").format(
+        k=sql.Literal(c.target), p=sql.Literal(parent), col=sql.Identifier(c.target))
+
+
+def _recovered_with_retry_sql(notes: sql.Composable) -> sql.Composable:
+    """``s.metadata`` with ``notes`` merged into ``recovered`` and the retry mark set."""
+    return sql.SQL("jsonb_set(s.metadata, '{{recovered}}', coalesce(s.metadata->'recovered', '{{}}'::jsonb) "
+                   "|| {} || '{{\"retry\": true}}'::jsonb)").format(notes)
+
+
 def _set_fk_null(conn, table: sql.Composable, c: Column, parent: str, where: sql.Composable) -> int:
     """The optional-orphan recovery: set the reference NULL where ``where`` holds (alias ``s``),
     recording the value it had and a retry mark in metadata.recovered. Returns the rows changed."""
-    return conn.execute(sql.SQL(
-        "UPDATE {t} AS s SET {col} = NULL, metadata = jsonb_set(s.metadata, '{{recovered}}', "
-        "coalesce(s.metadata->'recovered', '{{}}'::jsonb) || jsonb_build_object({k}, "
-        "jsonb_build_object('rule', 'orphan_fk_set_null', 'missing_parent', {p}::text, 'was', s.{col})) "
-        "|| '{{\"retry\": true}}'::jsonb) WHERE {where}").format(
-        t=table, col=sql.Identifier(c.target), k=sql.Literal(c.target), p=sql.Literal(parent), where=where)).rowcount
+    return conn.execute(sql.SQL("UPDATE {t} AS s SET {col} = NULL, metadata = {meta} WHERE {where}").format(
+        t=table, col=sql.Identifier(c.target), meta=_recovered_with_retry_sql(_set_null_note_sql(c, parent)),
+        where=where)).rowcount
 
 
 def _reject_orphans(conn, e: Entity, table: sql.Composable, staged: bool, opts: LoadOptions,
@@ -702,17 +713,13 @@ def _reject_orphans(conn, e: Entity, table: sql.Composable, staged: bool, opts: 
         return
     sets = [sql.SQL("{col} = CASE WHEN m.{f} THEN NULL ELSE s.{col} END").format(
         col=sql.Identifier(c.target), f=flags[i]) for i, c in optional]
-    notes = sql.SQL(" || ").join(sql.SQL(
-        "CASE WHEN m.{f} THEN jsonb_build_object({k}, jsonb_build_object('rule', 'orphan_fk_set_null', "
-        "'missing_parent', {p}::text, 'was', s.{col})) ELSE '{{}}'::jsonb END").format(
-        f=flags[i], k=sql.Literal(c.target), p=sql.Literal(c.parent), col=sql.Identifier(c.target))
-        for i, c in optional)
+    notes = sql.SQL(" || ").join(sql.SQL("CASE WHEN m.{} THEN {} ELSE '{{}}'::jsonb END").format(
+        flags[i], _set_null_note_sql(c, c.parent)) for i, c in optional)
     (n,) = conn.execute(sql.SQL(
-        "WITH changed AS (UPDATE {t} AS s SET {sets}, metadata = jsonb_set(s.metadata, '{{recovered}}', "
-        "coalesce(s.metadata->'recovered', '{{}}'::jsonb) || {notes} || '{{\"retry\": true}}'::jsonb) "
+        "WITH changed AS (UPDATE {t} AS s SET {sets}, metadata = {meta} "
         "FROM _missing m WHERE s.ctid = m.rid AND ({any}) AND s.ctid = ANY(ARRAY(SELECT rid FROM _missing m WHERE {any})) "
         "RETURNING {counts}) SELECT {total} FROM changed").format(
-        t=table, sets=sql.SQL(", ").join(sets), notes=notes,
+        t=table, sets=sql.SQL(", ").join(sets), meta=_recovered_with_retry_sql(notes),
         any=sql.SQL(" OR ").join(sql.SQL("m.{}").format(flags[i]) for i, _ in optional),
         counts=sql.SQL(", ").join(sql.SQL("m.{}::int AS {}").format(flags[i], flags[i]) for i, _ in optional),
         total=sql.SQL(" + ").join(sql.SQL("coalesce(sum({}), 0)").format(flags[i]) for i, _ in optional))).fetchone()
