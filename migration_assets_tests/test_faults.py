@@ -5,6 +5,7 @@ import threading
 import time
 
 import psycopg
+from psycopg import sql
 from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 
 from .conftest import query
@@ -26,22 +27,21 @@ def _kill_when_copying(admin: str, target_db: str, table: str, stop: threading.E
             time.sleep(0.005)
 
 
-def test_legacy_connection_killed_mid_read_is_retried_and_rows_land_exactly_once(
-        admin, databases, target, monkeypatch):
-    """The source side: the reader's binary COPY out of the legacy table is terminated."""
+def _kill_one_copy_during_a_full_run(admin, databases, target, monkeypatch, *, legacy_name: str, seed: int,
+                                     side: str, table: str, pattern: str, after_ms: int):
+    """Materialize all 45 assets from a fresh legacy database while a thread terminates the first
+    backend (on the ``side`` database, "legacy" or "target") whose query matches ``pattern``."""
     from migration_assets.definitions import build_resources, table_assets
     from migration_assets.simulator import generate
 
-    legacy = databases.new("legacy_read_fault")
-    generate(legacy, scale=0.03, seed=5, log=lambda *_: None)
+    legacy = databases.new(legacy_name)
+    generate(legacy, scale=0.03, seed=seed, log=lambda *_: None)
     monkeypatch.setenv("SOURCE_DB_URL", legacy)
     monkeypatch.setenv("TARGET_DB_URL", target)
-    monkeypatch.setenv("BATCH_SIZE", "300")
-    legacy_db = psycopg.conninfo.conninfo_to_dict(legacy)["dbname"]
+    monkeypatch.setenv("BATCH_SIZE", "300")  # many batches: the COPY is long enough to be caught
+    db = psycopg.conninfo.conninfo_to_dict(legacy if side == "legacy" else target)["dbname"]
     stop, killed = threading.Event(), []
-    # pg_stat_activity keeps the first 1 kB of a query: the reader's COPY is known by its first column
-    killer = threading.Thread(target=_kill_when_copying, args=(
-        admin, legacy_db, "sys_msg_log", stop, killed, 'COPY (SELECT l."user_id" AS "recipient_id"%', 20))
+    killer = threading.Thread(target=_kill_when_copying, args=(admin, db, table, stop, killed, pattern, after_ms))
     killer.start()
     try:
         result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral(),
@@ -49,57 +49,44 @@ def test_legacy_connection_killed_mid_read_is_retried_and_rows_land_exactly_once
     finally:
         stop.set()
         killer.join()
-    assert killed, "the legacy read of sys_msg_log was never caught in flight"
+    assert killed, f"the {side} COPY of {table} was never caught in flight"
+    return legacy, result
+
+
+def _assert_retried_once_and_every_row_landed_once(legacy, target, result, entity_name: str, legacy_table: str):
     assert result.success
     retried = [ev for ev in result.all_events
-               if ev.event_type == DagsterEventType.STEP_UP_FOR_RETRY and ev.step_key == "system_messages"]
+               if ev.event_type == DagsterEventType.STEP_UP_FOR_RETRY and ev.step_key == entity_name]
     assert len(retried) == 1
     audit = query(target, "SELECT status, error_class FROM migration_control.migration_runs "
-                          "WHERE entity = 'system_messages' ORDER BY id")
+                          "WHERE entity = %s ORDER BY id", [entity_name])
     assert audit == [("FAILED", "CONNECTION"), ("COMPLETED", None)]
-    (legacy_n,) = query(legacy, "SELECT count(*) FROM sys_msg_log")[0]
-    loaded, distinct = query(target, "SELECT count(*), count(DISTINCT (metadata->>'legacy_id')) "
-                                     "FROM public.system_messages")[0]
+    (legacy_n,) = query(legacy, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(legacy_table)))[0]
+    loaded, distinct = query(target, sql.SQL("SELECT count(*), count(DISTINCT (metadata->>'legacy_id')) FROM {}")
+                             .format(sql.Identifier("public", entity_name)))[0]
     (quarantined,) = query(target, "SELECT count(*) FROM migration_control.quarantine "
-                                   "WHERE entity = 'system_messages' AND NOT resolved")[0]
+                                   "WHERE entity = %s AND NOT resolved", [entity_name])[0]
     assert loaded == distinct
     assert loaded + quarantined == legacy_n
+
+
+def test_legacy_connection_killed_mid_read_is_retried_and_rows_land_exactly_once(
+        admin, databases, target, monkeypatch):
+    """The source side: the reader's binary COPY out of the legacy table is terminated."""
+    # pg_stat_activity keeps the first 1 kB of a query: the reader's COPY is known by its first column
+    legacy, result = _kill_one_copy_during_a_full_run(
+        admin, databases, target, monkeypatch, legacy_name="legacy_read_fault", seed=5, side="legacy",
+        table="sys_msg_log", pattern='COPY (SELECT l."user_id" AS "recipient_id"%', after_ms=20)
+    _assert_retried_once_and_every_row_landed_once(legacy, target, result, "system_messages", "sys_msg_log")
 
 
 def test_connection_killed_mid_copy_is_retried_and_rows_land_exactly_once(
         admin, databases, target, monkeypatch):
-    from migration_assets.definitions import build_resources, table_assets
-    from migration_assets.simulator import generate
-
-    legacy = databases.new("legacy_fault")
-    generate(legacy, scale=0.03, seed=3, log=lambda *_: None)
-    monkeypatch.setenv("SOURCE_DB_URL", legacy)
-    monkeypatch.setenv("TARGET_DB_URL", target)
-    monkeypatch.setenv("BATCH_SIZE", "300")  # many batches: the COPY is long enough to be caught
-    target_db = psycopg.conninfo.conninfo_to_dict(target)["dbname"]
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_when_copying, args=(admin, target_db, "tasks", stop, killed))
-    killer.start()
-    try:
-        result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral(),
-                             raise_on_error=False)
-    finally:
-        stop.set()
-        killer.join()
-    assert killed, "the tasks COPY was never caught in flight"
-    assert result.success
-    retried = [ev for ev in result.all_events
-               if ev.event_type == DagsterEventType.STEP_UP_FOR_RETRY and ev.step_key == "tasks"]
-    assert len(retried) == 1
-    audit = query(target, "SELECT status, error_class FROM migration_control.migration_runs "
-                          "WHERE entity = 'tasks' ORDER BY id")
-    assert audit == [("FAILED", "CONNECTION"), ("COMPLETED", None)]
-    (legacy_n,) = query(legacy, "SELECT count(*) FROM wf_task")[0]
-    loaded, distinct = query(target, "SELECT count(*), count(DISTINCT (metadata->>'legacy_id')) FROM public.tasks")[0]
-    (quarantined,) = query(target, "SELECT count(*) FROM migration_control.quarantine "
-                                   "WHERE entity = 'tasks' AND NOT resolved")[0]
-    assert loaded == distinct
-    assert loaded + quarantined == legacy_n
+    """The target side: the load's COPY into the target table is terminated."""
+    legacy, result = _kill_one_copy_during_a_full_run(
+        admin, databases, target, monkeypatch, legacy_name="legacy_fault", seed=3, side="target",
+        table="tasks", pattern='COPY %"{table}"%FROM STDIN%', after_ms=150)
+    _assert_retried_once_and_every_row_landed_once(legacy, target, result, "tasks", "wf_task")
 
 
 def test_run_failure_sensor_records_the_failed_run(monkeypatch, legacy, target):
