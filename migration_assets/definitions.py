@@ -22,6 +22,7 @@ from dagster import Definitions, EnvVar, in_process_executor
 
 from .assets import IO_MANAGER_KEY, migration_reports, table_assets
 from .config import env_bool, env_int, resolve_databases
+from .engine import DEFAULT_BATCH_SIZE
 from .io_manager import PostgresArrowIOManager
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 from .jobs import differential_refresh, full_migration
@@ -48,7 +49,7 @@ def build_resources() -> dict:
         source = source or {"url": dbs.source.conninfo()}
         target = target or {"url": dbs.target.conninfo()}
     settings = MigrationSettings(
-        batch_size=env_int("BATCH_SIZE", 20_000),
+        batch_size=env_int("BATCH_SIZE", DEFAULT_BATCH_SIZE),
         max_retry_attempts=env_int("MAX_RETRY_ATTEMPTS", 3),
         migration_timeout_ms=env_int("MIGRATION_TIMEOUT", 1_800_000),
         error_recovery_enabled=env_bool("ERROR_RECOVERY_ENABLED", True),

@@ -52,6 +52,35 @@ from .transforms import EMAIL_REGEX, Column, Kind, parse_text_dates, uuid3_keys
 
 log = logging.getLogger(__name__)
 
+DEFAULT_BATCH_SIZE = 10_000  # rows per Arrow batch (BATCH_SIZE); measured: 20,000 is no faster and holds ~15 MB more
+READ_HINT_BYTES = 4 << 20  # the ADBC driver cuts its batches near this size (its default: 16 MB)
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def _bound_native_memory() -> None:
+    """Return freed batch memory to the system instead of keeping it in the process.
+
+    A load allocates and frees the same few megabytes per batch, in three allocators: pyarrow's
+    pool, the ADBC driver's and pgpq's (both plain malloc). Measured on the largest table at 20,000
+    rows per batch: with pyarrow's default pool (mimalloc) and glibc's adaptive mmap threshold,
+    which rises after the first large free until batch-sized blocks are carved from the heap and
+    kept there, peak RSS grew 148 MB above the imports; with Arrow on the system allocator and the
+    threshold pinned at 128 KiB (every batch-sized block is mapped, and unmapped when freed) it
+    grew 72 MB, at the same speed. Only glibc has ``mallopt``; elsewhere this keeps the defaults.
+    """
+    import ctypes
+    import ctypes.util
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): keep the allocator's defaults
+        pass
+
+
+_bound_native_memory()
+
 LEGACY_ID = "_legacy_id"
 REJECT = "_reject"
 DETAIL = "_detail"
@@ -73,7 +102,7 @@ REASONS = (REQUIRED_NULL, INVALID_VALUE, INVALID_EMAIL, ORPHAN_FK, DUPLICATE_KEY
 
 @dataclass(frozen=True)
 class LoadOptions:
-    batch_size: int = 20_000
+    batch_size: int = DEFAULT_BATCH_SIZE
     fast_path: bool = True
     error_recovery: bool = True
     progress_every: int = 10  # batches between progress log lines
@@ -326,6 +355,7 @@ class LegacyStream:
             cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(conn))
             cur.execute("SET LOCAL jit = off")
             cur.execute("SET LOCAL TimeZone = 'UTC'")
+            cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(READ_HINT_BYTES)})
             cur.execute(text)
             return reader_conn, cur  # the cursor owns the batch reader: keep it alive while reading
         except BaseException:

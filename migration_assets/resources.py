@@ -15,7 +15,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from .config import DbSettings
-from .engine import LegacyStream, LoadOptions
+from .engine import DEFAULT_BATCH_SIZE, LegacyStream, LoadOptions
 from .registry import Entity
 
 
@@ -60,7 +60,7 @@ def _first_line(exc: BaseException) -> str:
 class MigrationSettings(ConfigurableResource):
     """The seed's migration settings."""
 
-    batch_size: int = Field(default=20_000, description="Rows per Arrow record batch (BATCH_SIZE); bounds memory")
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, description="Rows per Arrow record batch (BATCH_SIZE); bounds memory")
     max_retry_attempts: int = Field(default=3, description="Retries of a failed asset (MAX_RETRY_ATTEMPTS)")
     migration_timeout_ms: int = Field(default=1_800_000, description="Per-asset time limit in ms (MIGRATION_TIMEOUT)")
     error_recovery_enabled: bool = Field(default=True, description="Apply automatic fixes (ERROR_RECOVERY_ENABLED); "
