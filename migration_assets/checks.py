@@ -15,15 +15,23 @@ capped sample of offending legacy ids.
   valid unique index is proven by it; one row per legacy id is proven by the bucket accounting
   and counted only inside differing buckets.
 - ``emails_valid``: email columns match the email rule of the target's constraint (WARN).
+- ``content_checksum``: a 64-bit hash of every mapped column, from the raw legacy row (the
+  transforms in SQL) and from the stored target row, summed per bucket on each server and
+  compared row by row only in differing buckets (ERROR). Tables above
+  CONTENT_CHECKSUM_SAMPLE_ABOVE rows compare a deterministic sample of ids.
+
+Both servers work at once: the legacy side's summaries run in a worker thread while the target
+computes its own and the target-only checks; Python only compares a few thousand bucket rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 from psycopg import sql
 
+from .engine import HASH_MOD
 from .registry import Entity
 from .target_schema import CONTROL_SCHEMA
 from .transforms import EMAIL_REGEX, Kind
@@ -71,44 +79,128 @@ def _legacy_id(alias: str = "t") -> sql.Composable:
     return sql.SQL("({}.metadata->>'legacy_id')::bigint").format(sql.Identifier(alias))
 
 
-ID_BUCKET = 1024  # legacy ids per bucket of the accounting summary
+ID_BUCKET = 1024  # legacy ids per bucket of the summaries
 
 
 @dataclass
 class IdAccounting:
-    """Legacy ids on both sides, compared per bucket of ID_BUCKET ids: (rows, sum of a hash of
-    each id) from the legacy primary key, and the same over target rows + open quarantine rows.
-    A bucket that matches holds exactly the same ids on both sides, each once (a missing, extra
-    or repeated id changes the count or the sum); only the buckets that differ are examined id
-    by id. Both summaries are a few thousand rows at scale 1.0, whatever the table's size."""
+    """What both servers hold of one entity, per bucket of ID_BUCKET legacy ids, summarised on
+    each server and compared in Python (a few thousand rows at scale 1.0, whatever the table's size).
+
+    Ids: (rows, sum of a hash of each id) from the legacy primary key, against the same over
+    target rows + open quarantine rows. A bucket that matches holds exactly the same ids on both
+    sides, each once (a missing, extra or repeated id changes the count or the sum).
+
+    Content: (rows, sum of a 64-bit hash of the row's transformed values) over the legacy rows
+    that are not in quarantine, against the same over the target's stored values. Order-
+    independent, so each side is one aggregate scan on its own server, and the two servers work
+    at the same time. Only the buckets that differ are compared row by row, to name the rows."""
 
     legacy_rows: int
     target_rows: int
     quarantined: int
     differing_buckets: list[int]
+    content_every: int = 1  # 1: every row's content compared; n: legacy ids divisible by n
+    content_rows: int = 0  # legacy rows whose content was compared
+    content_differing: list[int] = field(default_factory=list)
+    legacy_checksum: int = 0  # sums of the content hashes, modulo 2^64
+    target_checksum: int = 0
 
 
-def _accounting(source_conn, target_conn, e: Entity) -> IdAccounting:
-    legacy = source_conn.execute(sql.SQL(
+def _content_every(source_conn, e: Entity, sample_above: int | None, sample_every: int | None) -> int:
+    """1 (compare every row) unless the legacy table is above the sampling threshold."""
+    from .config import env_int
+
+    above = env_int("CONTENT_CHECKSUM_SAMPLE_ABOVE", SAMPLE_ABOVE_DEFAULT) if sample_above is None else sample_above
+    every = env_int("CONTENT_CHECKSUM_SAMPLE_EVERY", SAMPLE_EVERY_DEFAULT) if sample_every is None else sample_every
+    (estimate,) = source_conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                                      [e.legacy_table]).fetchone() or (0,)
+    return every if estimate and estimate > above and every > 1 else 1
+
+
+def _in_sample(value: sql.Composable, every: int) -> sql.Composable:
+    return sql.SQL("true") if every == 1 else sql.SQL("{} % {} = 0").format(value, sql.Literal(every))
+
+
+def _open_quarantine(target_conn, e: Entity, every: int) -> list[int]:
+    """Legacy ids of the entity's open quarantine rows (within the content sample)."""
+    return [r[0] for r in target_conn.execute(sql.SQL(
+        "SELECT legacy_id FROM {q} WHERE entity = {ent} AND NOT resolved AND {s}").format(
+        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name),
+        s=_in_sample(sql.SQL("legacy_id"), every))).fetchall()]
+
+
+def _legacy_content_rows(e: Entity, every: int, excluded: list[int], buckets: list[int] | None = None):
+    """Legacy id and content hash of the legacy rows to compare: in the sample, not in quarantine
+    (``excluded``), and within ``buckets`` when given. The id lists are array literals (constants
+    the planner turns into hashed lookups); the transforms' SQL may hold a '%', so no parameters."""
+    pk = sql.SQL("l.{}").format(sql.Identifier(e.legacy_pk))
+    where = [_in_sample(pk, every), sql.SQL("{} <> ALL({}::bigint[])").format(pk, sql.Literal(excluded))]
+    if buckets is not None:
+        where.append(sql.SQL("{} / {} = ANY({}::bigint[])").format(pk, sql.Literal(ID_BUCKET), sql.Literal(buckets)))
+    return sql.SQL("{} WHERE {}").format(legacy_content_sql(e), sql.SQL(" AND ").join(where))
+
+
+def _legacy_summary(source_conn, e: Entity, every: int, excluded: list[int]):
+    """Per bucket on the legacy server: (rows, id-hash sum) of every id, and (rows, content-hash
+    sum) of the rows to compare."""
+    source_conn.execute("SET TimeZone = 'UTC'")
+    ids = source_conn.execute(sql.SQL(
         "SELECT {pk} / {b}, count(*), sum(hashint8({pk}::bigint)) FROM {t} GROUP BY 1").format(
         pk=sql.Identifier(e.legacy_pk), b=sql.Literal(ID_BUCKET), t=sql.Identifier(e.legacy_table))).fetchall()
-    target = target_conn.execute(sql.SQL("""
-        SELECT id / {b}, count(*) FILTER (WHERE loaded), count(*) FILTER (WHERE NOT loaded), sum(hashint8(id))
-        FROM (SELECT {lid} AS id, true AS loaded FROM {t} t WHERE NOT (t.metadata ? 'deleted_at_source')
-              UNION ALL SELECT legacy_id, false FROM {q} WHERE entity = {ent} AND NOT resolved) s
-        GROUP BY 1""").format(b=sql.Literal(ID_BUCKET), lid=_legacy_id(), t=sql.Identifier("public", e.target_table),
+    content = source_conn.execute(sql.SQL("SELECT id / {b}, count(*), sum(h) FROM ({}) AS s(id, h) GROUP BY 1").format(
+        _legacy_content_rows(e, every, excluded), b=sql.Literal(ID_BUCKET))).fetchall()
+    return ids, content
+
+
+def _target_summary(target_conn, e: Entity, every: int):
+    """Per bucket on the target, in one scan: loaded rows, open quarantine rows, the id-hash sum
+    of both, and (rows, content-hash sum) of the loaded rows in the sample."""
+    target_conn.execute("SET TimeZone = 'UTC'")
+    lid, h = _target_content_exprs(e)
+    h = h if every == 1 else sql.SQL("CASE WHEN {} THEN {} END").format(_in_sample(lid, every), h)
+    return target_conn.execute(sql.SQL("""
+        SELECT id / {b}, count(*) FILTER (WHERE loaded), count(*) FILTER (WHERE NOT loaded), sum(hashint8(id)),
+               count(h), sum(h)
+        FROM (SELECT {lid} AS id, true AS loaded, {h} AS h FROM {t} t WHERE NOT (t.metadata ? 'deleted_at_source')
+              UNION ALL SELECT legacy_id, false, NULL FROM {q} WHERE entity = {ent} AND NOT resolved) s
+        GROUP BY 1""").format(b=sql.Literal(ID_BUCKET), lid=lid, h=h, t=sql.Identifier("public", e.target_table),
                               q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name))).fetchall()
-    theirs = {b: (n, h) for b, n, h in legacy}
-    ours = {b: (loaded + quarantined, h) for b, loaded, quarantined, h in target}
-    differing = sorted(b for b in theirs.keys() | ours.keys() if theirs.get(b) != ours.get(b))
-    return IdAccounting(sum(n for _, n, _ in legacy), sum(r[1] for r in target), sum(r[2] for r in target),
-                        differing)
+
+
+def _summarize(source_conn, target_conn, e: Entity, sample_above: int | None = None,
+               sample_every: int | None = None, meanwhile=None) -> IdAccounting:
+    """Both servers' summaries, computed at the same time: the legacy side in a worker thread on
+    ``source_conn``, the target side here on ``target_conn``, followed by ``meanwhile(target_conn)``
+    (the target-only checks) while the legacy server may still be working."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    every = _content_every(source_conn, e, sample_above, sample_every)
+    excluded = _open_quarantine(target_conn, e, every)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="legacy-summary") as pool:
+        legacy_future = pool.submit(_legacy_summary, source_conn, e, every, excluded)
+        target = _target_summary(target_conn, e, every)
+        if meanwhile is not None:
+            meanwhile(target_conn)
+        legacy_ids, legacy_content = legacy_future.result()
+    theirs = {b: (n, h) for b, n, h in legacy_ids}
+    ours = {b: (loaded + quarantined, h) for b, loaded, quarantined, h, _, _ in target}
+    expected = {b: (n, h) for b, n, h in legacy_content}
+    stored = {b: (n, h) for b, *_, n, h in target if n}
+    return IdAccounting(
+        legacy_rows=sum(n for _, n, _ in legacy_ids), target_rows=sum(r[1] for r in target),
+        quarantined=sum(r[2] for r in target),
+        differing_buckets=sorted(b for b in theirs.keys() | ours.keys() if theirs.get(b) != ours.get(b)),
+        content_every=every, content_rows=sum(n for _, n, _ in legacy_content),
+        content_differing=sorted(b for b in expected.keys() | stored.keys() if expected.get(b) != stored.get(b)),
+        legacy_checksum=int(sum(h for _, _, h in legacy_content)) % HASH_MOD,
+        target_checksum=int(sum(h for *_, h in target if h is not None)) % HASH_MOD)
 
 
 def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None = None) -> AssetCheckResult:
     """Per-bucket accounting of legacy ids; the ids of differing buckets only are streamed into a
     temp table on the target to name the missing and extra ones. No table is held in Python."""
-    acc = acc or _accounting(source_conn, target_conn, e)
+    acc = acc or _summarize(source_conn, target_conn, e)
     missing = extra = 0
     missing_sample = extra_sample = None
     if acc.differing_buckets:
@@ -208,7 +300,7 @@ def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_
     keys = [("id", sql.SQL("t.id"), sql.SQL("true"))]
     keys += [(c.target, sql.SQL("t.{}").format(sql.Identifier(c.target)), sql.SQL("true")) for c in e.unique_columns]
     if acc is None and source_conn is not None:
-        acc = _accounting(source_conn, target_conn, e)
+        acc = _summarize(source_conn, target_conn, e)
     if acc is None:
         keys.append(("legacy_id", _legacy_id(), sql.SQL("true")))
     elif acc.differing_buckets:
@@ -303,17 +395,16 @@ def legacy_content_sql(e: Entity, opts=None) -> sql.Composable:
         pk=sql.Identifier(e.legacy_pk), h=_row_hash(values), t=sql.Identifier(e.legacy_table), keys=lateral)
 
 
-def target_content_sql(e: Entity) -> sql.Composable:
-    """Per target row: (legacy id, the same hash over its stored values). An optional foreign key
-    that recovery set NULL counts with the value it had (kept in metadata.recovered)."""
+def _target_content_exprs(e: Entity) -> tuple[sql.Composable, sql.Composable]:
+    """(legacy id, the content hash over its stored values) of a target row (alias t). An optional
+    foreign key that recovery set NULL counts with the value it had (kept in metadata.recovered)."""
     values = [_uuid_hex_sql(sql.SQL("t.id"))]
     for c in e.columns:
         col = sql.SQL("t.{}").format(sql.Identifier(c.target))
         if c.kind is Kind.FK and not c.required:
             col = sql.SQL("coalesce({}, (t.metadata->'recovered'->{}->>'was')::uuid)").format(col, sql.Literal(c.target))
         values.append(_uuid_hex_sql(col) if c.kind is Kind.FK else sql.SQL("({})::text").format(col))
-    return sql.SQL("SELECT {lid}, {h} FROM {t} AS t WHERE NOT (t.metadata ? 'deleted_at_source')").format(
-        lid=_legacy_id(), h=_row_hash(values), t=sql.Identifier("public", e.target_table))
+    return _legacy_id(), _row_hash(values)
 
 
 def _row_hash(values: list[sql.Composable]) -> sql.Composable:
@@ -321,43 +412,41 @@ def _row_hash(values: list[sql.Composable]) -> sql.Composable:
 
 
 def content_checksum(source_conn, target_conn, e: Entity, sample_above: int | None = None,
-                     sample_every: int | None = None) -> AssetCheckResult:
-    """Row-by-row comparison of content hashes; streams (id, hash) pairs, never a table in Python."""
-    from .config import env_int
-
-    sample_above = env_int("CONTENT_CHECKSUM_SAMPLE_ABOVE", SAMPLE_ABOVE_DEFAULT) if sample_above is None else sample_above
-    sample_every = env_int("CONTENT_CHECKSUM_SAMPLE_EVERY", SAMPLE_EVERY_DEFAULT) if sample_every is None else sample_every
-    source_conn.execute("SET TimeZone = 'UTC'")
-    target_conn.execute("SET TimeZone = 'UTC'")
-    (estimate,) = source_conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                                      [e.legacy_table]).fetchone() or (0,)
-    sampled = bool(estimate and estimate > sample_above and sample_every > 1)
-    legacy_q = legacy_content_sql(e)
-    if sampled:
-        legacy_q = sql.SQL("{} WHERE l.{} % {} = 0").format(legacy_q, sql.Identifier(e.legacy_pk),
-                                                         sql.Literal(sample_every))
-    target_conn.execute("CREATE TEMP TABLE IF NOT EXISTS _legacy_content (id bigint PRIMARY KEY, h bigint) "
-                        "ON COMMIT DROP")
-    target_conn.execute("TRUNCATE _legacy_content")
-    with source_conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(legacy_q)) as out, \
-            target_conn.cursor().copy("COPY _legacy_content (id, h) FROM STDIN") as inp:
-        for chunk in out:
-            inp.write(chunk)
-    compared, mismatched, sample, source_sum, target_sum = target_conn.execute(sql.SQL(
-        "WITH t AS ({tq}), j AS (SELECT t.lid, t.h AS th, c.h AS lh FROM t JOIN _legacy_content c ON c.id = t.lid) "
-        "SELECT count(*), count(*) FILTER (WHERE th <> lh), "
-        "(array_agg(lid ORDER BY lid) FILTER (WHERE th <> lh))[1:{n}], "
-        "sum(lh::numeric) % 18446744073709551616, sum(th::numeric) % 18446744073709551616 FROM j").format(
-        tq=sql.SQL("SELECT s.lid, s.h FROM ({}) AS s(lid, h){w}").format(
-            target_content_sql(e), w=sql.SQL(" WHERE s.lid % {} = 0").format(sql.Literal(sample_every))
-            if sampled else sql.SQL("")),
-        n=sql.Literal(SAMPLE))).fetchone()
+                     sample_every: int | None = None, acc: IdAccounting | None = None) -> AssetCheckResult:
+    """Content of every loaded row (or of the sample) against its legacy row: per bucket first
+    (see IdAccounting); in the buckets that differ, the (id, hash) pairs of the legacy rows are
+    streamed into a temp table on the target and joined row by row to name the rows."""
+    acc = acc or _summarize(source_conn, target_conn, e, sample_above, sample_every)
+    every = acc.content_every
+    differing, sample = 0, []
+    if acc.content_differing:
+        excluded = _open_quarantine(target_conn, e, every)
+        rows = _legacy_content_rows(e, every, excluded, acc.content_differing)
+        target_conn.execute("CREATE TEMP TABLE IF NOT EXISTS _legacy_content (id bigint PRIMARY KEY, h bigint) "
+                            "ON COMMIT DROP")
+        target_conn.execute("TRUNCATE _legacy_content")
+        with source_conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(rows)) as out, \
+                target_conn.cursor().copy("COPY _legacy_content (id, h) FROM STDIN") as inp:
+            for chunk in out:
+                inp.write(chunk)
+        lid, h = _target_content_exprs(e)
+        # a row differs when its (id, hash) pair has no partner on the other side: a changed value,
+        # a row missing on either side
+        differing, sample = target_conn.execute(sql.SQL(
+            "WITH t AS (SELECT {lid} AS lid, {h} AS h FROM {t} t WHERE NOT (t.metadata ? 'deleted_at_source') "
+            "           AND {lid} / {b} = ANY({buckets}::bigint[]) AND {s}), "
+            "d AS (SELECT coalesce(t.lid, c.id) AS lid FROM t FULL JOIN _legacy_content c ON c.id = t.lid AND c.h = t.h "
+            "      WHERE t.lid IS NULL OR c.id IS NULL) "
+            "SELECT count(DISTINCT lid), (array_agg(DISTINCT lid ORDER BY lid))[1:{n}] FROM d").format(
+            lid=lid, h=h, t=sql.Identifier("public", e.target_table), b=sql.Literal(ID_BUCKET),
+            s=_in_sample(lid, every), n=sql.Literal(SAMPLE), buckets=sql.Literal(acc.content_differing))).fetchone()
     return AssetCheckResult(
-        check_name="content_checksum", asset_key=AssetKey(e.name), passed=mismatched == 0,
+        check_name="content_checksum", asset_key=AssetKey(e.name), passed=differing == 0,
         severity=AssetCheckSeverity.ERROR, description=CHECKS["content_checksum"],
-        metadata={"rows_compared": compared, "rows_differing": mismatched,
-                  "mode": f"sampled (legacy id % {sample_every} = 0)" if sampled else "full",
-                  "legacy_checksum": str(source_sum or 0), "target_checksum": str(target_sum or 0),
+        metadata={"rows_compared": acc.content_rows, "rows_differing": differing,
+                  "mode": f"sampled (legacy id % {every} = 0)" if every > 1 else "full",
+                  "id_buckets_differing": len(acc.content_differing),
+                  "legacy_checksum": str(acc.legacy_checksum), "target_checksum": str(acc.target_checksum),
                   "columns": len(e.columns) + 1, "sample_legacy_ids": MetadataValue.json(sample or [])})
 
 
@@ -367,11 +456,16 @@ def run_checks(source_conninfo: str, target_conninfo: str, e: Entity,
     import psycopg
 
     with psycopg.connect(source_conninfo, autocommit=True) as src, psycopg.connect(target_conninfo) as tgt:
-        acc = _accounting(src, tgt, e)  # shared by the two checks that reason about legacy ids
-        results = [rows_reconcile(src, tgt, e, acc), foreign_keys_resolve(tgt, e), keys_unique(tgt, e, acc)]
-        if e.email_columns:
-            results.append(emails_valid(tgt, e))
-        results.append(content_checksum(src, tgt, e))
+        target_only = []  # evaluated on the target while the legacy server computes its summaries
+
+        def meanwhile(conn):
+            target_only.append(foreign_keys_resolve(conn, e))
+            if e.email_columns:
+                target_only.append(emails_valid(conn, e))
+
+        acc = _summarize(src, tgt, e, meanwhile=meanwhile)  # shared by the checks that compare both sides
+        results = [rows_reconcile(src, tgt, e, acc), target_only[0], keys_unique(tgt, e, acc), *target_only[1:],
+                   content_checksum(src, tgt, e, acc=acc)]
         tgt.rollback()  # the checks only read: drop the temp tables
         if run_id is not None:
             record_results(tgt, run_id, e, results)

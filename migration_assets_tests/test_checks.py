@@ -33,10 +33,15 @@ def test_row_deleted_in_the_target_is_named(migrated_for_checks):
         conn.execute("SET session_replication_role = replica")  # bypass FK triggers, as a bad script would
         conn.execute("DELETE FROM public.case_files WHERE (metadata->>'legacy_id')::bigint = 5")
         conn.commit()
-    r = _by_name(run_checks(legacy, target, entity("case_files")))["rows_reconcile"]
+    results = _by_name(run_checks(legacy, target, entity("case_files")))
+    r = results["rows_reconcile"]
     assert not r.passed
     assert r.metadata["legacy_ids_unaccounted"].value == 1
     assert r.metadata["sample_unaccounted_legacy_ids"].value == [5]
+    # the content comparison misses the row too (its bucket's sums differ, then row by row)
+    content = results["content_checksum"]
+    assert not content.passed and content.metadata["sample_legacy_ids"].value == [5]
+    assert content.metadata["id_buckets_differing"].value == 1
 
 
 def test_parent_removed_behind_the_constraints_fails_the_blocking_fk_check(migrated_for_checks):
