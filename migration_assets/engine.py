@@ -989,8 +989,9 @@ def _evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOp
     a required reference moves the child row to the quarantine (ORPHAN_FK, the parent named, the
     raw legacy row attached), and so on down the foreign-key graph; an optional reference is set
     NULL and marked for a retry. The walk is breadth-first over one temp table ``_cascade`` (one
-    row per removed descendant); rows are then deleted deepest first, so no foreign key ever
-    points at a removed row. Returns the number of rows of ``e`` removed.
+    row per removed descendant); rows are then deleted table by table, deepest dependency level
+    first, so no foreign key ever points at a removed row. Returns the number of rows of ``e``
+    removed.
     """
     n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(ids_table))).fetchone()[0]
     if not n:
@@ -1024,8 +1025,14 @@ def _evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOp
                                      sql.SQL("s.{} = ANY(ARRAY({}))").format(col, ids_sql))
                     if n:
                         result.cascaded[child.name] = result.cascaded.get(child.name, 0) + n
+    # Children before parents, by dependency level, deepest first. Not in the walk's order: a row
+    # reachable by two paths is registered once, by whichever path found it first, which can be
+    # before its other parent was reached (a file's order_files row found through the file, then
+    # its order through a doctor's office), and deleting in reverse walk order would then remove
+    # that parent while the row still references it.
     removed = 0
-    for target_entity, ids_sql in reversed(removals):  # deepest first
+    for target_entity in sorted({ent.name: ent for ent, _ in removals}.values(), key=lambda x: -x.level):
+        ids_sql = sql.SQL(" UNION ALL ").join(ids for ent, ids in removals if ent.name == target_entity.name)
         removed = conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(ARRAY({}))").format(
             _t(target_entity), ids_sql)).rowcount
     if len(removals) > 1:

@@ -106,6 +106,33 @@ def test_mutate_refresh_equals_a_fresh_migration_including_deletes(private_migra
     assert sum(r[2] + r[3] + r[4] for r in rows.values()) == 0
 
 
+def test_a_delete_reaching_a_row_by_two_paths_removes_children_before_parents(private_migration, databases):
+    """A profile is deleted whose cascade reaches an order_files row twice: through a file the
+    profile uploaded (found early in the walk) and through an order of the profile's doctor
+    (found later). The rows must still be deleted children first."""
+    legacy, target, _ = private_migration(scale=0.01, seed=17)
+    file_lid, profile_lid = query(target, """
+        SELECT (f.metadata->>'legacy_id')::bigint, (p.metadata->>'legacy_id')::bigint
+        FROM public.order_files x JOIN public.orders o ON o.id = x.order_id
+        JOIN public.doctor_offices d ON d.id = o.doctor_office_id JOIN public.doctors dr ON dr.id = d.doctor_id
+        JOIN public.profiles p ON p.id = dr.profile_id JOIN public.files f ON f.id = x.file_id
+        ORDER BY x.id LIMIT 1""")[0]
+    files, profiles = entity("files"), entity("profiles")
+    uploaded_by = next(c.legacy_name for c in files.foreign_keys if c.target == "uploaded_by")
+    with psycopg.connect(legacy) as conn:  # the doctor's own profile uploaded the order's file
+        conn.execute(sql.SQL("UPDATE {t} SET {u} = %s, {chg} = now() WHERE {pk} = %s").format(
+            t=sql.Identifier(files.legacy_table), u=sql.Identifier(uploaded_by),
+            chg=sql.Identifier(files.legacy_change_column), pk=sql.Identifier(files.legacy_pk)),
+            [profile_lid, file_lid])
+    refresh("differential")
+    with psycopg.connect(legacy) as conn:
+        conn.execute(sql.SQL("DELETE FROM {t} WHERE {pk} = %s").format(
+            t=sql.Identifier(profiles.legacy_table), pk=sql.Identifier(profiles.legacy_pk)), [profile_lid])
+    rows = audit(target, refresh("differential").run_id)
+    assert rows["profiles"][4] == 1
+    assert_equal_to_fresh(databases, legacy, target)
+
+
 def test_full_mode_applies_deletes_too(private_migration, databases):
     legacy, target, _ = private_migration(scale=0.01, seed=12)
     mutate(legacy, fraction=0.03, round_no=1, seed=12, log=lambda *_: None)
