@@ -1236,6 +1236,11 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         result.load_path = "fast (empty target: bulk load, then build keys)"
         saved = _capture_constraints(conn, e)
         _drop_constraints(conn, saved)
+        # Emptied in this transaction, the table takes COPY FREEZE: rows are written frozen and
+        # the pages all-visible, so neither the key builds below nor the first queries after the
+        # load rewrite every page to set hint bits, and no vacuum has to freeze it later. The
+        # table is empty (that is why this path runs); TRUNCATE only gives it a new file.
+        conn.execute(sql.SQL("TRUNCATE {}").format(target))
         dest = target
     else:
         conn.execute(sql.SQL("CREATE TEMP TABLE _stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(target))
@@ -1251,7 +1256,8 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     n_rejects = 0
     batches = 0
     encoder = _BinaryCopy(pa.schema([stream.schema.field(c) for c in cols]))
-    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(dest, _ids(cols))) as copy:
+    freeze = sql.SQL(", FREEZE") if fast else sql.SQL("")
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary{})").format(dest, _ids(cols), freeze)) as copy:
         copy.write(encoder.header())
         for batch in _prefetch(stream, depth=2):
             bad_mask = pc.is_valid(batch.column(REJECT))
