@@ -543,7 +543,7 @@ class LoadResult:
     entity: str
     load_path: str
     records_read: int = 0
-    existing: int = 0
+    existing: int | None = 0  # None while a differential load has not counted the table yet
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -896,13 +896,21 @@ def plan_differential(conn: psycopg.Connection, stream: "LegacyStream", wm: Wate
                         f"{wm.max_id}, {len(retry)} rows retried")
 
 
-def _accounted(conn, e: Entity, opts: LoadOptions) -> int:
-    """Target rows (not soft-deleted) + unresolved quarantine rows of ``e``."""
-    live = sql.SQL("WHERE NOT (metadata ? {})").format(sql.Literal(SOFT_DELETED)) \
-        if opts.delete_policy == "soft" else sql.SQL("")
-    return conn.execute(sql.SQL(
-        "SELECT (SELECT count(*) FROM {t} {live}) + (SELECT count(*) FROM {q} WHERE entity = %s AND NOT resolved)"
-    ).format(t=_t(e), live=live, q=sql.Identifier(CONTROL_SCHEMA, "quarantine")), [e.name]).fetchone()[0]
+def _accounted(conn, e: Entity, opts: LoadOptions, result: "LoadResult | None" = None) -> int:
+    """Target rows (not soft-deleted) + unresolved quarantine rows of ``e``.
+
+    With ``result`` whose ``existing`` is not known yet (a differential load does not count the
+    table before it starts), the count before the load is derived from the one taken here, right
+    after the merge: before = now - inserted + evicted."""
+    live = sql.SQL("NOT (metadata ? {})").format(sql.Literal(SOFT_DELETED)) \
+        if opts.delete_policy == "soft" else sql.SQL("true")
+    rows, live_rows, held = conn.execute(sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE {live}), "
+        "(SELECT count(*) FROM {q} WHERE entity = %s AND NOT resolved) FROM {t}"
+    ).format(t=_t(e), live=live, q=sql.Identifier(CONTROL_SCHEMA, "quarantine")), [e.name]).fetchone()
+    if result is not None and result.existing is None:
+        result.existing = rows - result.inserted + result.evicted
+    return live_rows + held
 
 
 GAP_EXPAND_LIMIT = 5_000_000  # ids; beyond this the deleted rows are found by a scan instead
@@ -927,7 +935,7 @@ def _apply_deletes(conn, e: Entity, stream: "LegacyStream", opts: LoadOptions, r
     if stream.nothing_read and stream.accounted_before is not None:
         accounted = stream.accounted_before  # this load wrote nothing: the count before still holds
     else:
-        accounted = _accounted(conn, e, opts)
+        accounted = _accounted(conn, e, opts, result)
     result.accounted_after = accounted
     if accounted <= state.rows:
         return
@@ -1219,11 +1227,16 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
                   "SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL jit = off")
     # One loader per table at a time; readers are not blocked.
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
-    result.existing = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
-    fast = opts.fast_path and result.existing == 0
+    has_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target)).fetchone()[0]
+    fast = opts.fast_path and not has_rows
     previous = _watermark(conn, e)
     result.mode = opts.mode
-    if result.existing and opts.mode == "differential" and previous is not None:
+    differential = has_rows and opts.mode == "differential" and previous is not None
+    # A differential load reads a few rows of what may be millions: it counts the table once,
+    # after the merge (_apply_deletes needs that count anyway), and derives the count before.
+    result.existing = None if differential else (
+        conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0] if has_rows else 0)
+    if differential:
         plan_differential(conn, stream, previous)  # rows changed since the watermark (+ retries)
         result.load_path = f"merge ({stream.plan_note})"
     elif result.existing and opts.incremental:
@@ -1357,6 +1370,9 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     phase("quarantine_upsert_and_resolve")
     if not fast:
         _apply_deletes(conn, e, stream, opts, result, state, previous)
+        if result.existing is None:  # not counted on the way (the plan read nothing)
+            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
+            result.existing = rows - result.inserted + result.evicted + result.deleted
         phase("deletes")
     result.quarantine_by_reason = dict(conn.execute(
         "SELECT reason, count(*) FROM _quarantine GROUP BY reason ORDER BY reason").fetchall())
