@@ -73,14 +73,31 @@ def regenerate(path: Path) -> None:
     write_report({float(k): v for k, v in data.items()}, path)
 
 
-def time_checks(source: str, target: str) -> float:
-    """All asset checks of all 45 tables, as they run after each load; seconds."""
+def time_checks(source: str, target: str, full_content: bool = False) -> tuple[float, int, int]:
+    """All asset checks of all 45 tables, as they run after each load: (seconds, legacy rows whose
+    content was compared, legacy rows). ``full_content``: no table sampled."""
     from migration_assets.checks import run_checks
 
-    started = time.perf_counter()
-    for e in ENTITIES:
-        run_checks(source, target, e)
-    return time.perf_counter() - started
+    saved = os.environ.get("CONTENT_CHECKSUM_SAMPLE_ABOVE")
+    if full_content:
+        os.environ["CONTENT_CHECKSUM_SAMPLE_ABOVE"] = "-1"
+    compared = legacy_rows = 0
+    try:
+        started = time.perf_counter()
+        for e in ENTITIES:
+            for r in run_checks(source, target, e):
+                if not r.passed and r.severity.value == "ERROR":
+                    raise RuntimeError(f"{e.name}.{r.check_name} failed on a clean migration: {r.metadata}")
+                if r.check_name == "content_checksum":
+                    compared += r.metadata["rows_compared"].value
+                if r.check_name == "rows_reconcile":
+                    legacy_rows += r.metadata["legacy_rows"].value
+        return time.perf_counter() - started, compared, legacy_rows
+    finally:
+        if saved is None:
+            os.environ.pop("CONTENT_CHECKSUM_SAMPLE_ABOVE", None)
+        else:
+            os.environ["CONTENT_CHECKSUM_SAMPLE_ABOVE"] = saved
 
 
 def time_sensor(source: str, target: str) -> float:
@@ -122,13 +139,16 @@ def main(argv=None) -> None:
             target = recreate(admin, "bench_target")
             apply_migrations(target)
             full = migrate_child(legacy, target, None)
-            checks_s = time_checks(legacy, target)
+            checks_s, compared, accounted = time_checks(legacy, target)
+            checks_full_s, _, _ = time_checks(legacy, target, full_content=True)
             noop = migrate_child(legacy, target, None)
             mutate(legacy, fraction=0.01, round_no=1, seed=7, log=lambda *_: None)
             diff = migrate_child(legacy, target, None, mode="differential")
             sensor_s = statistics.median(time_sensor(legacy, target) for _ in range(3))
             run = {"diff": diff, "diff_vs_full": diff["wall_s"] / full["wall_s"], "sensor_quiet_s": sensor_s,"rows": rows, "simulate_s": sim_s, "raw_s": raw_s, "full": full, "noop": noop,
                    "checks_s": checks_s, "checks_vs_full": checks_s / full["wall_s"],
+                   "content_compared_share": compared / max(accounted, 1),
+                   "checks_full_content_s": checks_full_s, "checks_full_content_vs_full": checks_full_s / full["wall_s"],
                    "full_vs_raw": full["wall_s"] / raw_s, "noop_vs_full": noop["wall_s"] / full["wall_s"],
                    "orchestration_share": full["orchestration_s"] / full["wall_s"]}
             print(json.dumps({"scale": scale, "run": i, **{k: v for k, v in run.items()
@@ -178,9 +198,16 @@ def write_report(results: dict, path: Path) -> None:
          f"{100 * _median(big, lambda r: r['orchestration_share']):.1f}%",
          _median(big, lambda r: r["orchestration_share"]) < 0.10),
         ("peak RSS of the full run", "<= 256 MB", f"{rss_big:.0f} MB", rss_big <= 256),
-        ("all asset checks / full migration", "<= 20%",
-         f"{100 * _median(big, lambda r: r.get('checks_vs_full', float('nan'))):.0f}%",
+        ("all asset checks / full migration (default: the two tables above 500,000 rows compare a 2% "
+         "sample of their content)", "<= 20%",
+         f"{100 * _median(big, lambda r: r.get('checks_vs_full', float('nan'))):.0f}% "
+         f"({_median(big, lambda r: r.get('checks_s', float('nan'))):.1f} s; content of "
+         f"{100 * _median(big, lambda r: r.get('content_compared_share', float('nan'))):.0f}% of legacy rows compared)",
          _median(big, lambda r: r.get("checks_vs_full", float("inf"))) <= 0.20),
+        ("all asset checks / full migration, every row's content compared", "<= 20%",
+         f"{100 * _median(big, lambda r: r.get('checks_full_content_vs_full', float('nan'))):.0f}% "
+         f"({_median(big, lambda r: r.get('checks_full_content_s', float('nan'))):.1f} s)",
+         _median(big, lambda r: r.get("checks_full_content_vs_full", float("inf"))) <= 0.20),
         ("peak RSS flat between scales", "within 25%", f"{rss_small:.0f} -> {rss_big:.0f} MB",
          rss_big <= 1.25 * rss_small),
     ]

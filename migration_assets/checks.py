@@ -10,15 +10,19 @@ capped sample of offending legacy ids.
   buckets are compared id by id to name the rows. Rows kept by the soft delete policy
   (``metadata.deleted_at_source``) are not counted as target rows.
 - ``foreign_keys_resolve``: no target row references a missing parent, for every foreign key
-  (ERROR, blocking: children do not materialize on a broken parent).
+  (ERROR, blocking: children do not materialize on a broken parent). Counted in the target scan
+  of the summaries (which joins the parents anyway); rows are named only when some dangle.
 - ``keys_unique``: primary key, unique keys, one target row per legacy id (ERROR). A key with a
   valid unique index is proven by it; one row per legacy id is proven by the bucket accounting
   and counted only inside differing buckets.
 - ``emails_valid``: email columns match the email rule of the target's constraint (WARN).
-- ``content_checksum``: a 64-bit hash of every mapped column, from the raw legacy row (the
-  transforms in SQL) and from the stored target row, summed per bucket on each server and
-  compared row by row only in differing buckets (ERROR). Tables above
-  CONTENT_CHECKSUM_SAMPLE_ABOVE rows compare a deterministic sample of ids.
+- ``content_checksum``: a 64-bit hash of every mapped column of every row, from the raw legacy
+  row (the transforms in SQL) and from the stored target row, summed per bucket on each server
+  and compared row by row only in differing buckets (ERROR). A foreign key is compared as the
+  legacy id of the parent row it resolves to on the target (a hash join), so the legacy side
+  needs no md5 per key; the primary key's UUID derivation is recomputed for every
+  UUID_CHECK_EVERY-th id. Tables above CONTENT_CHECKSUM_SAMPLE_ABOVE rows compare a
+  deterministic sample of ids.
 
 Both servers work at once: the legacy side's summaries run in a worker thread while the target
 computes its own and the target-only checks; Python only compares a few thousand bucket rows.
@@ -34,7 +38,7 @@ from psycopg import sql
 from .engine import HASH_MOD
 from .registry import Entity
 from .target_schema import CONTROL_SCHEMA
-from .transforms import EMAIL_REGEX, Kind
+from .transforms import EMAIL_REGEX, Kind, uuid_sql
 
 SAMPLE = 20
 
@@ -48,18 +52,24 @@ CHECKS = {
     "emails_valid": "Every email column matches the email format rule.",
     "content_checksum": "Every loaded row holds exactly the values the registry's transforms give for its legacy "
                         "row: a hash of all mapped columns, computed from the raw legacy row on the legacy server "
-                        "and from the target row on the target server, compared row by row (a deterministic "
-                        "sample of ids on very large tables).",
+                        "and from the target row on the target server, compared row by row; each foreign key "
+                        "must lead to the parent with the legacy row's parent id (a deterministic sample of ids "
+                        "on tables above 500,000 rows).",
 }
 
-# Tables above this many legacy rows get a sampled content checksum (CONTENT_CHECKSUM_SAMPLE_ABOVE);
-# the sample is every legacy id divisible by CONTENT_CHECKSUM_SAMPLE_EVERY. Recomputing every
-# transform on the legacy server costs about 6 us a row (several md5 keys, date and code rules):
-# a full comparison of the 4.5M rows at scale 1.0 would cost about half the migration itself,
-# so tables above 50,000 rows compare a 2% sample by default. CONTENT_CHECKSUM_SAMPLE_ABOVE set
-# above the largest table makes every comparison full.
-SAMPLE_ABOVE_DEFAULT = 50_000
+# Content comparison settings. Every row of every table up to CONTENT_CHECKSUM_SAMPLE_ABOVE legacy
+# rows (default 500,000) is compared; a larger table compares the ids divisible by
+# CONTENT_CHECKSUM_SAMPLE_EVERY (default 50). At scale 1.0 that samples the two largest tables
+# (system_messages 2.2M, tasks 0.95M rows) and compares the other 43 in full: a full comparison
+# costs ~2.5 us a row on the two servers together (transforms and hash on one, the joins to the
+# parents and the hash on the other), ~8 s more for those two. CONTENT_CHECKSUM_SAMPLE_ABOVE=-1
+# compares every table in full. The UUID derivation of the primary key (uuid v3 of entity and
+# legacy id) is recomputed for the ids divisible by UUID_CHECK_EVERY (default 50; 1 = every row):
+# an md5 in SQL costs more than the rest of a row's comparison; the relations themselves are
+# compared for every row (each foreign key must resolve to the parent with the right legacy id).
+SAMPLE_ABOVE_DEFAULT = 500_000
 SAMPLE_EVERY_DEFAULT = 50
+UUID_CHECK_EVERY_DEFAULT = 50
 
 
 def check_specs(e: Entity) -> list[AssetCheckSpec]:
@@ -91,31 +101,50 @@ class IdAccounting:
     target rows + open quarantine rows. A bucket that matches holds exactly the same ids on both
     sides, each once (a missing, extra or repeated id changes the count or the sum).
 
-    Content: (rows, sum of a 64-bit hash of the row's transformed values) over the legacy rows
-    that are not in quarantine, against the same over the target's stored values. Order-
-    independent, so each side is one aggregate scan on its own server, and the two servers work
-    at the same time. Only the buckets that differ are compared row by row, to name the rows."""
+    Content: (rows, sum of a 64-bit hash of the row's values) over the legacy rows that are not in
+    quarantine, against the same over the target's stored rows. Order-independent, so each side is
+    one aggregate scan on its own server, and the two servers work at the same time. Only the
+    buckets that differ are compared row by row, to name the rows.
+
+    Dangling references per foreign key come from the same target scan (its joins to the parents
+    give the parents' legacy ids for the content hash)."""
 
     legacy_rows: int
     target_rows: int
     quarantined: int
     differing_buckets: list[int]
     content_every: int = 1  # 1: every row's content compared; n: legacy ids divisible by n
+    uuid_every: int = 1  # primary-key UUIDs recomputed for the legacy ids divisible by this
     content_rows: int = 0  # legacy rows whose content was compared
     content_differing: list[int] = field(default_factory=list)
     legacy_checksum: int = 0  # sums of the content hashes, modulo 2^64
     target_checksum: int = 0
+    dangling: dict[str, int] = field(default_factory=dict)  # foreign key column -> rows referencing no parent
+    plan: "_Plan | None" = None  # what both sides agreed on (the drill-down reuses it)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What both sides of one comparison agree on before either starts."""
+
+    every: int  # content sample
+    uuid_every: int
+    excluded: list[int]  # open quarantine ids (within the sample): no content expected for them
+    recovered: dict[str, list[int]]  # optional FK column -> legacy ids of rows where recovery set it NULL
+    parents: dict[str, sql.Composable]  # FK column -> relation (id, lid) of the parent table
 
 
 def _content_every(source_conn, e: Entity, sample_above: int | None, sample_every: int | None) -> int:
-    """1 (compare every row) unless the legacy table is above the sampling threshold."""
+    """1 (compare every row) unless the legacy table is above the sampling threshold (negative: none)."""
     from .config import env_int
 
     above = env_int("CONTENT_CHECKSUM_SAMPLE_ABOVE", SAMPLE_ABOVE_DEFAULT) if sample_above is None else sample_above
     every = env_int("CONTENT_CHECKSUM_SAMPLE_EVERY", SAMPLE_EVERY_DEFAULT) if sample_every is None else sample_every
+    if above < 0 or every <= 1:
+        return 1
     (estimate,) = source_conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
                                       [e.legacy_table]).fetchone() or (0,)
-    return every if estimate and estimate > above and every > 1 else 1
+    return every if estimate and estimate > above else 1
 
 
 def _in_sample(value: sql.Composable, every: int) -> sql.Composable:
@@ -130,71 +159,182 @@ def _open_quarantine(target_conn, e: Entity, every: int) -> list[int]:
         s=_in_sample(sql.SQL("legacy_id"), every))).fetchall()]
 
 
-def _legacy_content_rows(e: Entity, every: int, excluded: list[int], buckets: list[int] | None = None):
-    """Legacy id and content hash of the legacy rows to compare: in the sample, not in quarantine
-    (``excluded``), and within ``buckets`` when given. The id lists are array literals (constants
-    the planner turns into hashed lookups); the transforms' SQL may hold a '%', so no parameters."""
-    pk = sql.SQL("l.{}").format(sql.Identifier(e.legacy_pk))
-    where = [_in_sample(pk, every), sql.SQL("{} <> ALL({}::bigint[])").format(pk, sql.Literal(excluded))]
-    if buckets is not None:
-        where.append(sql.SQL("{} / {} = ANY({}::bigint[])").format(pk, sql.Literal(ID_BUCKET), sql.Literal(buckets)))
-    return sql.SQL("{} WHERE {}").format(legacy_content_sql(e), sql.SQL(" AND ").join(where))
+def _recovered_references(target_conn, e: Entity) -> dict[str, list[int]]:
+    """Per optional foreign key: legacy ids of the rows whose reference recovery set NULL (the value
+    it had is in metadata.recovered). Their legacy rows still hold the integer, so the legacy side
+    hashes the UUID it stood for, as the target side does. Read through the partial retry index."""
+    optional = [c for c in e.foreign_keys if not c.required]
+    if not optional:
+        return {}
+    t = sql.Identifier("public", e.target_table)
+    cols = sql.SQL(", ").join(sql.SQL(
+        "array_agg({lid} ORDER BY {lid}) FILTER (WHERE t.{c} IS NULL AND t.metadata->'recovered'->{k} ? 'was')").format(
+        lid=_legacy_id(), c=sql.Identifier(c.target), k=sql.Literal(c.target)) for c in optional)
+    row = target_conn.execute(sql.SQL("SELECT {} FROM {} t WHERE t.metadata->'recovered' ? 'retry'").format(
+        cols, t)).fetchone()
+    return {c.target: ids for c, ids in zip(optional, row) if ids}
 
 
-def _legacy_summary(source_conn, e: Entity, every: int, excluded: list[int]):
-    """Per bucket on the legacy server: (rows, id-hash sum) of every id, and (rows, content-hash
-    sum) of the rows to compare."""
+def _parent_relation(target_conn, table: str) -> sql.Composable:
+    """(id, lid) of a parent table. With its primary key enforced, the plain table (the join cannot
+    fan out); without, one row per id, so a duplicated parent cannot count a child twice."""
+    lid, t = _legacy_id("p"), sql.Identifier("public", table)
+    if _enforcing_index(target_conn, table, "id"):
+        return sql.SQL("(SELECT p.id, {} AS lid FROM {} p)").format(lid, t)
+    return sql.SQL("(SELECT p.id, min({}) AS lid FROM {} p GROUP BY p.id)").format(lid, t)
+
+
+def _plan(source_conn, target_conn, e: Entity, sample_above: int | None, sample_every: int | None,
+          uuid_every: int | None) -> _Plan:
+    from .config import env_int
+
+    every = _content_every(source_conn, e, sample_above, sample_every)
+    uuid_every = env_int("UUID_CHECK_EVERY", UUID_CHECK_EVERY_DEFAULT) if uuid_every is None else uuid_every
+    return _Plan(every=every, uuid_every=max(uuid_every, 1), excluded=_open_quarantine(target_conn, e, every),
+                 recovered=_recovered_references(target_conn, e),
+                 parents={c.target: _parent_relation(target_conn, c.parent) for c in e.foreign_keys})
+
+
+def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
+    """64-bit hash of what the target row of a legacy row (alias l) must hold: the legacy id, the
+    transformed values, each foreign key as its parent's legacy id (the UUID of a reference that
+    recovery set NULL), and ``true`` where the primary key's UUID is checked. Typed values hashed
+    with the types' own hash functions (no text rendering); the transforms are the engine's SQL."""
+    from .engine import LoadOptions, _column_value_sql
+
+    opts = LoadOptions()
+    pk = sql.SQL("l.{}::bigint").format(sql.Identifier(e.legacy_pk))
+    values = [pk, sql.SQL("CASE WHEN {} THEN true END").format(_in_sample(pk, plan.uuid_every))]
+    for c in e.columns:
+        src = sql.SQL("l.{}").format(sql.Identifier(c.legacy_name))
+        if c.kind is Kind.FK:
+            v = sql.SQL("({})::bigint").format(_column_value_sql(e, c, opts))
+            ids = plan.recovered.get(c.target)
+            if ids:
+                v = sql.SQL("CASE WHEN {pk} = ANY({ids}::bigint[]) THEN uuid_hash_extended({u}, 0) ELSE {v} END").format(
+                    pk=pk, ids=sql.Literal(ids), u=uuid_sql(c.parent, v), v=v)
+        elif c.kind is Kind.TEXT_DATE:
+            v = _strict_date_sql(src)
+        else:
+            v = sql.SQL("({})::{}").format(_column_value_sql(e, c, opts), sql.SQL(c.target_type))
+        values.append(v)
+    return _row_hash(values)
+
+
+def _target_rows(e: Entity, plan: _Plan) -> tuple[sql.Composable, sql.Composable, list[sql.Composable]]:
+    """(FROM clause, row hash, dangling flags) of the target rows: alias t, each parent joined as
+    p0, p1... by its UUID to read its legacy id (hash joins). The hash matches ``_legacy_row_hash``."""
+    lid = _legacy_id()
+    values = [lid, sql.SQL("CASE WHEN {} THEN t.id = {} END").format(
+        _in_sample(lid, plan.uuid_every), uuid_sql(e.name, lid))]
+    joins, flags = [], []
+    fk = 0
+    for c in e.columns:
+        col = sql.SQL("t.{}").format(sql.Identifier(c.target))
+        if c.kind is not Kind.FK:
+            values.append(col)
+            continue
+        p = sql.Identifier(f"p{fk}")
+        fk += 1
+        joins.append(sql.SQL("LEFT JOIN {rel} AS {p} ON {p}.id = {col}").format(
+            rel=plan.parents[c.target], p=p, col=col))
+        flags.append(sql.SQL("({col} IS NOT NULL AND {p}.id IS NULL)").format(col=col, p=p))
+        v = sql.SQL("{}.lid").format(p)
+        if not c.required:
+            v = sql.SQL("CASE WHEN {col} IS NULL THEN uuid_hash_extended((t.metadata->'recovered'->{k}->>'was')::uuid, 0) "
+                        "ELSE {v} END").format(col=col, k=sql.Literal(c.target), v=v)
+        values.append(v)
+    source = sql.SQL("{} t {}").format(sql.Identifier("public", e.target_table), sql.SQL(" ").join(joins))
+    return source, _row_hash(values), flags
+
+
+def _legacy_content_rows(e: Entity, plan: _Plan, buckets: list[int]) -> sql.Composable:
+    """Legacy id and content hash of the legacy rows to compare within ``buckets``: in the sample,
+    not in quarantine. The id lists are array literals (constants the planner turns into hashed
+    lookups); the transforms' SQL may hold a '%', so no parameters."""
+    pk = sql.SQL("l.{}::bigint").format(sql.Identifier(e.legacy_pk))
+    return sql.SQL("SELECT {pk}, {h} FROM {t} AS l WHERE {s} AND {pk} <> ALL({ex}::bigint[]) "
+                   "AND {pk} / {b} = ANY({bs}::bigint[])").format(
+        pk=pk, h=_legacy_row_hash(e, plan), t=sql.Identifier(e.legacy_table), s=_in_sample(pk, plan.every),
+        ex=sql.Literal(plan.excluded), b=sql.Literal(ID_BUCKET), bs=sql.Literal(buckets))
+
+
+def _legacy_summary(source_conn, e: Entity, plan: _Plan):
+    """Per bucket on the legacy server, in one scan: (rows, id-hash sum) of every id, and (rows,
+    content-hash sum) of the rows to compare."""
     source_conn.execute("SET TimeZone = 'UTC'")
-    ids = source_conn.execute(sql.SQL(
-        "SELECT {pk} / {b}, count(*), sum(hashint8({pk}::bigint)) FROM {t} GROUP BY 1").format(
-        pk=sql.Identifier(e.legacy_pk), b=sql.Literal(ID_BUCKET), t=sql.Identifier(e.legacy_table))).fetchall()
-    content = source_conn.execute(sql.SQL("SELECT id / {b}, count(*), sum(h) FROM ({}) AS s(id, h) GROUP BY 1").format(
-        _legacy_content_rows(e, every, excluded), b=sql.Literal(ID_BUCKET))).fetchall()
-    return ids, content
+    # bigint on both sides of ``<> ALL``: only a same-type comparison becomes a hashed lookup
+    pk = sql.SQL("l.{}::bigint").format(sql.Identifier(e.legacy_pk))
+    keep = sql.SQL("({} AND {} <> ALL({}::bigint[]))").format(_in_sample(pk, plan.every), pk,
+                                                              sql.Literal(plan.excluded))
+    return _grouped(source_conn, sql.SQL(
+        "SELECT {pk} / {b}, count(*), sum(hashint8({pk})), count(*) FILTER (WHERE {keep}), "
+        "sum(CASE WHEN {keep} THEN {h} END) FROM {t} AS l GROUP BY 1").format(
+        pk=pk, b=sql.Literal(ID_BUCKET), keep=keep, h=_legacy_row_hash(e, plan), t=sql.Identifier(e.legacy_table)))
 
 
-def _target_summary(target_conn, e: Entity, every: int):
-    """Per bucket on the target, in one scan: loaded rows, open quarantine rows, the id-hash sum
-    of both, and (rows, content-hash sum) of the loaded rows in the sample."""
+def _grouped(conn, query: sql.Composable) -> list[tuple]:
+    """Run a per-bucket summary with hash aggregation. The planner takes the bucket expression
+    (id / 1024) for as many groups as ids and may sort the whole table, spilling to disk, to
+    group it; there are only rows / 1024 groups."""
+    conn.execute("SET enable_sort = off")
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.execute("RESET enable_sort")
+
+
+def _target_summary(target_conn, e: Entity, plan: _Plan):
+    """Per bucket on the target, in one scan joined to the parents: loaded rows, open quarantine
+    rows, the id-hash sum of both, (rows, content-hash sum) of the loaded rows in the sample, and
+    dangling references per foreign key (over all rows, soft-deleted ones included)."""
     target_conn.execute("SET TimeZone = 'UTC'")
-    lid, h = _target_content_exprs(e)
-    h = h if every == 1 else sql.SQL("CASE WHEN {} THEN {} END").format(_in_sample(lid, every), h)
-    return target_conn.execute(sql.SQL("""
-        SELECT id / {b}, count(*) FILTER (WHERE loaded), count(*) FILTER (WHERE NOT loaded), sum(hashint8(id)),
-               count(h), sum(h)
-        FROM (SELECT {lid} AS id, true AS loaded, {h} AS h FROM {t} t WHERE NOT (t.metadata ? 'deleted_at_source')
-              UNION ALL SELECT legacy_id, false, NULL FROM {q} WHERE entity = {ent} AND NOT resolved) s
-        GROUP BY 1""").format(b=sql.Literal(ID_BUCKET), lid=lid, h=h, t=sql.Identifier("public", e.target_table),
-                              q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name))).fetchall()
+    source, h, flags = _target_rows(e, plan)
+    lid = _legacy_id()
+    live = sql.SQL("NOT (t.metadata ? 'deleted_at_source')")
+    names = [sql.Identifier(f"m{i}") for i in range(len(flags))]
+    table_flags = sql.SQL("").join(sql.SQL(", {} AS {}").format(f, n) for f, n in zip(flags, names))
+    quarantine_flags = sql.SQL("").join(sql.SQL(", false") for _ in flags)
+    dangling = sql.SQL("").join(sql.SQL(", count(*) FILTER (WHERE {})").format(n) for n in names)
+    return _grouped(target_conn, sql.SQL("""
+        SELECT id / {b}, count(*) FILTER (WHERE k = 0), count(*) FILTER (WHERE k = 2),
+               sum(hashint8(id)) FILTER (WHERE k <> 1), count(h), sum(h){dangling}
+        FROM (SELECT {lid} AS id, CASE WHEN {live} THEN 0 ELSE 1 END AS k,
+                     CASE WHEN {live} AND {s} THEN {h} END AS h{table_flags} FROM {source}
+              UNION ALL SELECT legacy_id, 2, NULL{quarantine_flags} FROM {q} WHERE entity = {ent} AND NOT resolved) s
+        GROUP BY 1""").format(
+        b=sql.Literal(ID_BUCKET), dangling=dangling, lid=lid, live=live, s=_in_sample(lid, plan.every), h=h,
+        table_flags=table_flags, source=source, quarantine_flags=quarantine_flags,
+        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name)))
 
 
 def _summarize(source_conn, target_conn, e: Entity, sample_above: int | None = None,
-               sample_every: int | None = None, meanwhile=None) -> IdAccounting:
+               sample_every: int | None = None, meanwhile=None, uuid_every: int | None = None) -> IdAccounting:
     """Both servers' summaries, computed at the same time: the legacy side in a worker thread on
     ``source_conn``, the target side here on ``target_conn``, followed by ``meanwhile(target_conn)``
     (the target-only checks) while the legacy server may still be working."""
     from concurrent.futures import ThreadPoolExecutor
 
-    every = _content_every(source_conn, e, sample_above, sample_every)
-    excluded = _open_quarantine(target_conn, e, every)
+    plan = _plan(source_conn, target_conn, e, sample_above, sample_every, uuid_every)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="legacy-summary") as pool:
-        legacy_future = pool.submit(_legacy_summary, source_conn, e, every, excluded)
-        target = _target_summary(target_conn, e, every)
+        legacy_future = pool.submit(_legacy_summary, source_conn, e, plan)
+        target = _target_summary(target_conn, e, plan)
         if meanwhile is not None:
             meanwhile(target_conn)
-        legacy_ids, legacy_content = legacy_future.result()
-    theirs = {b: (n, h) for b, n, h in legacy_ids}
-    ours = {b: (loaded + quarantined, h) for b, loaded, quarantined, h, _, _ in target}
-    expected = {b: (n, h) for b, n, h in legacy_content}
-    stored = {b: (n, h) for b, *_, n, h in target if n}
+        legacy = legacy_future.result()
+    theirs = {r[0]: (r[1], r[2]) for r in legacy}
+    ours = {r[0]: (r[1] + r[2], r[3]) for r in target}
+    expected = {r[0]: (r[3], r[4]) for r in legacy if r[3]}
+    stored = {r[0]: (r[4], r[5]) for r in target if r[4]}
     return IdAccounting(
-        legacy_rows=sum(n for _, n, _ in legacy_ids), target_rows=sum(r[1] for r in target),
+        legacy_rows=sum(r[1] for r in legacy), target_rows=sum(r[1] for r in target),
         quarantined=sum(r[2] for r in target),
         differing_buckets=sorted(b for b in theirs.keys() | ours.keys() if theirs.get(b) != ours.get(b)),
-        content_every=every, content_rows=sum(n for _, n, _ in legacy_content),
+        content_every=plan.every, uuid_every=plan.uuid_every, content_rows=sum(r[3] for r in legacy),
         content_differing=sorted(b for b in expected.keys() | stored.keys() if expected.get(b) != stored.get(b)),
-        legacy_checksum=int(sum(h for _, _, h in legacy_content)) % HASH_MOD,
-        target_checksum=int(sum(h for *_, h in target if h is not None)) % HASH_MOD)
+        legacy_checksum=int(sum(r[4] for r in legacy if r[4] is not None)) % HASH_MOD,
+        target_checksum=int(sum(r[5] for r in target if r[5] is not None)) % HASH_MOD,
+        dangling={c.target: sum(r[6 + i] for r in target) for i, c in enumerate(e.foreign_keys)}, plan=plan)
 
 
 def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None = None) -> AssetCheckResult:
@@ -243,12 +383,13 @@ def _offending_rows(target_conn, e: Entity, predicate: sql.Composable) -> tuple[
         n=sql.Literal(SAMPLE))).fetchone()
 
 
-def foreign_keys_resolve(target_conn, e: Entity) -> AssetCheckResult:
+def foreign_keys_resolve(target_conn, e: Entity, acc: IdAccounting | None = None) -> AssetCheckResult:
     """All foreign keys of the table in one pass: the rows left-joined to every parent's keys
     (hash joins), dangling references counted per column. Rows are told apart by address, so a
-    parent key present twice (its primary key dropped) cannot count a child twice."""
+    parent key present twice (its primary key dropped) cannot count a child twice. With ``acc``
+    (whose target scan made the same joins) a table without dangling references needs no query."""
     per_fk, samples = {c.target: 0 for c in e.foreign_keys}, {}
-    if e.foreign_keys:
+    if e.foreign_keys and (acc is None or any(acc.dangling.values())):
         fks = e.foreign_keys
         flags = [sql.Identifier(f"m{i}") for i in range(len(fks))]
         missing = [sql.SQL("(t.{col} IS NOT NULL AND {p}.id IS NULL)").format(
@@ -279,7 +420,7 @@ def foreign_keys_resolve(target_conn, e: Entity) -> AssetCheckResult:
                   "sample_legacy_ids": MetadataValue.json(samples)})
 
 
-def _enforcing_index(target_conn, e: Entity, column: str) -> str | None:
+def _enforcing_index(target_conn, table: str, column: str) -> str | None:
     """Name of a valid, non-partial, single-column unique index on ``column`` (then the database
     itself guarantees uniqueness), else None."""
     row = target_conn.execute(
@@ -287,7 +428,7 @@ def _enforcing_index(target_conn, e: Entity, column: str) -> str | None:
         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
         "WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indisvalid AND i.indnatts = 1 "
         "AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = %s LIMIT 1",
-        [f"public.{e.target_table}", column]).fetchone()
+        [f"public.{table}", column]).fetchone()
     return row[0] if row else None
 
 
@@ -310,7 +451,7 @@ def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_
         found["legacy_id"] = 0
         enforced["legacy_id"] = "id accounting: every bucket matches the legacy primary key"
     for name, expr, scope in keys:
-        index = _enforcing_index(target_conn, e, name) if name != "legacy_id" else None
+        index = _enforcing_index(target_conn, e.target_table, name) if name != "legacy_id" else None
         if index:
             found[name], enforced[name] = 0, f"unique index {index}"
             continue
@@ -349,17 +490,6 @@ def emails_valid(target_conn, e: Entity) -> AssetCheckResult:
                   "sample_legacy_ids": MetadataValue.json(samples)})
 
 
-def _uuid_from_md5_sql(md5_hex: sql.Composable) -> sql.Composable:
-    """The RFC 4122 v3 layout of an md5 hex string, as the 32 hex digits of the UUID (compared
-    with ``_uuid_hex_sql`` of the target's value; cheaper than building uuid values)."""
-    return sql.SQL("overlay(overlay({0} placing '3' from 13 for 1) placing translate(substr({0}, 17, 1), "
-                   "'0123456789abcdef', '89ab89ab89ab89ab') from 17 for 1)").format(md5_hex)
-
-
-def _uuid_hex_sql(value: sql.Composable) -> sql.Composable:
-    return sql.SQL("replace(({})::text, '-', '')").format(value)
-
-
 def _strict_date_sql(v: sql.Composable) -> sql.Composable:
     """parse_text_dates in SQL: YYYY-MM-DD exactly (trimmed), a real day, years 1900..2099.
     Nested CASEs fix the evaluation order, so no cast ever sees a malformed value."""
@@ -370,81 +500,50 @@ def _strict_date_sql(v: sql.Composable) -> sql.Composable:
         "+ interval '1 month - 1 day')::int THEN {t}::date END END").format(t=t)
 
 
-def legacy_content_sql(e: Entity, opts=None) -> sql.Composable:
-    """Per legacy row: (legacy id, 64-bit hash of the target values its transforms give).
-
-    The md5 behind each key is computed once per row in a LATERAL subquery (``OFFSET 0`` keeps
-    the planner from inlining it back into every use)."""
-    from .engine import LoadOptions, _column_value_sql
-
-    opts = opts or LoadOptions()
-    keys = [e.pk_column.value_sql(sql.SQL("l.{}").format(sql.Identifier(e.legacy_pk)), key_entity=e.name)]
-    values = [_uuid_from_md5_sql(sql.SQL("k.k0"))]
-    for c in e.columns:
-        src = sql.SQL("l.{}").format(sql.Identifier(c.legacy_name))
-        if c.kind is Kind.FK:
-            keys.append(c.value_sql(src, key_entity=c.parent))
-            v = _uuid_from_md5_sql(sql.SQL("k.{}").format(sql.Identifier(f"k{len(keys) - 1}")))
-        elif c.kind is Kind.TEXT_DATE:
-            v = _strict_date_sql(src)
-        else:
-            v = sql.SQL("({})::{}").format(_column_value_sql(e, c, opts), sql.SQL(c.target_type))
-        values.append(sql.SQL("({})::text").format(v))
-    lateral = sql.SQL(", ").join(sql.SQL("{} AS {}").format(k, sql.Identifier(f"k{i}")) for i, k in enumerate(keys))
-    return sql.SQL("SELECT l.{pk}, {h} FROM {t} AS l CROSS JOIN LATERAL (SELECT {keys} OFFSET 0) AS k").format(
-        pk=sql.Identifier(e.legacy_pk), h=_row_hash(values), t=sql.Identifier(e.legacy_table), keys=lateral)
-
-
-def _target_content_exprs(e: Entity) -> tuple[sql.Composable, sql.Composable]:
-    """(legacy id, the content hash over its stored values) of a target row (alias t). An optional
-    foreign key that recovery set NULL counts with the value it had (kept in metadata.recovered)."""
-    values = [_uuid_hex_sql(sql.SQL("t.id"))]
-    for c in e.columns:
-        col = sql.SQL("t.{}").format(sql.Identifier(c.target))
-        if c.kind is Kind.FK and not c.required:
-            col = sql.SQL("coalesce({}, (t.metadata->'recovered'->{}->>'was')::uuid)").format(col, sql.Literal(c.target))
-        values.append(_uuid_hex_sql(col) if c.kind is Kind.FK else sql.SQL("({})::text").format(col))
-    return _legacy_id(), _row_hash(values)
-
-
 def _row_hash(values: list[sql.Composable]) -> sql.Composable:
-    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(sql.SQL(", ").join(values))
+    # hash_record_extended combines each column's own extended hash function (int8, numeric,
+    # timestamptz...): no text rendering, independent of the session's TimeZone and DateStyle
+    return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(values))
 
 
 def content_checksum(source_conn, target_conn, e: Entity, sample_above: int | None = None,
-                     sample_every: int | None = None, acc: IdAccounting | None = None) -> AssetCheckResult:
+                     sample_every: int | None = None, acc: IdAccounting | None = None,
+                     uuid_every: int | None = None) -> AssetCheckResult:
     """Content of every loaded row (or of the sample) against its legacy row: per bucket first
     (see IdAccounting); in the buckets that differ, the (id, hash) pairs of the legacy rows are
     streamed into a temp table on the target and joined row by row to name the rows."""
-    acc = acc or _summarize(source_conn, target_conn, e, sample_above, sample_every)
-    every = acc.content_every
+    acc = acc or _summarize(source_conn, target_conn, e, sample_above, sample_every, uuid_every=uuid_every)
+    plan = acc.plan
     differing, sample = 0, []
     if acc.content_differing:
-        excluded = _open_quarantine(target_conn, e, every)
-        rows = _legacy_content_rows(e, every, excluded, acc.content_differing)
         target_conn.execute("CREATE TEMP TABLE IF NOT EXISTS _legacy_content (id bigint PRIMARY KEY, h bigint) "
                             "ON COMMIT DROP")
         target_conn.execute("TRUNCATE _legacy_content")
-        with source_conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(rows)) as out, \
+        with source_conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(
+                _legacy_content_rows(e, plan, acc.content_differing))) as out, \
                 target_conn.cursor().copy("COPY _legacy_content (id, h) FROM STDIN") as inp:
             for chunk in out:
                 inp.write(chunk)
-        lid, h = _target_content_exprs(e)
+        source, h, _ = _target_rows(e, plan)
+        lid = _legacy_id()
         # a row differs when its (id, hash) pair has no partner on the other side: a changed value,
         # a row missing on either side
         differing, sample = target_conn.execute(sql.SQL(
-            "WITH t AS (SELECT {lid} AS lid, {h} AS h FROM {t} t WHERE NOT (t.metadata ? 'deleted_at_source') "
+            "WITH t AS (SELECT {lid} AS lid, {h} AS h FROM {source} WHERE NOT (t.metadata ? 'deleted_at_source') "
             "           AND {lid} / {b} = ANY({buckets}::bigint[]) AND {s}), "
             "d AS (SELECT coalesce(t.lid, c.id) AS lid FROM t FULL JOIN _legacy_content c ON c.id = t.lid AND c.h = t.h "
             "      WHERE t.lid IS NULL OR c.id IS NULL) "
             "SELECT count(DISTINCT lid), (array_agg(DISTINCT lid ORDER BY lid))[1:{n}] FROM d").format(
-            lid=lid, h=h, t=sql.Identifier("public", e.target_table), b=sql.Literal(ID_BUCKET),
-            s=_in_sample(lid, every), n=sql.Literal(SAMPLE), buckets=sql.Literal(acc.content_differing))).fetchone()
+            lid=lid, h=h, source=source, b=sql.Literal(ID_BUCKET), s=_in_sample(lid, plan.every),
+            n=sql.Literal(SAMPLE), buckets=sql.Literal(acc.content_differing))).fetchone()
+    every = acc.content_every
     return AssetCheckResult(
         check_name="content_checksum", asset_key=AssetKey(e.name), passed=differing == 0,
         severity=AssetCheckSeverity.ERROR, description=CHECKS["content_checksum"],
         metadata={"rows_compared": acc.content_rows, "rows_differing": differing,
                   "mode": f"sampled (legacy id % {every} = 0)" if every > 1 else "full",
+                  "uuid_keys_recomputed": "every row" if acc.uuid_every == 1
+                  else f"legacy id % {acc.uuid_every} = 0",
                   "id_buckets_differing": len(acc.content_differing),
                   "legacy_checksum": str(acc.legacy_checksum), "target_checksum": str(acc.target_checksum),
                   "columns": len(e.columns) + 1, "sample_legacy_ids": MetadataValue.json(sample or [])})
@@ -459,13 +558,12 @@ def run_checks(source_conninfo: str, target_conninfo: str, e: Entity,
         target_only = []  # evaluated on the target while the legacy server computes its summaries
 
         def meanwhile(conn):
-            target_only.append(foreign_keys_resolve(conn, e))
             if e.email_columns:
                 target_only.append(emails_valid(conn, e))
 
         acc = _summarize(src, tgt, e, meanwhile=meanwhile)  # shared by the checks that compare both sides
-        results = [rows_reconcile(src, tgt, e, acc), target_only[0], keys_unique(tgt, e, acc), *target_only[1:],
-                   content_checksum(src, tgt, e, acc=acc)]
+        results = [rows_reconcile(src, tgt, e, acc), foreign_keys_resolve(tgt, e, acc), keys_unique(tgt, e, acc),
+                   *target_only, content_checksum(src, tgt, e, acc=acc)]
         tgt.rollback()  # the checks only read: drop the temp tables
         if run_id is not None:
             record_results(tgt, run_id, e, results)

@@ -101,6 +101,65 @@ def test_changed_value_fails_the_content_checksum(migrated_for_checks, table, co
     assert r.metadata["sample_legacy_ids"].value == [lid]
 
 
+def test_reference_moved_to_another_existing_parent_fails_the_content_checksum(migrated_for_checks):
+    # the foreign key still resolves (the FK check passes), but to the wrong parent: the content
+    # compares each reference as the legacy id of the parent it leads to
+    legacy, target, _ = migrated_for_checks
+    lid, other_case = query(target, "SELECT (t.metadata->>'legacy_id')::bigint, c.id FROM public.tasks t "
+                                     "JOIN public.cases c ON c.id <> t.case_id ORDER BY 1, c.id LIMIT 1")[0]
+    with psycopg.connect(target) as conn:
+        conn.execute("UPDATE public.tasks SET case_id = %s WHERE (metadata->>'legacy_id')::bigint = %s",
+                     [other_case, lid])
+        conn.commit()
+    results = _by_name(run_checks(legacy, target, entity("tasks")))
+    assert results["foreign_keys_resolve"].passed
+    content = results["content_checksum"]
+    assert not content.passed
+    assert content.metadata["rows_differing"].value == 1
+    assert content.metadata["sample_legacy_ids"].value == [lid]
+
+
+def test_primary_key_not_derived_from_the_legacy_id_is_named(migrated_for_checks):
+    from migration_assets.checks import content_checksum
+
+    legacy, target, _ = migrated_for_checks
+    (lid,) = query(target, "SELECT min((metadata->>'legacy_id')::bigint) FROM public.payments")[0]
+    with psycopg.connect(target) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE public.payments SET id = gen_random_uuid() WHERE (metadata->>'legacy_id')::bigint = %s",
+                     [lid])
+        conn.commit()
+    with psycopg.connect(legacy) as src, psycopg.connect(target) as tgt:
+        r = content_checksum(src, tgt, entity("payments"), uuid_every=1)
+    assert not r.passed
+    assert r.metadata["sample_legacy_ids"].value == [lid]
+    assert r.metadata["uuid_keys_recomputed"].value == "every row"
+
+
+def test_reference_set_null_by_recovery_is_compared_with_the_value_it_had(migrated_for_checks):
+    # an optional reference to a missing parent is loaded NULL, its UUID kept in metadata.recovered:
+    # the legacy row still holds the integer, and both sides must agree on what it stood for
+    legacy, target, _ = migrated_for_checks
+    found = None
+    for e in ENTITIES:
+        for c in (c for c in e.foreign_keys if not c.required):
+            rows = query(target, f"SELECT (metadata->>'legacy_id')::bigint FROM public.{e.target_table} "
+                                 f"WHERE {c.target} IS NULL AND metadata->'recovered'->'{c.target}' ? 'was' "
+                                 "ORDER BY 1 LIMIT 1")
+            if rows and found is None:
+                found = (e, c, rows[0][0])
+    assert found, "the simulator's dirty data should leave at least one optional reference set NULL"
+    e, c, lid = found
+    assert _by_name(run_checks(legacy, target, e))["content_checksum"].passed
+    with psycopg.connect(target) as conn:  # the recorded value no longer matches the legacy row
+        conn.execute(f"UPDATE public.{e.target_table} SET metadata = jsonb_set(metadata, "
+                     f"'{{recovered,{c.target},was}}', to_jsonb(gen_random_uuid()::text)) "
+                     "WHERE (metadata->>'legacy_id')::bigint = %s", [lid])
+        conn.commit()
+    content = _by_name(run_checks(legacy, target, e))["content_checksum"]
+    assert not content.passed and content.metadata["sample_legacy_ids"].value == [lid]
+
+
 def test_sampled_content_checksum_compares_only_the_sample(migrated_for_checks):
     from migration_assets.checks import content_checksum
 
