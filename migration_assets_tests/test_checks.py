@@ -160,6 +160,21 @@ def test_reference_set_null_by_recovery_is_compared_with_the_value_it_had(migrat
     assert not content.passed and content.metadata["sample_legacy_ids"].value == [lid]
 
 
+def test_a_parent_duplicated_behind_a_dropped_primary_key_does_not_count_its_children_twice(migrated_for_checks):
+    # the children's summaries join the parent by UUID; without the parent's primary key the join
+    # could fan out and count a child twice: the parent is then read one row per id
+    legacy, target, _ = migrated_for_checks
+    with psycopg.connect(target) as conn:
+        conn.execute("ALTER TABLE public.cases DROP CONSTRAINT cases_pkey CASCADE")
+        conn.execute("ALTER TABLE public.cases DROP CONSTRAINT cases_case_number_key")
+        conn.execute("INSERT INTO public.cases SELECT * FROM public.cases WHERE id IN (SELECT case_id FROM public.tasks)")
+        conn.commit()
+    results = _by_name(run_checks(legacy, target, entity("tasks")))
+    for name in ("rows_reconcile", "foreign_keys_resolve", "content_checksum"):
+        assert results[name].passed, (name, results[name].metadata)
+    assert not _by_name(run_checks(legacy, target, entity("cases")))["keys_unique"].passed
+
+
 def test_sampled_content_checksum_compares_only_the_sample(migrated_for_checks):
     from migration_assets.checks import content_checksum
 
