@@ -48,7 +48,7 @@ from psycopg import sql
 
 from .registry import Entity, children, entity
 from .target_schema import CONTROL_SCHEMA
-from .transforms import EMAIL_REGEX, Column, Kind, parse_text_dates, uuid3_keys
+from .transforms import EMAIL_REGEX, Column, Kind, md5_key_sql, parse_text_dates, uuid3_keys, uuid_from_md5_sql
 
 log = logging.getLogger(__name__)
 
@@ -806,24 +806,30 @@ def _retry_rows(conn, e: Entity, opts: LoadOptions) -> list[tuple[int, str]]:
     now): 'q' quarantined as a duplicate (the winner may be gone) or as an orphan whose parents all
     exist now; 't' loaded with an optional foreign key set NULL whose parent exists now. Orphans
     whose parent is still missing would only be quarantined again: they are not re-read."""
-    ctl = sql.Identifier(CONTROL_SCHEMA)
     blocking = [c for c in e.foreign_keys if c.required or not opts.error_recovery]
+    # each orphan's parent keys are hashed once, in a lower query level (OFFSET 0 keeps it there):
+    # the raw row is read once and one md5 is taken per key, instead of legacy_uuid()'s three
+    digests = sql.SQL("").join(sql.SQL(", {} AS {}").format(
+        md5_key_sql(c.parent, sql.SQL("(raw->>{})::bigint").format(sql.Literal(c.legacy_name))),
+        sql.Identifier(f"h{i}")) for i, c in enumerate(blocking))
     parents_exist = sql.SQL(" AND ").join(
-        sql.SQL("(q.raw->>{l} IS NULL OR EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = "
-                "{ctl}.legacy_uuid({pe}, (q.raw->>{l})::bigint)))").format(
-            l=sql.Literal(c.legacy_name), p=_t_name(c.parent), ctl=ctl, pe=sql.Literal(c.parent))
-        for c in blocking) if blocking else sql.SQL("true")
+        sql.SQL("(q.{h} IS NULL OR EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = {u}))").format(
+            h=sql.Identifier(f"h{i}"), p=_t_name(c.parent),
+            u=uuid_from_md5_sql(sql.SQL("q.{}").format(sql.Identifier(f"h{i}"))))
+        for i, c in enumerate(blocking)) if blocking else sql.SQL("true")
     optional = [c for c in e.foreign_keys if not c.required]
     arrived = sql.SQL(" OR ").join(
         sql.SQL("EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = (t.metadata->'recovered'->{k}->>'was')::uuid)").format(
             p=_t_name(c.parent), k=sql.Literal(c.target)) for c in optional) if optional else sql.SQL("false")
     return conn.execute(sql.SQL(
-        "SELECT legacy_id, 'q' FROM {q} AS q WHERE entity = {ent} AND NOT resolved "
-        "AND (reason = {d} OR (reason = {o} AND (q.raw IS NULL OR ({parents_exist})))) "
+        "SELECT legacy_id, 'q' FROM (SELECT legacy_id, reason, raw IS NULL AS no_raw{digests} FROM {q} "
+        "WHERE entity = {ent} AND NOT resolved AND reason IN ({d}, {o}) OFFSET 0) AS q "
+        "WHERE reason = {d} OR q.no_raw OR ({parents_exist}) "
         "UNION ALL SELECT (t.metadata->>'legacy_id')::bigint, 't' FROM {t} AS t "
         "WHERE t.metadata->'recovered' ? 'retry' AND ({arrived})").format(
         q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name), o=sql.Literal(ORPHAN_FK),
-        d=sql.Literal(DUPLICATE_KEY), t=_t(e), parents_exist=parents_exist, arrived=arrived)).fetchall()
+        d=sql.Literal(DUPLICATE_KEY), t=_t(e), digests=digests, parents_exist=parents_exist,
+        arrived=arrived)).fetchall()
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,12 @@ def md5_key_sql(entity: str, value: sql.Composable) -> sql.Composable:
 
 def uuid_sql(entity: str, value: sql.Composable) -> sql.Composable:
     """SQL (target side, for checks): the full UUID, equal to :func:`legacy_uuid`."""
-    h = md5_key_sql(entity, value)
+    return uuid_from_md5_sql(md5_key_sql(entity, value))
+
+
+def uuid_from_md5_sql(h: sql.Composable) -> sql.Composable:
+    """SQL: the UUID of an md5 hex digest (:func:`md5_key_sql`). ``h`` appears four times: pass a
+    column of a lower query level, not the md5 call, where the digest should be computed once."""
     return sql.SQL(
         "(left({h}, 12) || '3' || substr({h}, 14, 3) || "
         "translate(substr({h}, 17, 1), '0123456789abcdef', '89ab89ab89ab89ab') || right({h}, 15))::uuid"

@@ -184,6 +184,30 @@ def test_writes_during_a_differential_run_then_one_quiet_refresh_reconciles(priv
     assert line.endswith(f"| {legacy_rows:,} | {target_rows:,} | {open_rows:,} | 0 |")
 
 
+def test_an_orphan_loads_when_its_parent_becomes_loadable_at_the_source(private_migration, databases):
+    # the orphan's own legacy row never changes: only the retry pass can bring it back
+    legacy, target, _ = private_migration(scale=0.01, seed=23)
+    files, case_files = entity("files"), entity("case_files")
+    lid, parent_id = query(target, "SELECT legacy_id, (raw->>'doc_id')::bigint FROM migration_control.quarantine "
+                                   "WHERE entity = 'case_files' AND reason = 'ORPHAN_FK' AND NOT resolved "
+                                   "AND detail = 'file_id references a missing files row' ORDER BY 1 LIMIT 1")[0]
+    (template,) = query(target, "SELECT min((metadata->>'legacy_id')::bigint) FROM public.files")[0]
+    with psycopg.connect(legacy) as conn:  # the parent becomes a copy of a loadable file, under its id
+        conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
+            sql.Identifier(files.legacy_table), sql.Identifier(files.legacy_pk)), [parent_id])
+        conn.execute(sql.SQL(
+            "INSERT INTO {t} SELECT (jsonb_populate_record(NULL::{t}, to_jsonb(d) || "
+            "jsonb_build_object({pk}, %s::bigint, {ch}, now()::timestamp))).* FROM {t} AS d WHERE {pk_id} = %s").format(
+            t=sql.Identifier(files.legacy_table), pk=sql.Literal(files.legacy_pk),
+            ch=sql.Literal(files.legacy_change_column), pk_id=sql.Identifier(files.legacy_pk)), [parent_id, template])
+    refresh("differential")
+    assert query(target, "SELECT count(*) FROM public.case_files WHERE (metadata->>'legacy_id')::bigint = %s",
+                 [lid])[0][0] == 1
+    assert query(target, "SELECT resolved FROM migration_control.quarantine WHERE entity = %s AND legacy_id = %s",
+                 [case_files.name, lid])[0][0] is True
+    assert_equal_to_fresh(databases, legacy, target)
+
+
 def test_crash_in_the_middle_of_a_differential_run_then_rerun(private_migration, databases):
     legacy, target, _ = private_migration(scale=0.01, seed=14)
     mutate(legacy, fraction=0.05, round_no=1, seed=14, log=lambda *_: None)
