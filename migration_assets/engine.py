@@ -311,22 +311,23 @@ class LegacyStream:
     def gaps(self, lower: int, upper: int) -> list[tuple[int, int]]:
         """Ranges of legacy ids within [lower, upper] that do not exist in this snapshot.
 
-        Every deleted row lies in one. One aggregate over the primary key (an index-only scan)
-        counts the rows per block of 64 ids; runs of empty blocks are gaps as a whole, and only
-        the ids of partly filled blocks are probed one by one."""
+        Every deleted row lies in one. One aggregate over the primary key counts the rows per
+        block of 64 ids and records which of them exist (a 64-bit mask); runs of empty blocks are
+        gaps as a whole, and the missing ids of partly filled blocks are read off their masks, so
+        the table is read once (probing each candidate id took a second pass, a hash of every id)."""
         e = self.entity
         return self._connect().execute(sql.SQL(
-            "WITH blocks AS (SELECT {pk} >> 6 AS b, count(*) AS n FROM {t} "
-            "                WHERE {pk} BETWEEN %(lower)s AND %(upper)s GROUP BY 1), "
+            "WITH blocks AS (SELECT {pk} >> 6 AS b, count(*) AS n, bit_or(1::bigint << ({pk} & 63)::int) AS m "
+            "                FROM {t} WHERE {pk} BETWEEN %(lower)s AND %(upper)s GROUP BY 1), "
             "empty AS (SELECT (b + 1) << 6 AS lo, (lead(b, 1, (%(upper)s >> 6) + 1) OVER (ORDER BY b) << 6) - 1 AS hi "
             "          FROM blocks "
             "          UNION ALL SELECT %(lower)s, (coalesce((SELECT min(b) FROM blocks), (%(upper)s >> 6) + 1) << 6) - 1), "
-            "partial AS (SELECT b FROM blocks WHERE n < least(%(upper)s, (b << 6) + 63) - greatest(%(lower)s, b << 6) + 1) "
+            "partial AS (SELECT b, m FROM blocks WHERE n < least(%(upper)s, (b << 6) + 63) - greatest(%(lower)s, b << 6) + 1) "
             "SELECT greatest(lo, %(lower)s), least(hi, %(upper)s) FROM empty "
             "WHERE least(hi, %(upper)s) >= greatest(lo, %(lower)s) "
             "UNION ALL "
-            "SELECT g, g FROM partial, generate_series(greatest(%(lower)s, b << 6), least(%(upper)s, (b << 6) + 63)) g "
-            "WHERE NOT EXISTS (SELECT 1 FROM {t} AS x WHERE x.{pk} = g) ORDER BY 1").format(
+            "SELECT (b::bigint << 6) + i, (b::bigint << 6) + i FROM partial, generate_series(0, 63) AS i "
+            "WHERE m & (1::bigint << i) = 0 AND (b::bigint << 6) + i BETWEEN %(lower)s AND %(upper)s ORDER BY 1").format(
             pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table)),
             {"lower": lower, "upper": upper}).fetchall()
 
