@@ -113,14 +113,22 @@ class IdAccounting:
     target_rows: int
     quarantined: int
     differing_buckets: list[int]
-    content_every: int = 1  # 1: every row's content compared; n: legacy ids divisible by n
-    uuid_every: int = 1  # primary-key UUIDs recomputed for the legacy ids divisible by this
+    plan: "_Plan"  # what both sides agreed on (sampling, exclusions; the drill-down reuses it)
     content_rows: int = 0  # legacy rows whose content was compared
     content_differing: list[int] = field(default_factory=list)
     legacy_checksum: int = 0  # sums of the content hashes, modulo 2^64
     target_checksum: int = 0
     dangling: dict[str, int] = field(default_factory=dict)  # foreign key column -> rows referencing no parent
-    plan: "_Plan | None" = None  # what both sides agreed on (the drill-down reuses it)
+
+    @property
+    def content_every(self) -> int:
+        """1: every row's content compared; n: the legacy ids divisible by n."""
+        return self.plan.every
+
+    @property
+    def uuid_every(self) -> int:
+        """Primary-key UUIDs are recomputed for the legacy ids divisible by this."""
+        return self.plan.uuid_every
 
 
 @dataclass(frozen=True)
@@ -221,31 +229,37 @@ def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
     return _row_hash(values)
 
 
+def _parent_joins(e: Entity, relation) -> tuple[sql.Composable, list[sql.Composable]]:
+    """LEFT JOINs of the target rows (alias t) to each foreign key's parent, as p0, p1... in
+    ``e.foreign_keys`` order (``relation(c)``: what to join for column ``c``), and per foreign key
+    the flag of a reference that found no parent."""
+    joins, flags = [], []
+    for i, c in enumerate(e.foreign_keys):
+        col, p = sql.SQL("t.{}").format(sql.Identifier(c.target)), sql.Identifier(f"p{i}")
+        joins.append(sql.SQL("LEFT JOIN {rel} AS {p} ON {p}.id = {col}").format(rel=relation(c), p=p, col=col))
+        flags.append(sql.SQL("({col} IS NOT NULL AND {p}.id IS NULL)").format(col=col, p=p))
+    return sql.SQL(" ").join(joins), flags
+
+
 def _target_rows(e: Entity, plan: _Plan) -> tuple[sql.Composable, sql.Composable, list[sql.Composable]]:
-    """(FROM clause, row hash, dangling flags) of the target rows: alias t, each parent joined as
-    p0, p1... by its UUID to read its legacy id (hash joins). The hash matches ``_legacy_row_hash``."""
+    """(FROM clause, row hash, dangling flags) of the target rows: alias t, each parent joined by
+    its UUID to read its legacy id (hash joins). The hash matches ``_legacy_row_hash``."""
     lid = _legacy_id()
     values = [lid, sql.SQL("CASE WHEN {} THEN t.id = {} END").format(
         _in_sample(lid, plan.uuid_every), uuid_sql(e.name, lid))]
-    joins, flags = [], []
-    fk = 0
+    joins, flags = _parent_joins(e, lambda c: plan.parents[c.target])
+    alias = {c.target: sql.Identifier(f"p{i}") for i, c in enumerate(e.foreign_keys)}
     for c in e.columns:
         col = sql.SQL("t.{}").format(sql.Identifier(c.target))
         if c.kind is not Kind.FK:
             values.append(col)
             continue
-        p = sql.Identifier(f"p{fk}")
-        fk += 1
-        joins.append(sql.SQL("LEFT JOIN {rel} AS {p} ON {p}.id = {col}").format(
-            rel=plan.parents[c.target], p=p, col=col))
-        flags.append(sql.SQL("({col} IS NOT NULL AND {p}.id IS NULL)").format(col=col, p=p))
-        v = sql.SQL("{}.lid").format(p)
+        v = sql.SQL("{}.lid").format(alias[c.target])
         if not c.required:
             v = sql.SQL("CASE WHEN {col} IS NULL THEN uuid_hash_extended((t.metadata->'recovered'->{k}->>'was')::uuid, 0) "
                         "ELSE {v} END").format(col=col, k=sql.Literal(c.target), v=v)
         values.append(v)
-    source = sql.SQL("{} t {}").format(sql.Identifier("public", e.target_table), sql.SQL(" ").join(joins))
-    return source, _row_hash(values), flags
+    return sql.SQL("{} t {}").format(sql.Identifier("public", e.target_table), joins), _row_hash(values), flags
 
 
 def _legacy_content_rows(e: Entity, plan: _Plan, buckets: list[int]) -> sql.Composable:
@@ -330,11 +344,11 @@ def _summarize(source_conn, target_conn, e: Entity, sample_above: int | None = N
         legacy_rows=sum(r[1] for r in legacy), target_rows=sum(r[1] for r in target),
         quarantined=sum(r[2] for r in target),
         differing_buckets=sorted(b for b in theirs.keys() | ours.keys() if theirs.get(b) != ours.get(b)),
-        content_every=plan.every, uuid_every=plan.uuid_every, content_rows=sum(r[3] for r in legacy),
+        plan=plan, content_rows=sum(r[3] for r in legacy),
         content_differing=sorted(b for b in expected.keys() | stored.keys() if expected.get(b) != stored.get(b)),
         legacy_checksum=int(sum(r[4] for r in legacy if r[4] is not None)) % HASH_MOD,
         target_checksum=int(sum(r[5] for r in target if r[5] is not None)) % HASH_MOD,
-        dangling={c.target: sum(r[6 + i] for r in target) for i, c in enumerate(e.foreign_keys)}, plan=plan)
+        dangling={c.target: sum(r[6 + i] for r in target) for i, c in enumerate(e.foreign_keys)})
 
 
 def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None = None) -> AssetCheckResult:
@@ -392,11 +406,7 @@ def foreign_keys_resolve(target_conn, e: Entity, acc: IdAccounting | None = None
     if e.foreign_keys and (acc is None or any(acc.dangling.values())):
         fks = e.foreign_keys
         flags = [sql.Identifier(f"m{i}") for i in range(len(fks))]
-        missing = [sql.SQL("(t.{col} IS NOT NULL AND {p}.id IS NULL)").format(
-            col=sql.Identifier(c.target), p=sql.Identifier(f"p{i}")) for i, c in enumerate(fks)]
-        joins = sql.SQL(" ").join(sql.SQL("LEFT JOIN {t} AS {p} ON {p}.id = t.{col}").format(
-            t=sql.Identifier("public", c.parent), p=sql.Identifier(f"p{i}"), col=sql.Identifier(c.target))
-            for i, c in enumerate(fks))
+        joins, missing = _parent_joins(e, lambda c: sql.Identifier("public", c.parent))
         outputs = []
         for f in flags:
             outputs.append(sql.SQL("count(DISTINCT rid) FILTER (WHERE {})").format(f))
