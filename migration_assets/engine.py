@@ -3,9 +3,9 @@
 Source side (:class:`LegacyStream`)
     One ``SELECT <transformed columns> FROM <legacy table>``, read as Arrow record batches by the
     ADBC PostgreSQL driver (a binary COPY decoded in C, no Python per row). The SELECT converts
-    every value (transforms.py) and flags rows that cannot be loaded (a required NULL, a value
-    failing its cast, an email that is not an email) with a reason, carrying the raw legacy row
-    as JSON for those rows only. Keys travel as the legacy integers: :func:`uuid3_keys` turns each
+    every value (transforms.py; text is trimmed on the batch) and flags rows that cannot be
+    loaded (a required NULL, a value failing its cast, an email that is not an email) with a
+    reason, carrying the raw legacy row as JSON for those rows only. Keys travel as the legacy integers: :func:`uuid3_keys` turns each
     key column of a batch into RFC 4122 UUIDs at once, and ``metadata`` is assembled with
     pyarrow.compute. Batches are cut to BATCH_SIZE rows; memory holds a few, whatever the table's
     size.
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import adbc_driver_postgresql.dbapi as adbc
+import numpy as np
 import pgpq
 from pgpq import encoders as pgpq_encoders, schema as pgpq_schema
 import psutil
@@ -48,25 +49,28 @@ from psycopg import sql
 
 from .registry import Entity, children, entity
 from .target_schema import CONTROL_SCHEMA
-from .transforms import EMAIL_REGEX, Column, Kind, md5_key_sql, parse_text_dates, uuid3_keys, uuid_from_md5_sql
+from .transforms import (EMAIL_REGEX, Column, Kind, blank_sql, md5_key_sql, parse_text_dates, trim_text, uuid3_keys,
+                         uuid_from_md5_sql)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 10_000  # rows per Arrow batch (BATCH_SIZE); measured: 20,000 is no faster and holds ~15 MB more
 READ_HINT_BYTES = 4 << 20  # the ADBC driver cuts its batches near this size (its default: 16 MB)
-_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 def _bound_native_memory() -> None:
-    """Return freed batch memory to the system instead of keeping it in the process.
+    """Keep freed batch memory for the next batch, but never more than a few batches' worth.
 
     A load allocates and frees the same few megabytes per batch, in three allocators: pyarrow's
-    pool, the ADBC driver's and pgpq's (both plain malloc). Measured on the largest table at 20,000
-    rows per batch: with pyarrow's default pool (mimalloc) and glibc's adaptive mmap threshold,
-    which rises after the first large free until batch-sized blocks are carved from the heap and
-    kept there, peak RSS grew 148 MB above the imports; with Arrow on the system allocator and the
-    threshold pinned at 128 KiB (every batch-sized block is mapped, and unmapped when freed) it
-    grew 72 MB, at the same speed. Only glibc has ``mallopt``; elsewhere this keeps the defaults.
+    pool, the ADBC driver's and pgpq's (both plain malloc). With pyarrow's default pool (mimalloc)
+    and glibc's adaptive mmap threshold, which keeps rising after large frees, peak RSS grew
+    148 MB above the imports (largest table, 20,000 rows per batch). Mapping every block above
+    128 KiB bounded it (72 MB) but made every batch fault its pages in afresh: 640,000 page
+    faults and 1.3 s of system time on the 2.2M-row table, a fifth of its load. So Arrow uses the
+    system allocator, blocks up to 4 MiB (every batch-sized buffer) come from the heap and are
+    reused, and the heap gives back whatever lies free above 16 MiB: 24,000 faults, 0.3 s, for
+    ~15 MB more peak RSS. Only glibc has ``mallopt``; elsewhere this keeps the defaults.
     """
     import ctypes
     import ctypes.util
@@ -74,7 +78,8 @@ def _bound_native_memory() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt(_M_MMAP_THRESHOLD, 4 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 16 << 20)
     except (OSError, AttributeError):  # not glibc (musl, macOS): keep the allocator's defaults
         pass
 
@@ -136,7 +141,8 @@ def arrow_schema(e: Entity) -> pa.Schema:
     fields = [pa.field("id", pa.uuid(), nullable=False)]
     fields += [pa.field(c.target, c.arrow_type) for c in e.columns]
     fields += [pa.field("metadata", pa.string()), pa.field(LEGACY_ID, pa.int64()), pa.field(REJECT, pa.string()),
-               pa.field(DETAIL, pa.string()), pa.field(RAW, pa.string()), pa.field(SOURCE_HASH, pa.int64())]
+               pa.field(DETAIL, pa.string()), pa.field(RAW, pa.string()), pa.field(SOURCE_HASH, pa.int64()),
+               pa.field(NOTES, pa.string())]
     return pa.schema(fields)
 
 
@@ -168,6 +174,21 @@ def _column_value_sql(e: Entity, c: Column, opts: LoadOptions) -> sql.Composable
     return value
 
 
+def _trimmed_in_arrow(c: Column, opts: LoadOptions) -> bool:
+    """Text whose ``nullif(btrim(..), '')`` the load applies to the batch (:func:`trim_text`)
+    instead of in the source query, where it cost more than the whole COPY of a long-text table.
+    A required column with a recovery default keeps the SQL (the default replaces the NULL)."""
+    return c.kind in (Kind.TEXT, Kind.LONG_TEXT) and not (opts.error_recovery and c.required and c.default is not None)
+
+
+def _wire_value_sql(e: Entity, c: Column, opts: LoadOptions) -> sql.Composable:
+    """What the source query sends for ``c``: the converted value, except where the batch does
+    the rest (the legacy integer of a key, raw text trimmed in Arrow)."""
+    if _trimmed_in_arrow(c, opts):
+        return _src(c)
+    return _column_value_sql(e, c, opts)
+
+
 def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
     """(reason, detail, recovery notes) expressions; reason NULL means the row is loadable."""
     reasons: list[tuple[sql.Composable, str, sql.Composable]] = []
@@ -176,10 +197,10 @@ def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Comp
         src = _src(c)
         defaulted = opts.error_recovery and c.default is not None
         if c.required and not defaulted:
-            # text kinds turn blank values into NULL, so test the converted value: a whitespace-only
-            # legacy value must be quarantined, not reach the target's NOT NULL constraint
+            # text kinds turn blank values into NULL, so a value of spaces only counts as missing:
+            # it must be quarantined, not reach the target's NOT NULL constraint
             converted = c.kind in (Kind.TEXT, Kind.LONG_TEXT, Kind.EMAIL)
-            missing = sql.SQL("{} IS NULL").format(c.value_sql(src) if converted else src)
+            missing = blank_sql(src) if converted else sql.SQL("{} IS NULL").format(src)
             reasons.append((missing, REQUIRED_NULL,
                             sql.Literal(f"{c.legacy_name} is NULL or blank; {c.target} is required")))
         elif c.required and defaulted:
@@ -218,7 +239,7 @@ def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Comp
 def source_query(e: Entity, opts: LoadOptions, where: sql.Composable | None = None) -> sql.Composable:
     """The SELECT run on the legacy database (exposed for tests and the checksum check)."""
     reason, detail, notes = _rejects_sql(e, opts)
-    cols = [sql.SQL("{} AS {}").format(_column_value_sql(e, c, opts), sql.Identifier(c.target)) for c in e.columns]
+    cols = [sql.SQL("{} AS {}").format(_wire_value_sql(e, c, opts), sql.Identifier(c.target)) for c in e.columns]
     cols += [
         sql.SQL("l.{} AS {}").format(sql.Identifier(e.legacy_pk), sql.Identifier(LEGACY_ID)),
         sql.SQL("r.reason AS {}").format(sql.Identifier(REJECT)),
@@ -397,6 +418,8 @@ class LegacyStream:
         for c in self.entity.columns:
             if c.kind is Kind.FK:
                 cols[c.target] = uuid3_keys(c.parent, cols[c.target])
+            elif _trimmed_in_arrow(c, self.opts):
+                cols[c.target] = trim_text(cols[c.target])
             elif c.kind is Kind.CENTS:
                 # numeric arrives as its text (an opaque extension type): exact decimal parse
                 col = cols[c.target].combine_chunks()
@@ -413,7 +436,7 @@ class LegacyStream:
         legacy = pc.cast(cols[LEGACY_ID], pa.string())
         source_hash = pc.binary_join_element_wise(
             pa.scalar(', "source_hash": '), pc.cast(cols[SOURCE_HASH], pa.string()), "")
-        notes = cols.pop(NOTES)
+        notes = cols[NOTES]
         recovered = pc.binary_join_element_wise(pa.scalar(', "recovered": {'), notes, pa.scalar("}"), "")
         cols["metadata"] = pc.binary_join_element_wise(
             meta_prefix, legacy, source_hash, pc.fill_null(recovered, ""), pa.scalar("}"), "")
@@ -619,9 +642,21 @@ class _BinaryCopy:
     def header(self) -> bytes:
         return self._encoder.write_header()
 
-    def encode(self, batch: pa.RecordBatch) -> bytes:
+    def encode(self, batch: pa.RecordBatch, skip: pa.Array | None = None) -> bytes:
+        """The rows of ``batch``, except those where the boolean ``skip`` is true.
+
+        Rows are skipped by encoding the runs between them (zero-copy slices): filtering the batch
+        would copy every column to drop a few rejects, and most batches of dirty data hold some."""
         arrays = [c.storage if isinstance(c, pa.ExtensionArray) else c for c in batch.columns]
-        return self._encoder.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        rows = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        if skip is None:
+            return self._encoder.write_batch(rows)
+        out, start = [], 0
+        for stop in np.flatnonzero(skip.to_numpy(zero_copy_only=False)).tolist() + [rows.num_rows]:
+            if stop > start:
+                out.append(self._encoder.write_batch(rows.slice(start, stop - start)))
+            start = stop + 1
+        return b"".join(out)
 
     def trailer(self) -> bytes:
         return self._encoder.finish()
@@ -1281,10 +1316,9 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         copy.write(encoder.header())
         for batch in _prefetch(stream, depth=2):
             bad_mask = pc.is_valid(batch.column(REJECT))
-            n_bad = pc.sum(bad_mask).as_py() or 0
-            good = batch.filter(pc.invert(bad_mask)) if n_bad else batch
-            copy.write(encoder.encode(good.select(cols)))
-            _count_source_rules(good.column("metadata"), source_rules)
+            n_bad = batch.num_rows - batch.column(REJECT).null_count  # rows with a reject reason
+            copy.write(encoder.encode(batch.select(cols), skip=bad_mask if n_bad else None))
+            _count_source_rules(batch.column(NOTES), bad_mask, source_rules)
             if n_bad:
                 bad = batch.filter(bad_mask).select([LEGACY_ID, REJECT, DETAIL, RAW, SOURCE_HASH])
                 rejects.write(_to_csv(bad))
@@ -1406,11 +1440,14 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
 SOURCE_RULES = ("default_for_null", "email_corrected", "email_placeholder")  # applied by the source query
 
 
-def _count_source_rules(metadata: pa.Array, counts: dict[str, int]) -> None:
-    """Count the recovery rules the source query applied, from the rows sent to the target (their
-    ``metadata.recovered`` text), instead of reading every loaded row's metadata back."""
+def _count_source_rules(notes: pa.Array, rejected: pa.Array, counts: dict[str, int]) -> None:
+    """Count the recovery rules the source query applied to the rows sent to the target, from
+    their notes (what ``metadata.recovered`` holds), instead of reading the loaded rows back."""
+    if notes.null_count == len(notes):
+        return
+    applied = pc.filter(notes, pc.and_(pc.is_valid(notes), pc.invert(rejected)))
     for rule in SOURCE_RULES:
-        n = pc.sum(pc.count_substring(metadata, f'"rule": "{rule}"')).as_py() or 0
+        n = pc.sum(pc.count_substring(applied, f'"rule": "{rule}"')).as_py() or 0
         counts[rule] = counts.get(rule, 0) + n
 
 

@@ -8,7 +8,10 @@ Every column in the registry names one of the kinds below. A kind knows
 
 The expressions run inside the legacy database's ``COPY (SELECT ...) TO STDOUT``: the legacy
 server has spare CPU while the target server is the bottleneck of a migration, so value
-conversion is pushed to the source and costs the Python process nothing. Every expression is
+conversion is pushed to the source. Two exceptions, where SQL costs more than Arrow: keys
+(below) and the trimming of text, which the load does on the batch (:func:`trim_text`, the same
+result as the SQL, tested side by side; btrim walks UTF-8 text one character at a time and cost
+more than the COPY of the table's long text). Every expression is
 total: a value that fails its cast yields NULL instead of raising, and the validity predicate
 routes the row to quarantine with the column named. The same expressions are reused by the
 content-checksum check, so "what the migration should have written" is defined exactly once.
@@ -250,7 +253,8 @@ class Column:
         if k is Kind.INTEGER or k is Kind.BIGINT:
             return src
         if k is Kind.YN:
-            return sql.SQL("CASE upper({}) WHEN 'Y' THEN true WHEN 'N' THEN false END").format(src)
+            # IN lists instead of upper(): the same answer for a char(1) flag, at a fifth of the cost
+            return sql.SQL("CASE WHEN {0} IN ('Y', 'y') THEN true WHEN {0} IN ('N', 'n') THEN false END").format(src)
         if k is Kind.CODE_INT or k is Kind.CODE_CHAR:
             whens = sql.SQL(" ").join(
                 sql.SQL("WHEN {} THEN {}").format(sql.Literal(code), sql.Literal(label))
@@ -275,7 +279,7 @@ class Column:
         """True when the legacy value is present but cannot be converted (None: never)."""
         k = self.kind
         if k is Kind.YN:
-            return sql.SQL("({0} IS NOT NULL AND upper({0}) NOT IN ('Y', 'N'))").format(src)
+            return sql.SQL("({0} IS NOT NULL AND {0} NOT IN ('Y', 'y', 'N', 'n'))").format(src)
         if k is Kind.CODE_INT or k is Kind.CODE_CHAR:
             codes = sql.SQL(", ").join(sql.Literal(c) for c in self.codes)
             return sql.SQL("({0} IS NOT NULL AND {0} NOT IN ({1}))").format(src, codes)
@@ -286,6 +290,26 @@ class Column:
                 src, sql.Literal(EPOCH_MIN), sql.Literal(EPOCH_MAX)
             )
         return None  # TEXT_DATE: see parse_text_dates
+
+
+def blank_sql(src: sql.Composable) -> sql.Composable:
+    """SQL: the text ``src`` is NULL, empty or only spaces, i.e. ``nullif(btrim(src), '') IS NULL``.
+
+    btrim walks a UTF-8 value character by character (~0.35 us for a 100-byte value); a value
+    that does not start with a space is blank only when empty, so btrim runs only on those."""
+    return sql.SQL("({0} IS NULL OR {0} = '' OR (starts_with({0}, ' ') AND btrim({0}) = ''))").format(src)
+
+
+def trim_text(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Vectorised ``nullif(btrim(text), '')``: spaces (only spaces, as btrim) stripped from both
+    ends, an empty result NULL. Values are copied only when some need trimming or are empty."""
+    trimmed = text
+    if pc.any(pc.or_(pc.starts_with(text, " "), pc.ends_with(text, " "))).as_py():
+        trimmed = pc.utf8_trim(text, " ")
+    empty = pc.equal(pc.binary_length(trimmed), 0)
+    if pc.any(empty).as_py():
+        trimmed = pc.if_else(empty, pa.scalar(None, trimmed.type), trimmed)
+    return trimmed
 
 
 _DATE_MIN = pa.scalar(-2208988800, pa.timestamp("s"))  # 1900-01-01

@@ -9,6 +9,7 @@ import re
 from decimal import Decimal
 
 import psycopg
+import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, materialize
 from psycopg import sql
@@ -309,6 +310,47 @@ def test_blank_required_text_is_quarantined_not_a_failed_load(migrated_private):
     assert reason == "REQUIRED_NULL" and "task_title" in detail
     assert not query(target, "SELECT 1 FROM public.tasks WHERE id = %s", [legacy_uuid("tasks", new_id)])
     assert result.inserted == 0
+
+
+def test_the_loads_arrow_trim_and_blank_test_agree_with_the_sql_transforms(legacy):
+    """The load trims text in Arrow and tests blanks with a cheap prefix test: both must give
+    what the SQL transforms (and the content checksum) define, for spaces, tabs and UTF-8."""
+    from migration_assets.transforms import Column, blank_sql, trim_text
+
+    values = ["plain", "  both  ", " lead", "trail ", "", " ", "   ", "\ttab\t", " \tmixed\t ", "ünïcödé  ",
+              "  日本語 ", None, "in ner", "\u00a0nbsp\u00a0"]
+    v = sql.SQL("v")
+    with psycopg.connect(legacy) as conn:
+        rows = conn.execute(sql.SQL("SELECT {}, {} FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, i) ORDER BY i").format(
+            Column("x", Kind.TEXT).value_sql(v), blank_sql(v)), [values]).fetchall()
+        flags = [None, "Y", "y", "N", "n", "x", " ", "1"]
+        yn = Column("x", Kind.YN)
+        got = conn.execute(sql.SQL(
+            "SELECT {}, {}, CASE upper(v) WHEN 'Y' THEN true WHEN 'N' THEN false END, "
+            "(v IS NOT NULL AND upper(v) NOT IN ('Y', 'N')) FROM unnest(%s::char(1)[]) WITH ORDINALITY AS u(v, i) "
+            "ORDER BY i").format(yn.value_sql(v), yn.invalid_sql(v)), [flags]).fetchall()
+    assert trim_text(pa.array(values, pa.string())).to_pylist() == [r[0] for r in rows]
+    assert [r[1] for r in rows] == [r[0] is None for r in rows]
+    assert [(r[0], r[1]) for r in got] == [(r[2], r[3]) for r in got]
+
+
+def test_padded_text_and_lower_case_flags_load_as_the_transforms_say(migrated_private):
+    legacy, target, _ = migrated_private
+    ids = [r[0] for r in query(target, "SELECT (metadata->>'legacy_id')::bigint FROM public.messages "
+                                       "ORDER BY 1 LIMIT 3")]
+    with psycopg.connect(legacy) as conn:
+        conn.execute("UPDATE msg SET subj = '  Padded  subject ', msg_body = 'body ünï  ', read_flag = 'y' "
+                     "WHERE msg_id = %s", [ids[0]])
+        conn.execute("UPDATE msg SET subj = '\tTabbed', msg_body = ' ', read_flag = 'n' WHERE msg_id = %s", [ids[1]])
+        conn.execute("UPDATE msg SET subj = '', read_flag = 'N' WHERE msg_id = %s", [ids[2]])
+    migrate_entity(legacy, target, "messages", LoadOptions(run_id="padded"))
+    rows = dict((r[0], r[1:]) for r in query(target, "SELECT (metadata->>'legacy_id')::bigint, subject, body, is_read "
+                                                       "FROM public.messages WHERE id = ANY(%s)",
+                                             [[legacy_uuid("messages", i) for i in ids]]))
+    assert rows == {ids[0]: ("Padded  subject", "body ünï", True)}
+    held = dict(query(target, "SELECT legacy_id, detail FROM migration_control.quarantine WHERE entity = 'messages' "
+                              "AND legacy_id = ANY(%s) AND NOT resolved", [ids[1:]]))
+    assert "msg_body" in held[ids[1]] and "subj" in held[ids[2]]
 
 
 def test_a_loaded_row_that_becomes_invalid_leaves_the_target_and_comes_back_when_fixed(migrated_private):
