@@ -321,7 +321,8 @@ def test_the_loads_arrow_trim_and_blank_test_agree_with_the_sql_transforms(legac
               "  日本語 ", None, "in ner", "\u00a0nbsp\u00a0"]
     v = sql.SQL("v")
     with psycopg.connect(legacy) as conn:
-        rows = conn.execute(sql.SQL("SELECT {}, {} FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, i) ORDER BY i").format(
+        rows = conn.execute(sql.SQL("SELECT {}, {}, nullif(btrim(v), '') FROM unnest(%s::text[]) WITH ORDINALITY "
+                                    "AS u(v, i) ORDER BY i").format(
             Column("x", Kind.TEXT).value_sql(v), blank_sql(v)), [values]).fetchall()
         flags = [None, "Y", "y", "N", "n", "x", " ", "1"]
         yn = Column("x", Kind.YN)
@@ -329,6 +330,7 @@ def test_the_loads_arrow_trim_and_blank_test_agree_with_the_sql_transforms(legac
             "SELECT {}, {}, CASE upper(v) WHEN 'Y' THEN true WHEN 'N' THEN false END, "
             "(v IS NOT NULL AND upper(v) NOT IN ('Y', 'N')) FROM unnest(%s::char(1)[]) WITH ORDINALITY AS u(v, i) "
             "ORDER BY i").format(yn.value_sql(v), yn.invalid_sql(v)), [flags]).fetchall()
+    assert [r[0] for r in rows] == [r[2] for r in rows]  # the SQL transform is btrim's answer
     assert trim_text(pa.array(values, pa.string())).to_pylist() == [r[0] for r in rows]
     assert [r[1] for r in rows] == [r[0] is None for r in rows]
     assert [(r[0], r[1]) for r in got] == [(r[2], r[3]) for r in got]
