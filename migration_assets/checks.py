@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 from psycopg import sql
 
-from .engine import HASH_MOD
+from .engine import HASH_MOD, parent_joins
 from .registry import Entity
 from .target_schema import CONTROL_SCHEMA
 from .transforms import EMAIL_REGEX, Kind, uuid_sql
@@ -229,25 +229,13 @@ def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
     return _row_hash(values)
 
 
-def _parent_joins(e: Entity, relation) -> tuple[sql.Composable, list[sql.Composable]]:
-    """LEFT JOINs of the target rows (alias t) to each foreign key's parent, as p0, p1... in
-    ``e.foreign_keys`` order (``relation(c)``: what to join for column ``c``), and per foreign key
-    the flag of a reference that found no parent."""
-    joins, flags = [], []
-    for i, c in enumerate(e.foreign_keys):
-        col, p = sql.SQL("t.{}").format(sql.Identifier(c.target)), sql.Identifier(f"p{i}")
-        joins.append(sql.SQL("LEFT JOIN {rel} AS {p} ON {p}.id = {col}").format(rel=relation(c), p=p, col=col))
-        flags.append(sql.SQL("({col} IS NOT NULL AND {p}.id IS NULL)").format(col=col, p=p))
-    return sql.SQL(" ").join(joins), flags
-
-
 def _target_rows(e: Entity, plan: _Plan) -> tuple[sql.Composable, sql.Composable, list[sql.Composable]]:
     """(FROM clause, row hash, dangling flags) of the target rows: alias t, each parent joined by
     its UUID to read its legacy id (hash joins). The hash matches ``_legacy_row_hash``."""
     lid = _legacy_id()
     values = [lid, sql.SQL("CASE WHEN {} THEN t.id = {} END").format(
         _in_sample(lid, plan.uuid_every), uuid_sql(e.name, lid))]
-    joins, flags = _parent_joins(e, lambda c: plan.parents[c.target])
+    joins, flags = parent_joins(e, "t", lambda c: plan.parents[c.target])
     alias = {c.target: sql.Identifier(f"p{i}") for i, c in enumerate(e.foreign_keys)}
     for c in e.columns:
         col = sql.SQL("t.{}").format(sql.Identifier(c.target))
@@ -406,7 +394,7 @@ def foreign_keys_resolve(target_conn, e: Entity, acc: IdAccounting | None = None
     if e.foreign_keys and (acc is None or any(acc.dangling.values())):
         fks = e.foreign_keys
         flags = [sql.Identifier(f"m{i}") for i in range(len(fks))]
-        joins, missing = _parent_joins(e, lambda c: sql.Identifier("public", c.parent))
+        joins, missing = parent_joins(e, "t")
         outputs = []
         for f in flags:
             outputs.append(sql.SQL("count(DISTINCT rid) FILTER (WHERE {})").format(f))
