@@ -5,9 +5,9 @@ Source side (:class:`LegacyStream`)
     ADBC PostgreSQL driver (a binary COPY decoded in C, no Python per row). The SELECT converts
     every value (transforms.py; text is trimmed on the batch) and flags rows that cannot be
     loaded (a required NULL, a value failing its cast, an email that is not an email) with a
-    reason, carrying the raw legacy row as JSON for those rows only. Keys travel as the legacy integers: :func:`uuid3_keys` turns each
-    key column of a batch into RFC 4122 UUIDs at once, and ``metadata`` is assembled with
-    pyarrow.compute. Batches are cut to BATCH_SIZE rows; memory holds a few, whatever the table's
+    reason, carrying the raw legacy row as JSON for those rows only. Keys travel as the legacy
+    integers: :func:`uuid3_keys` turns each key column of a batch into RFC 4122 UUIDs at once,
+    and ``metadata`` is assembled with pyarrow.compute. Batches are cut to BATCH_SIZE rows; memory holds a few, whatever the table's
     size.
 
 Target side (:func:`load_stream`, used by the IO manager)

@@ -11,9 +11,9 @@ server has spare CPU while the target server is the bottleneck of a migration, s
 conversion is pushed to the source. Two exceptions, where SQL costs more than Arrow: keys
 (below) and the trimming of text, which the load does on the batch (:func:`trim_text`, the same
 result as the SQL, tested side by side; btrim walks UTF-8 text one character at a time and cost
-more than the COPY of the table's long text). Every expression is
-total: a value that fails its cast yields NULL instead of raising, and the validity predicate
-routes the row to quarantine with the column named. The same expressions are reused by the
+more than the COPY of the table's long text). Every expression is total: a value that fails its
+cast yields NULL instead of raising, and the validity predicate routes the row to quarantine
+with the column named. The same expressions are reused by the
 content-checksum check, so "what the migration should have written" is defined exactly once.
 
 Keys are special: a ``pk`` or ``fk`` column's UUID is the RFC 4122 version-3 UUID of
