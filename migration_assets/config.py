@@ -80,11 +80,11 @@ class Databases:
         """Environment variables that make child processes (dagster) resolve the same databases."""
         out = {"SOURCE_DB_URL": self.source.conninfo(), "TARGET_DB_URL": self.target.conninfo()}
         if self.dagster is not None:
-            out["DAGSTER_PG_URL"] = _url(self.dagster)
+            out["DAGSTER_PG_URL"] = sqlalchemy_url(self.dagster)
         return out
 
 
-def _url(db: DbSettings) -> str:
+def sqlalchemy_url(db: DbSettings) -> str:
     """SQLAlchemy URL for dagster-postgres. The driver is named: SQLAlchemy 2.1 would otherwise pick
     psycopg 3 for postgresql://, whose server-side binding breaks dagster-postgres's
     ``NOTIFY run_events, %(id)s``."""

@@ -17,10 +17,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from migration_assets.config import PROJECT_DIR
+from migration_assets.config import PROJECT_DIR, DbSettings, sqlalchemy_url
 from migration_assets.registry import ENTITIES
 
 ARTIFACTS = PROJECT_DIR / "test-artifacts"
@@ -32,11 +31,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _sqlalchemy_url(conninfo: str) -> str:
-    d = psycopg.conninfo.conninfo_to_dict(conninfo)
-    return f"postgresql+psycopg2://{d.get('user', 'postgres')}@{d.get('host', '127.0.0.1')}:{d.get('port', 5432)}/{d['dbname']}"
 
 
 class Webserver:
@@ -79,7 +73,8 @@ def deployment(databases, legacy, target, tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
-    env = dict(os.environ, DAGSTER_HOME=str(home), DAGSTER_PG_URL=_sqlalchemy_url(databases.new("dagster")),
+    dagster_db = DbSettings(url=databases.new("dagster"))
+    env = dict(os.environ, DAGSTER_HOME=str(home), DAGSTER_PG_URL=sqlalchemy_url(dagster_db),
                SOURCE_DB_URL=legacy, TARGET_DB_URL=target)
     for k in ("DAGSTER_HOME", "DAGSTER_PG_URL", "SOURCE_DB_URL", "TARGET_DB_URL"):
         monkeypatch.setenv(k, env[k])
