@@ -1439,6 +1439,12 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name), run=sql.Literal(run),
         t=target, ctl=sql.Identifier(CONTROL_SCHEMA), staged_only=staged_only))
     result.resolved = cur.rowcount
+    if fast:
+        # the table was empty: its rows are the ones just counted (none soft-deleted), so the
+        # accounting below needs only the quarantine's open rows, not a second scan of the table
+        (held,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE entity = %s AND NOT resolved").format(
+            sql.Identifier(CONTROL_SCHEMA, "quarantine")), [e.name]).fetchone()
+        result.accounted_after = result.inserted + held
     phase("quarantine_upsert_and_resolve")
     if not fast:
         _apply_deletes(conn, e, stream, opts, result, state, previous)
