@@ -1,9 +1,11 @@
 """Sensors and the schedule.
 
-``legacy_changes`` keeps the target in step while the legacy system stays live: one cheap query
-on the legacy database, compared with the watermarks, requests a differential refresh of the
-entities that changed. ``nightly_full_sync`` compares everything once a night. Both start
-stopped. ``record_run_failures`` records run-level failures in the audit trail.
+``legacy_changes`` keeps the target in step while the legacy system stays live: each tick reads a
+signature of every legacy table without scanning it (write counters, max id, max change mark),
+counts the tables whose signature moved (and all of them every EXACT_EVERY_S), compares them
+with the watermarks, and requests a differential refresh of the entities that changed.
+``nightly_full_sync`` compares everything once a night. Both start stopped.
+``record_run_failures`` records run-level failures in the audit trail.
 
 Step failures are already audited by the IO manager (one FAILED row per entity, with the error
 class and the recovery advice). A run can also fail outside any step (the run worker dies, a
@@ -14,6 +16,7 @@ stopped, as Dagster users expect; turn it on in the UI.
 
 import hashlib
 import json
+import time
 
 from dagster import (
     AssetKey,
@@ -57,13 +60,54 @@ def record_run_failures(context: RunFailureSensorContext, target: PostgresResour
 
 # ------------------------------------------------------------------ differential refresh
 
-def legacy_states(conn) -> dict[str, tuple[int, int | None, str | None]]:
-    """(rows, max legacy id, change high-water mark) of every legacy table, in ONE query."""
+def legacy_states(conn, names=None) -> dict[str, tuple[int, int | None, str | None]]:
+    """(rows, max legacy id, change high-water mark) of every legacy table (or of ``names``), in
+    ONE query. The row count scans each table: the only figure that shows a delete for certain."""
+    chosen = [e for e in ENTITIES if names is None or e.name in names]
+    if not chosen:
+        return {}
     parts = [sql.SQL("SELECT {}::text, s.* FROM ({}) AS s").format(sql.Literal(e.name), source_state_sql(e))
-             for e in ENTITIES]
+             for e in chosen]
     conn.execute("SET TimeZone = 'UTC'")
     return {name: (rows, max_id, hwm)
             for name, rows, _min_id, max_id, hwm in conn.execute(sql.SQL(" UNION ALL ").join(parts))}
+
+
+def legacy_signatures(conn) -> dict[str, list] | None:
+    """Per legacy table, without reading it: the statistics system's counters of inserted, updated
+    and deleted rows, the highest id and the highest change mark (both index endpoints). Any write
+    moves one of them, so an unchanged signature means an unchanged table, except for the few
+    seconds a backend may hold its counters before reporting them (at most PostgreSQL's idle
+    flush interval; at exit, at once). None when the server keeps no counters (track_counts off)."""
+    conn.execute("SET TimeZone = 'UTC'")
+    (counting,) = conn.execute("SELECT current_setting('track_counts')::bool").fetchone()
+    if not counting:
+        return None
+    parts = [sql.SQL(
+        "SELECT {n}::text, pg_stat_get_tuples_inserted(r), pg_stat_get_tuples_updated(r), "
+        "pg_stat_get_tuples_deleted(r), (SELECT max({pk}) FROM {t}), (SELECT max({chg})::text FROM {t}) "
+        "FROM (SELECT {t_name}::regclass::oid AS r) AS c").format(
+        n=sql.Literal(e.name), pk=sql.Identifier(e.legacy_pk), chg=sql.Identifier(e.legacy_change_column),
+        t=sql.Identifier(e.legacy_table), t_name=sql.Literal(sql.Identifier(e.legacy_table).as_string(conn)))
+        for e in ENTITIES]
+    return {row[0]: list(row[1:]) for row in conn.execute(sql.SQL(" UNION ALL ").join(parts))}
+
+
+EXACT_EVERY_S = 600  # the sensor recounts every table at least this often, whatever the signatures say
+
+
+def observe_legacy(conn, seen: dict, counted_at: float, now: float) -> tuple[dict, dict, bool]:
+    """The legacy states, counting only the tables whose signature moved since ``seen`` (the last
+    evaluation's {name: {"sig": ..., "state": ...}}), or every table when the last full count is
+    older than EXACT_EVERY_S (or there is none). Returns (states, what to remember, counted all)."""
+    sigs = legacy_signatures(conn)
+    full = sigs is None or not seen or not 0 <= now - counted_at < EXACT_EVERY_S  # (a clock set back too)
+    stale = None if full else {name for name, sig in sigs.items() if (seen.get(name) or {}).get("sig") != sig}
+    states = legacy_states(conn, stale)
+    if not full:
+        states.update({name: tuple(seen[name]["state"]) for name in sigs if name not in stale})
+    remembered = {name: {"sig": sigs[name], "state": list(states[name])} for name in states} if sigs else {}
+    return states, remembered, full
 
 
 def migrated_states(conn) -> dict[str, tuple[int, int | None, str | None]]:
@@ -90,27 +134,37 @@ def _digest(state) -> str:
 
 @sensor(name="legacy_changes", job=differential_refresh, minimum_interval_seconds=60,
         default_status=DefaultSensorStatus.STOPPED,
-        description="Polls the legacy database (one query for all 45 tables: rows, max id, change high-water "
-                    "mark), compares it with the watermarks, and requests a differential refresh of exactly "
-                    "the entities that changed. The cursor and run keys keep a change from being requested twice.")
+        description="Polls the legacy database and requests a differential refresh of exactly the entities "
+                    "whose table differs from its watermark (rows, max id, change high-water mark). Each tick "
+                    "reads every table's signature without scanning it (statistics counters of written rows, max "
+                    "id, max change mark) and counts only the tables whose signature moved; every table is "
+                    "counted at least every 10 minutes. The cursor and run keys keep a change from being "
+                    "requested twice.")
 def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, target: PostgresResource):
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    if "requested" not in cursor:  # the cursor of an earlier version: only what was requested
+        cursor = {"requested": cursor}
+    requested = cursor["requested"]
+    clock = time.time()
     with legacy.connect() as src:
-        now = legacy_states(src)
+        now, seen, counted_all = observe_legacy(src, cursor.get("seen", {}), cursor.get("counted_at", 0.0), clock)
     with target.connect() as tgt:
         done = migrated_states(tgt)
         waiting = {r[0] for r in tgt.execute(sql.SQL(
             "SELECT DISTINCT entity FROM {} WHERE NOT resolved AND reason = 'ORPHAN_FK'").format(
             sql.Identifier(CONTROL_SCHEMA, "quarantine")))}
-    requested = json.loads(context.cursor) if context.cursor else {}
+    cursor["seen"] = seen
+    if counted_all:
+        cursor["counted_at"] = clock
     wanted = entities_to_refresh(now, done, waiting)
     # a change already requested (its run may still be going) is not requested again
     fresh = [n for n in wanted if requested.get(n) != _digest(now[n])]
+    for n in fresh:
+        requested[n] = _digest(now[n])
+    context.update_cursor(json.dumps(cursor, sort_keys=True))
     if not fresh:
         return SkipReason(f"legacy database unchanged since the last refresh ({len(wanted)} pending in a run)"
                           if wanted else "legacy database unchanged since the last refresh")
-    for n in fresh:
-        requested[n] = _digest(now[n])
-    context.update_cursor(json.dumps(requested, sort_keys=True))
     run_key = "diff-" + _digest(sorted((n, now[n]) for n in fresh))
     return RunRequest(run_key=run_key, asset_selection=[AssetKey(n) for n in fresh] + [AssetKey(REPORT_ASSET)],
                       tags={MODE_TAG: "differential", "migration/entities": str(len(fresh))})

@@ -271,3 +271,59 @@ def test_sensor_requests_exactly_the_changed_entities_and_nothing_when_quiet(pri
     refresh("differential", selection=sorted(expected))
     quiet, _ = tick()
     assert isinstance(quiet, SkipReason), quiet
+
+
+def test_sensor_counts_only_the_tables_whose_signature_moved(private_migration):
+    """A tick reads every table's signature (write counters, max id, max change mark) and counts
+    only the tables whose signature moved; every table is recounted every EXACT_EVERY_S."""
+    import json
+    import time
+
+    from migration_assets.definitions import build_resources
+    from migration_assets.registry import children
+    from migration_assets.sensors import legacy_changes
+
+    legacy, target, _ = private_migration(scale=0.01, seed=17)
+    resources = {k: v for k, v in build_resources().items() if k in ("legacy", "target")}
+
+    def tick(cursor=None):
+        with build_sensor_context(cursor=cursor, resources=resources) as context:
+            return legacy_changes(context), context.cursor
+
+    def selected(request):
+        return {k.path[-1] for k in request.asset_selection}
+
+    quiet, cursor = tick()
+    assert isinstance(quiet, SkipReason), quiet
+    assert json.loads(cursor)["counted_at"] > 0  # no cursor: every table counted
+
+    # a delete below the highest id: no new id, no new change mark; only the row count and the
+    # delete counter show it. The deleting backend reports its counters when it goes idle or
+    # exits: wait until they show, as the next tick of a running sensor would.
+    leaf = entity("system_messages")
+    deleted = sql.SQL("SELECT pg_stat_get_tuples_deleted({}::regclass)").format(sql.Literal(leaf.legacy_table))
+    with psycopg.connect(legacy, autocommit=True) as conn:
+        before = conn.execute(deleted).fetchone()[0]
+        conn.execute(sql.SQL(
+            "DELETE FROM {t} WHERE {pk} = (SELECT {pk} FROM {t} ORDER BY {pk} LIMIT 1 OFFSET 3)").format(
+            t=sql.Identifier(leaf.legacy_table), pk=sql.Identifier(leaf.legacy_pk)))
+    deadline = time.monotonic() + 30
+    with psycopg.connect(legacy, autocommit=True) as conn:
+        while conn.execute(deleted).fetchone()[0] == before:
+            assert time.monotonic() < deadline, "the statistics never showed the delete"
+            time.sleep(0.2)
+    request, cursor = tick(cursor)
+    assert selected(request) == {leaf.name, "migration_reports"}
+
+    # a table whose signature holds is not counted: its remembered state stands (a wrong row
+    # count planted in the cursor is believed, so the entity is requested) ...
+    other = next(e.name for e in ENTITIES if not children(e.name) and e.name != leaf.name)
+    planted = json.loads(cursor)
+    planted["seen"][other]["state"][0] += 1
+    believed, _ = tick(json.dumps(planted))
+    assert selected(believed) == {other, "migration_reports"}
+    # ... until the last full count is older than EXACT_EVERY_S: then every table is counted again
+    planted["counted_at"] = time.time() - 3600
+    recounted, cursor = tick(json.dumps(planted))
+    assert isinstance(recounted, SkipReason), recounted
+    assert json.loads(cursor)["seen"][other]["state"] == json.loads(tick()[1])["seen"][other]["state"]
