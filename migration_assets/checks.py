@@ -62,9 +62,10 @@ CHECKS = {
 # CONTENT_CHECKSUM_SAMPLE_EVERY (default 50). At scale 1.0 that samples the two largest tables
 # (system_messages 2.2M, tasks 0.95M rows) and compares the other 43 in full: comparing those two
 # in full too (the legacy transforms and hash on one server, the hash of the stored row on the
-# other) added 2.3 s, 8% of the full migration, at the last measurement (BENCHMARKS.md).
-# CONTENT_CHECKSUM_SAMPLE_ABOVE=-1 compares every table in full. The UUID derivation of the primary key (uuid v3 of entity and
-# legacy id) is recomputed for the ids divisible by UUID_CHECK_EVERY (default 50; 1 = every row):
+# other) added 11% of the full migration's time at the last measurement (BENCHMARKS.md: 34%
+# against 23%). CONTENT_CHECKSUM_SAMPLE_ABOVE=-1 compares every table in full. The UUID derivation
+# of the primary key (uuid v3 of entity and legacy id) is recomputed for the ids divisible by
+# UUID_CHECK_EVERY (default 50; 1 = every row):
 # an md5 in SQL costs more than the rest of a row's comparison; the relations themselves are
 # compared for every row (each foreign key must resolve to the parent with the right legacy id).
 SAMPLE_ABOVE_DEFAULT = 500_000

@@ -7,8 +7,8 @@ Source side (:class:`LegacyStream`)
     loaded (a required NULL, a value failing its cast, an email that is not an email) with a
     reason, carrying the raw legacy row as JSON for those rows only. Keys travel as the legacy
     integers: :func:`uuid3_keys` turns each key column of a batch into RFC 4122 UUIDs at once,
-    and ``metadata`` is assembled with pyarrow.compute. Batches are cut to BATCH_SIZE rows; memory holds a few, whatever the table's
-    size.
+    and ``metadata`` is assembled with pyarrow.compute. Batches are cut to BATCH_SIZE rows;
+    memory holds a few, whatever the table's size.
 
 Target side (:func:`load_stream`, used by the IO manager)
     In one transaction: rows are sent with a binary ``COPY ... FROM STDIN`` (encoded from Arrow
@@ -1140,6 +1140,12 @@ def _quarantine_cascaded(conn, stream: "LegacyStream", opts: LoadOptions, since_
         r=sql.Literal(ORPHAN_FK), run=sql.Literal(opts.run_id), since=sql.Literal(since_step)))
 
 
+def _open_quarantine_rows(conn, e: Entity) -> int:
+    """Unresolved quarantine rows of ``e`` (read through the quarantine's partial index)."""
+    return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE entity = %s AND NOT resolved").format(
+        sql.Identifier(CONTROL_SCHEMA, "quarantine")), [e.name]).fetchone()[0]
+
+
 def _stored_summary(conn, stream: "LegacyStream", previous: Watermark | None, existing: int | None):
     """The summary the last full-mode load left, when it still describes the target: same number
     of target + open quarantine rows (a row removed or added behind the engine's back makes the
@@ -1149,9 +1155,7 @@ def _stored_summary(conn, stream: "LegacyStream", previous: Watermark | None, ex
         return None
     e, opts = stream.entity, stream.opts
     if existing is not None and opts.delete_policy == "hard":  # every target row counts
-        (held,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE entity = %s AND NOT resolved").format(
-            sql.Identifier(CONTROL_SCHEMA, "quarantine")), [e.name]).fetchone()
-        stream.accounted_before = existing + held
+        stream.accounted_before = existing + _open_quarantine_rows(conn, e)
     else:
         stream.accounted_before = _accounted(conn, e, opts)
     if stream.accounted_before != sum(n for n, _ in previous.summary.values()):
@@ -1442,9 +1446,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     if fast:
         # the table was empty: its rows are the ones just counted (none soft-deleted), so the
         # accounting below needs only the quarantine's open rows, not a second scan of the table
-        (held,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE entity = %s AND NOT resolved").format(
-            sql.Identifier(CONTROL_SCHEMA, "quarantine")), [e.name]).fetchone()
-        result.accounted_after = result.inserted + held
+        result.accounted_after = result.inserted + _open_quarantine_rows(conn, e)
     phase("quarantine_upsert_and_resolve")
     if not fast:
         _apply_deletes(conn, e, stream, opts, result, state, previous)

@@ -13,8 +13,8 @@ conversion is pushed to the source. Two exceptions, where SQL costs more than Ar
 result as the SQL, tested side by side; btrim walks UTF-8 text one character at a time and cost
 more than the COPY of the table's long text). Every expression is total: a value that fails its
 cast yields NULL instead of raising, and the validity predicate routes the row to quarantine
-with the column named. The same expressions are reused by the
-content-checksum check, so "what the migration should have written" is defined exactly once.
+with the column named. The same expressions are reused by the content-checksum check, so "what
+the migration should have written" is defined exactly once.
 
 Keys are special: a ``pk`` or ``fk`` column's UUID is the RFC 4122 version-3 UUID of
 ``"<entity>:<legacy id>"`` in the namespace :data:`NAMESPACE`. The load sends the legacy integer
