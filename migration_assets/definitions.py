@@ -9,9 +9,10 @@ variables are set).
 Executor: in-process. A migration step is one streaming COPY; the multiprocess executor's
 ~1.8 s process start per step (measured: 168 s for 45 no-op assets + 45 checks, against 15.6 s
 in process) would dwarf the loads of the 40 small tables and, on 2 cores, steal CPU from the
-two database servers that do the real work. The connection budget follows: one source and one
-target connection for the running asset (plus one short audit connection on failure), well
-under the seed's 10.
+two database servers that do the real work. The connection budget follows from one step at a
+time: the load's target connection, the stream's source connection and its Arrow reader (two
+idle readers are kept between loads), the checks' source and target connections (pooled), plus
+one short audit connection on failure: at most 7, under the seed's 10.
 """
 
 from __future__ import annotations
