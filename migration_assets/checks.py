@@ -30,15 +30,12 @@ computes its own and the target-only checks; Python only compares a few thousand
 
 from __future__ import annotations
 
-import atexit
-import os
-import threading
 from dataclasses import dataclass, field
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
+from .connections import borrowed
 from .engine import HASH_MOD, parent_joins
 from .registry import Entity
 from .target_schema import CONTROL_SCHEMA
@@ -569,36 +566,11 @@ def _configure(conn) -> None:
         conn.commit()
 
 
-_pools: dict[tuple[int, str, bool], ConnectionPool] = {}
-_pools_lock = threading.Lock()
-
-
-def _pool(conninfo: str, autocommit: bool) -> ConnectionPool:
-    """This process's pool of check connections to one database (psycopg_pool). Fresh connections
-    per table cost more than their 2.4 ms each: a new backend also reloads the catalog entries
-    every query needs. All checks of all tables, pooled against fresh connections: 5.86 s
-    against 6.5 s (medians of 4, alternated). Keyed by process id (a forked worker never uses a
-    parent's sockets); a connection is checked before use and closed after a minute idle."""
-    key = (os.getpid(), conninfo, autocommit)
-    with _pools_lock:
-        pool = _pools.get(key)
-        if pool is None:
-            pool = _pools[key] = ConnectionPool(
-                conninfo, min_size=0, max_size=2, max_idle=60, open=True, kwargs={"autocommit": autocommit},
-                configure=_configure, check=ConnectionPool.check_connection, name="migration-checks")
-    return pool
-
-
-@atexit.register
-def _close_pools() -> None:
-    for key in [k for k in _pools if k[0] == os.getpid()]:
-        _pools.pop(key).close(timeout=1)
-
-
 def run_checks(source_conninfo: str, target_conninfo: str, e: Entity,
                run_id: str | None = None) -> list[AssetCheckResult]:
     """All checks of ``e``; with ``run_id``, also recorded in migration_control.check_results."""
-    with _pool(source_conninfo, True).connection() as src, _pool(target_conninfo, False).connection() as tgt:
+    with borrowed(source_conninfo, "checks-source", _configure, autocommit=True) as src, \
+            borrowed(target_conninfo, "checks-target", _configure) as tgt:
         target_only = []  # evaluated on the target while the legacy server computes its summaries
 
         def meanwhile(conn):

@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 from psycopg import sql
 
+from . import connections
 from .registry import Entity, children, entity
 from .target_schema import CONTROL_SCHEMA
 from .transforms import (EMAIL_REGEX, Column, Kind, blank_sql, md5_key_sql, parse_text_dates, trim_text, uuid3_keys,
@@ -323,12 +324,12 @@ class LegacyStream:
     def _connect(self) -> psycopg.Connection:
         """The stream's one source connection, inside one REPEATABLE READ, READ ONLY transaction:
         the counts, the change summaries, the COPY, the raw rows of rejects and the search for
-        deleted rows all see the same snapshot of a legacy database that keeps taking writes."""
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=False)
-            self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            self._conn.read_only = True
-            self._conn.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET jit = off")
+        deleted rows all see the same snapshot of a legacy database that keeps taking writes.
+        Kept open between streams (connections.py)."""
+        if self._conn is not None and self._conn.closed:
+            self.close()
+        if self._conn is None:
+            self._conn = connections.take(self._conninfo, "legacy-stream", _stream_setup)
         return self._conn
 
     def snapshot(self) -> "SourceState":
@@ -415,7 +416,7 @@ class LegacyStream:
             _readers.give_back(self._conninfo, reader_conn)
             reader_conn = None
         except BaseException:
-            self.close()  # an abandoned read leaves the connection unusable
+            self.close()  # an abandoned read: the source connection goes back rolled back
             raise
         finally:
             if reader_conn is not None:
@@ -493,8 +494,17 @@ class LegacyStream:
                 yield from rows
 
     def close(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            self._conn.close()
+        """Give the source connection back (its snapshot transaction rolled back)."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            connections.give_back(conn, self._conninfo, "legacy-stream")
+
+
+def _stream_setup(conn: psycopg.Connection) -> None:
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    conn.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET jit = off")
+    conn.commit()
 
 
 def source_state_sql(e: Entity) -> sql.Composable:
@@ -1519,7 +1529,7 @@ def migrate_entity(source_conninfo: str, target_conninfo: str, name: str, opts: 
     e = entity(name)
     stream = LegacyStream(source_conninfo, e, opts, fail_after_batches=fail_after_batches)
     try:
-        with psycopg.connect(target_conninfo) as conn:
+        with connections.borrowed(target_conninfo, "load") as conn:
             result = load_stream(conn, stream, opts, on_progress)
             write_audit(conn, opts.run_id, result, e.name)
             conn.commit()

@@ -28,6 +28,7 @@ from dagster import (
 )
 from psycopg import sql
 
+from . import connections
 from .engine import LegacyStream, LoadResult, load_stream, parse_copy_rows, target_columns, write_audit
 from .errors import classify
 from .registry import entity
@@ -48,10 +49,11 @@ class PostgresArrowIOManager(ConfigurableIOManager):
         started = time.time()
         timeout_s = self.settings.migration_timeout_ms / 1000
         try:
-            with self.target.connect() as conn:
-                # MIGRATION_TIMEOUT bounds every statement of the load; the per-batch check below
-                # bounds the whole load.
-                conn.execute(sql.SQL("SET statement_timeout = {}").format(
+            with connections.borrowed(self.target.conninfo(), "load", opener=self.target.connect) as conn:
+                # MIGRATION_TIMEOUT bounds every statement of the load (LOCAL: until the commit;
+                # the connection is kept for the next load); the per-batch check below bounds the
+                # whole load.
+                conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
                     sql.Literal(int(self.settings.migration_timeout_ms))))
 
                 def progress(message: str) -> None:
