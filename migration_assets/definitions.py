@@ -11,8 +11,9 @@ Executor: in-process. A migration step is one streaming COPY; the multiprocess e
 in process) would dwarf the loads of the 40 small tables and, on 2 cores, steal CPU from the
 two database servers that do the real work. The connection budget follows from one step at a
 time: the load's target connection, the stream's source connection and its Arrow reader (two
-idle readers are kept between loads), the checks' source and target connections (pooled), plus
-one short audit connection on failure: at most 7, under the seed's 10.
+idle readers are kept between loads), the checks' source and target connections (all kept open
+between steps: connections.py), plus one short audit connection on failure: at most 7, under
+the seed's 10.
 """
 
 from __future__ import annotations
