@@ -15,8 +15,8 @@ Roles keep connections with different session state apart: ``setup`` runs once o
 connection (time zone, JIT, isolation level...), so every connection of a role has the same
 set-up; settings of one load are ``SET LOCAL``. A connection comes back rolled back; before it
 is handed out again it must be idle, younger than IDLE_S since its last use and answer an empty
-query (the server may have closed it). Keyed by process id: a forked executor process never
-uses its parent's sockets. All close at exit.
+query (the server may have closed it). At most KEEP_TOTAL idle connections per process. Keyed
+by process id: a forked executor process never uses its parent's sockets. All close at exit.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 KEEP = 2  # idle connections kept per (process, database, role)
+KEEP_TOTAL = 8  # idle connections kept per process, all databases and roles together
 IDLE_S = 60.0  # an idle connection older than this is closed instead of reused
 
 _idle: dict[tuple[int, str, str], list[tuple[psycopg.Connection, float]]] = {}
@@ -93,12 +94,31 @@ def give_back(conn: psycopg.Connection, conninfo: str, role: str) -> None:
         conn.close()
         return
     key = (os.getpid(), conninfo, role)
+    now = time.monotonic()
     with _lock:
         idle = _idle.setdefault(key, [])
         if len(idle) < KEEP:
-            idle.append((conn, time.monotonic()))
-            return
-    conn.close()
+            idle.append((conn, now))
+            conn = None
+        surplus = _evict(now)
+    for c in ([conn] if conn is not None else []) + surplus:
+        c.close()
+
+
+def _evict(now: float) -> list[psycopg.Connection]:
+    """Take out (under the lock) the idle connections to close: the ones idle longer than IDLE_S,
+    then the oldest beyond KEEP_TOTAL (a process that works on many databases, a test session
+    say, must not keep connections to all of them)."""
+    kept = sorted(((since, key, conn) for key, idle in _idle.items() for conn, since in idle),
+                  key=lambda item: item[0], reverse=True)
+    out = [conn for i, (since, _, conn) in enumerate(kept) if i >= KEEP_TOTAL or now - since > IDLE_S]
+    if out:
+        gone = {id(c) for c in out}
+        for key in list(_idle):
+            _idle[key] = [(c, since) for c, since in _idle[key] if id(c) not in gone]
+            if not _idle[key]:
+                del _idle[key]
+    return out
 
 
 @contextmanager

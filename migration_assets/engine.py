@@ -50,8 +50,8 @@ from psycopg import sql
 from . import connections
 from .registry import Entity, children, entity
 from .target_schema import CONTROL_SCHEMA
-from .transforms import (EMAIL_REGEX, Column, Kind, blank_sql, md5_key_sql, parse_text_dates, trim_text, uuid3_keys,
-                         uuid_from_md5_sql)
+from .transforms import (EMAIL_REGEX, Column, Kind, ParentKeys, blank_sql, md5_key_sql, parse_text_dates, trim_text,
+                         uuid3_keys, uuid_from_md5_sql)
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +320,7 @@ class LegacyStream:
         # the batches when the whole table is read, or the planner's source summary
         self.summary: dict[int, tuple[int, int]] | None = None
         self.accounted_before: int | None = None  # target + open quarantine rows, counted by the planner
+        self._parent_keys: dict[str, ParentKeys] = {}  # foreign keys' UUIDs by parent, hashed once per id
 
     def _connect(self) -> psycopg.Connection:
         """The stream's one source connection, inside one REPEATABLE READ, READ ONLY transaction:
@@ -430,7 +431,8 @@ class LegacyStream:
         cols["id"] = uuid3_keys(self.entity.name, cols[LEGACY_ID])
         for c in self.entity.columns:
             if c.kind is Kind.FK:
-                cols[c.target] = uuid3_keys(c.parent, cols[c.target])
+                keys = self._parent_keys.get(c.parent) or self._parent_keys.setdefault(c.parent, ParentKeys(c.parent))
+                cols[c.target] = keys(cols[c.target])
             elif _trimmed_in_arrow(c, self.opts):
                 cols[c.target] = trim_text(cols[c.target])
             elif c.kind is Kind.CENTS:
@@ -515,7 +517,7 @@ def source_state_sql(e: Entity) -> sql.Composable:
 
 
 class _IdleReaders:
-    """Reader connections kept open between loads (at most two per database).
+    """Reader connections kept open between loads (at most two in all, the last ones used).
 
     Opening an ADBC connection costs ~50 ms (the driver reads the server's type catalog), more
     than a whole small table's load; 45 loads per run would pay it 45 times. A connection comes
@@ -526,6 +528,7 @@ class _IdleReaders:
         import threading
 
         self._idle: dict[str, list] = {}
+        self._order: list = []  # idle connections, oldest first
         self._lock = threading.Lock()
         self._keep = keep
 
@@ -533,7 +536,9 @@ class _IdleReaders:
         with self._lock:
             idle = self._idle.get(conninfo)
             if idle:
-                return idle.pop()
+                conn = idle.pop()
+                self._order = [c for c in self._order if c is not conn]
+                return conn
         return adbc.connect(conninfo, autocommit=True)  # libpq takes key=value or a URI
 
     def give_back(self, conninfo: str, conn) -> None:
@@ -545,11 +550,14 @@ class _IdleReaders:
             conn.close()
             return
         with self._lock:
-            idle = self._idle.setdefault(conninfo, [])
-            if len(idle) < self._keep:
-                idle.append(conn)
-                return
-        conn.close()
+            self._idle.setdefault(conninfo, []).append(conn)
+            self._order.append(conn)
+            surplus = self._order[:-self._keep]
+            del self._order[:-self._keep]
+            for idle in self._idle.values():
+                idle[:] = [c for c in idle if all(c is not s for s in surplus)]
+        for c in surplus:  # a process that reads many databases (tests) keeps only the latest
+            c.close()
 
 
 _readers = _IdleReaders()

@@ -150,16 +150,66 @@ def md5_of_ids(prefix: bytes, ids: pa.Array) -> np.ndarray:
     return out.view(np.uint8)
 
 
+def _uuid3_digests(entity: str, ids: pa.Array) -> np.ndarray:
+    """(n, 16) uint8: the UUID bytes of :func:`legacy_uuid` for every id (nulls: garbage)."""
+    digest = md5_of_ids(NAMESPACE_BYTES + entity.encode() + b":", ids)
+    digest[:, 6] = (digest[:, 6] & 0x0F) | 0x30  # version 3
+    digest[:, 8] = (digest[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest
+
+
+def _uuid_array(digest: np.ndarray, ids: pa.Array) -> pa.Array:
+    validity = pc.is_valid(ids).buffers()[1] if ids.null_count else None
+    storage = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(ids), [validity, pa.py_buffer(digest)])
+    return pa.ExtensionArray.from_storage(pa.uuid(), storage)
+
+
 def uuid3_keys(entity: str, ids: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Vectorised :func:`legacy_uuid`: legacy ids of ``entity`` -> ``arrow.uuid`` array (NULL stays NULL)."""
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
-    digest = md5_of_ids(NAMESPACE_BYTES + entity.encode() + b":", ids)
-    digest[:, 6] = (digest[:, 6] & 0x0F) | 0x30  # version 3
-    digest[:, 8] = (digest[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
-    validity = pc.is_valid(ids).buffers()[1] if ids.null_count else None
-    storage = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(ids), [validity, pa.py_buffer(digest)])
-    return pa.ExtensionArray.from_storage(pa.uuid(), storage)
+    return _uuid_array(_uuid3_digests(entity, ids), ids)
+
+
+class ParentKeys:
+    """:func:`uuid3_keys` for the foreign keys of one stream, remembering every parent id's UUID.
+
+    A key column references far fewer parents than it has rows (system_messages: 2.2M rows, 10K
+    recipients), so most of its MD5s would be recomputed; here each parent id is hashed once per
+    stream and looked up by id afterwards (a dense table: legacy ids are integers from a
+    sequence). Memory is bounded by MAX_ID, not by the table: at most 17 bytes per id below it
+    (8.5 MB); a batch holding an id outside [0, MAX_ID) is hashed directly, as without the cache.
+    """
+
+    MAX_ID = 1 << 19
+
+    def __init__(self, entity: str):
+        self.entity = entity
+        self._keys = np.zeros((0, 16), np.uint8)
+        self._known = np.zeros(0, bool)
+
+    def _grow(self, top: int) -> None:
+        size = min(max(1 << int(top).bit_length(), 1024), self.MAX_ID)
+        keys, known = np.zeros((size, 16), np.uint8), np.zeros(size, bool)
+        keys[:len(self._keys)], known[:len(self._known)] = self._keys, self._known
+        self._keys, self._known = keys, known
+
+    def __call__(self, ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+        if isinstance(ids, pa.ChunkedArray):
+            ids = ids.combine_chunks()
+        if len(ids) == ids.null_count:
+            return uuid3_keys(self.entity, ids)
+        values = np.asarray(pc.fill_null(ids, 0).to_numpy(zero_copy_only=False), np.int64)
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi >= self.MAX_ID:
+            return uuid3_keys(self.entity, ids)
+        if hi >= len(self._known):
+            self._grow(hi)
+        new = np.unique(values[~self._known[values]])
+        if len(new):
+            self._keys[new] = _uuid3_digests(self.entity, pa.array(new))
+            self._known[new] = True
+        return _uuid_array(self._keys[values], ids)
 
 
 class Kind(enum.Enum):

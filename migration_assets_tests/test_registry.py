@@ -2,13 +2,14 @@
 
 import uuid
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from migration_assets import registry
 from migration_assets.registry import ENTITIES, BY_NAME, levels, topological_order
 from migration_assets.target_schema import MIGRATIONS_DIR, migration_files
-from migration_assets.transforms import Kind, legacy_uuid, md5_key_sql, md5_of_ids, uuid3_keys
+from migration_assets.transforms import Kind, ParentKeys, legacy_uuid, md5_key_sql, md5_of_ids, uuid3_keys
 
 SEED_ENTITIES = """offices profiles categories roles doctors patients technicians doctor_offices
 patients_doctors_offices role_permissions technician_roles cases orders jaws templates products brackets
@@ -97,6 +98,22 @@ def test_arrow_uuid_equals_python_uuid3():
     assert uuid3_keys("cases", sliced).to_pylist() == [
         legacy_uuid("cases", 6), legacy_uuid("cases", 7)]
     assert len(uuid3_keys("cases", pa.array([], pa.int64()))) == 0
+
+
+def test_parent_keys_cache_gives_the_same_uuids_as_hashing_every_row():
+    """The foreign keys' cache across batches: nulls, repeats, growth, a sliced chunk, ids outside
+    the cached range (hashed directly) and an all-null batch all equal uuid3_keys row for row."""
+    rng = np.random.default_rng(7)
+    keys = ParentKeys("profiles")
+    batches = [pa.array(rng.integers(0, top, 5000), mask=rng.random(5000) < 0.2, type=pa.int32())
+               for top in (50, 3000, 40000, 3000)]
+    batches += [pa.array([ParentKeys.MAX_ID + 5, 3, None, -1], pa.int64()), pa.array([None, None], pa.int32()),
+                pa.chunked_array([pa.array([5, 6, 7, 8], pa.int32()).slice(1, 2)]), pa.array([], pa.int32())]
+    for ids in batches:
+        got = keys(ids)
+        assert got.type == pa.uuid()
+        assert got.equals(uuid3_keys("profiles", ids))
+    assert keys(pa.array([1, 2, 1], pa.int64())).to_pylist() == [legacy_uuid("profiles", i) for i in (1, 2, 1)]
 
 
 def test_vectorised_md5_spans_message_blocks():
