@@ -511,8 +511,14 @@ def _stream_setup(conn: psycopg.Connection) -> None:
 
 def source_state_sql(e: Entity) -> sql.Composable:
     """(rows, min id, max id, change high-water mark as text) of a legacy table: what a watermark
-    records, and what the sensor compares with it."""
-    return sql.SQL("SELECT count(*), min(l.{pk}), max(l.{pk}), max(l.{chg})::text FROM {t} AS l").format(
+    records, and what the sensor compares with it.
+
+    Four subqueries, not one aggregate: apart, the count can read the primary key's index and the
+    three extremes are index endpoints (the change column is indexed, like every change-tracking
+    column a differential refresh filters on); together they took a scan of the whole heap
+    (sys_msg_log after a 1% mutation: 110 ms against 170 ms, 2.2M rows)."""
+    return sql.SQL("SELECT (SELECT count(*) FROM {t}), (SELECT min({pk}) FROM {t}), (SELECT max({pk}) FROM {t}), "
+                   "(SELECT max({chg}) FROM {t})::text").format(
         pk=sql.Identifier(e.legacy_pk), chg=sql.Identifier(e.legacy_change_column), t=sql.Identifier(e.legacy_table))
 
 
