@@ -496,7 +496,9 @@ class LegacyStream:
                 yield from rows
 
     def close(self) -> None:
-        """Give the source connection back (its snapshot transaction rolled back)."""
+        """Give the source connection back (its snapshot transaction rolled back) and drop the
+        key caches (the orchestrator may hold on to a stream it was handed)."""
+        self._parent_keys = {}
         if self._conn is not None:
             conn, self._conn = self._conn, None
             connections.give_back(conn, self._conninfo, "legacy-stream")
