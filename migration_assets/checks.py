@@ -208,13 +208,16 @@ def _plan(source_conn, target_conn, e: Entity, sample_above: int | None, sample_
 def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
     """64-bit hash of what the target row of a legacy row (alias l) must hold: the legacy id, the
     transformed values, each foreign key as its parent's legacy id (the UUID of a reference that
-    recovery set NULL), and ``true`` where the primary key's UUID is checked. Typed values hashed
-    with the types' own hash functions (no text rendering); the transforms are the engine's SQL."""
+    recovery set NULL), and, for the ids in the UUID sample, the hash of the UUID its primary key
+    must be (the md5 runs here, on the legacy server, which finishes its side first; the target
+    hashes its stored id). Typed values hashed with the types' own hash functions (no text
+    rendering); the transforms are the engine's SQL."""
     from .engine import LoadOptions, _column_value_sql
 
     opts = LoadOptions()
     pk = sql.SQL("l.{}::bigint").format(sql.Identifier(e.legacy_pk))
-    values = [pk, sql.SQL("CASE WHEN {} THEN true END").format(_in_sample(pk, plan.uuid_every))]
+    values = [pk, sql.SQL("CASE WHEN {} THEN uuid_hash_extended({}, 0) END").format(
+        _in_sample(pk, plan.uuid_every), uuid_sql(e.name, pk))]
     for c in e.columns:
         src = sql.SQL("l.{}").format(sql.Identifier(c.legacy_name))
         if c.kind is Kind.FK:
@@ -235,8 +238,7 @@ def _target_rows(e: Entity, plan: _Plan) -> tuple[sql.Composable, sql.Composable
     """(FROM clause, row hash, dangling flags) of the target rows: alias t, each parent joined by
     its UUID to read its legacy id (hash joins). The hash matches ``_legacy_row_hash``."""
     lid = _legacy_id()
-    values = [lid, sql.SQL("CASE WHEN {} THEN t.id = {} END").format(
-        _in_sample(lid, plan.uuid_every), uuid_sql(e.name, lid))]
+    values = [lid, sql.SQL("CASE WHEN {} THEN uuid_hash_extended(t.id, 0) END").format(_in_sample(lid, plan.uuid_every))]
     joins, flags = parent_joins(e, "t", lambda c: plan.parents[c.target])
     alias = {c.target: sql.Identifier(f"p{i}") for i, c in enumerate(e.foreign_keys)}
     for c in e.columns:
