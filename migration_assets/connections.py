@@ -109,12 +109,13 @@ def _evict(now: float) -> list[psycopg.Connection]:
     """Take out (under the lock) the idle connections to close: the ones idle longer than IDLE_S,
     then the oldest beyond KEEP_TOTAL (a process that works on many databases, a test session
     say, must not keep connections to all of them)."""
-    kept = sorted(((since, key, conn) for key, idle in _idle.items() for conn, since in idle),
+    pid = os.getpid()  # never another process's entries: closing them would end its sessions
+    kept = sorted(((since, key, conn) for key, idle in _idle.items() if key[0] == pid for conn, since in idle),
                   key=lambda item: item[0], reverse=True)
     out = [conn for i, (since, _, conn) in enumerate(kept) if i >= KEEP_TOTAL or now - since > IDLE_S]
     if out:
         gone = {id(c) for c in out}
-        for key in list(_idle):
+        for key in [k for k in _idle if k[0] == pid]:
             _idle[key] = [(c, since) for c, since in _idle[key] if id(c) not in gone]
             if not _idle[key]:
                 del _idle[key]
