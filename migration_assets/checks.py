@@ -187,10 +187,17 @@ def _recovered_references(target_conn, e: Entity) -> dict[str, list[int]]:
 
 def _parent_relation(target_conn, table: str) -> sql.Composable:
     """(id, lid) of a parent table. With its primary key enforced, the plain table (the join cannot
-    fan out); without, one row per id, so a duplicated parent cannot count a child twice."""
+    fan out); without, one row per id, so a duplicated parent cannot count a child twice.
+
+    ``coalesce(lid, -1)``: a non-strict expression, so when the planner flattens this subquery
+    under the LEFT JOIN it evaluates the legacy id at the parent's scan (a placeholder) and
+    hashes (id, lid); with the strict expression it hashed each parent row's whole metadata and
+    read the id out of it after the join, for every child row. All checks of all tables 5.62 ->
+    5.24 s (medians of 3, alternated); system_messages 1.40 -> 1.26 s. A parent whose metadata has
+    no legacy id reads as -1, which no legacy id equals (before: NULL, equal to none either)."""
     lid, t = _legacy_id("p"), sql.Identifier("public", table)
     if _enforcing_index(target_conn, table, "id"):
-        return sql.SQL("(SELECT p.id, {} AS lid FROM {} p)").format(lid, t)
+        return sql.SQL("(SELECT p.id, coalesce({}, -1) AS lid FROM {} p)").format(lid, t)
     return sql.SQL("(SELECT p.id, min({}) AS lid FROM {} p GROUP BY p.id)").format(lid, t)
 
 
