@@ -208,12 +208,12 @@ def write_report(results: dict, path: Path) -> None:
         ("peak RSS of the full run", "<= 256 MB", f"{rss_big:.0f} MB", rss_big <= 256),
         ("all asset checks / full migration (default: the two tables above 500,000 rows compare a 2% "
          "sample of their content)", "<= 20%",
-         f"{100 * _median(big, lambda r: r.get('checks_vs_full', float('nan'))):.0f}% "
+         f"{100 * _median(big, lambda r: r.get('checks_vs_full', float('nan'))):.1f}% "
          f"({_median(big, lambda r: r.get('checks_s', float('nan'))):.1f} s; content of "
          f"{100 * _median(big, lambda r: r.get('content_compared_share', float('nan'))):.0f}% of legacy rows compared)",
          _median(big, lambda r: r.get("checks_vs_full", float("inf"))) <= 0.20),
         ("all asset checks / full migration, every row's content compared", "<= 20%",
-         f"{100 * _median(big, lambda r: r.get('checks_full_content_vs_full', float('nan'))):.0f}% "
+         f"{100 * _median(big, lambda r: r.get('checks_full_content_vs_full', float('nan'))):.1f}% "
          f"({_median(big, lambda r: r.get('checks_full_content_s', float('nan'))):.1f} s)",
          _median(big, lambda r: r.get("checks_full_content_vs_full", float("inf"))) <= 0.20),
         ("peak RSS flat between scales", "within 25%", f"{rss_small:.0f} -> {rss_big:.0f} MB",
