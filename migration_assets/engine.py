@@ -535,18 +535,15 @@ class _IdleReaders:
     def __init__(self, keep: int = 2):
         import threading
 
-        self._idle: dict[str, list] = {}
-        self._order: list = []  # idle connections, oldest first
+        self._idle: list[tuple[str, object]] = []  # (conninfo, connection), oldest first
         self._lock = threading.Lock()
         self._keep = keep
 
     def take(self, conninfo: str):
         with self._lock:
-            idle = self._idle.get(conninfo)
-            if idle:
-                conn = idle.pop()
-                self._order = [c for c in self._order if c is not conn]
-                return conn
+            for i in range(len(self._idle) - 1, -1, -1):
+                if self._idle[i][0] == conninfo:
+                    return self._idle.pop(i)[1]
         return adbc.connect(conninfo, autocommit=True)  # libpq takes key=value or a URI
 
     def give_back(self, conninfo: str, conn) -> None:
@@ -558,13 +555,10 @@ class _IdleReaders:
             conn.close()
             return
         with self._lock:
-            self._idle.setdefault(conninfo, []).append(conn)
-            self._order.append(conn)
-            surplus = self._order[:-self._keep]
-            del self._order[:-self._keep]
-            for idle in self._idle.values():
-                idle[:] = [c for c in idle if all(c is not s for s in surplus)]
-        for c in surplus:  # a process that reads many databases (tests) keeps only the latest
+            self._idle.append((conninfo, conn))
+            surplus = self._idle[:-self._keep]
+            del self._idle[:-self._keep]
+        for _, c in surplus:  # a process that reads many databases (tests) keeps only the latest
             c.close()
 
 
