@@ -68,7 +68,9 @@ def legacy_states(conn, names=None) -> dict[str, tuple[int, int | None, str | No
         return {}
     parts = [sql.SQL("SELECT {}::text, s.* FROM ({}) AS s").format(sql.Literal(e.name), source_state_sql(e))
              for e in chosen]
-    conn.execute("SET TimeZone = 'UTC'")
+    # No JIT: the 45 counts add up to a plan costly enough to be compiled, and compiling it took
+    # longer than running it (scale 1.0: 0.65 s with JIT, 0.31 s without, medians of 5).
+    conn.execute("SET TimeZone = 'UTC'; SET jit = off")
     return {name: (rows, max_id, hwm)
             for name, rows, _min_id, max_id, hwm in conn.execute(sql.SQL(" UNION ALL ").join(parts))}
 
