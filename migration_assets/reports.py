@@ -21,9 +21,17 @@ from .target_schema import CONTROL_SCHEMA
 DIFFERENTIAL_REPORT = "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md"
 
 
+def _connect(conninfo: str) -> psycopg.Connection:
+    """A connection for the reports' queries: aggregates over whole tables, run once, which JIT
+    compilation made slower (all three reports at scale 1.0: 2.16 -> 1.74 s, medians of 8, alternated)."""
+    conn = psycopg.connect(conninfo)
+    conn.execute("SET jit = off")
+    return conn
+
+
 def remaining_differences(source: str, target: str, soft_deleted_excluded: bool = True) -> dict[str, tuple[int, int, int]]:
     """entity -> (legacy rows, target rows, open quarantine rows), counted now."""
-    with psycopg.connect(source) as src, psycopg.connect(target) as tgt:
+    with _connect(source) as src, _connect(target) as tgt:
         legacy = dict(src.execute(sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT {}::text, count(*) FROM {}").format(sql.Literal(e.name), sql.Identifier(e.legacy_table))
             for e in topological_order())).fetchall())
@@ -40,7 +48,7 @@ def remaining_differences(source: str, target: str, soft_deleted_excluded: bool 
 
 def latest_loads(target: str) -> dict[str, dict]:
     """The most recent successful load of every entity, with its quarantine rows first seen in it."""
-    with psycopg.connect(target) as conn:
+    with _connect(target) as conn:
         rows = conn.execute(sql.SQL(
             "SELECT DISTINCT ON (r.entity) r.entity, r.run_id, r.mode, r.status, r.records_read, r.inserted, r.updated, "
             "r.deleted, r.quarantined, r.duration_ms, r.finished_at, r.details, r.load_path, "
@@ -112,7 +120,7 @@ COMPREHENSIVE_REPORT = "COMPREHENSIVE_MIGRATION_REPORT.md"
 
 def latest_checks(target: str) -> dict[str, dict[str, dict]]:
     """entity -> check name -> the latest recorded result."""
-    with psycopg.connect(target) as conn:
+    with _connect(target) as conn:
         rows = conn.execute(sql.SQL(
             "SELECT DISTINCT ON (entity, check_name) entity, check_name, passed, severity, metadata, run_id, checked_at "
             "FROM {} ORDER BY entity, check_name, id DESC").format(
@@ -184,7 +192,7 @@ def _money(source: str, target: str, name: str) -> list[tuple[str, object, objec
     """(column, legacy total, target total, open-quarantine total) of each cents column, exact."""
     e = entity(name)
     out = []
-    with psycopg.connect(source) as src, psycopg.connect(target) as tgt:
+    with _connect(source) as src, _connect(target) as tgt:
         for c in (c for c in e.columns if c.kind is Kind.CENTS):
             (legacy,) = src.execute(sql.SQL("SELECT coalesce(sum({})::numeric, 0) / 100 FROM {}").format(
                 sql.Identifier(c.legacy_name), sql.Identifier(e.legacy_table))).fetchone()
@@ -203,7 +211,7 @@ def comprehensive_report(source: str, target: str) -> tuple[str, dict]:
     loads = latest_loads(target)
     now = remaining_differences(source, target)
     checks = latest_checks(target)
-    with psycopg.connect(target) as conn:
+    with _connect(target) as conn:
         reasons = conn.execute(sql.SQL(
             "SELECT entity, reason, count(*) FROM {} WHERE NOT resolved GROUP BY 1, 2 ORDER BY 3 DESC").format(
             sql.Identifier(CONTROL_SCHEMA, "quarantine"))).fetchall()
@@ -317,7 +325,7 @@ def status(source: str, target: str) -> tuple[list[dict], bool]:
     """Per entity: latest load, open quarantine, latest checks, remaining difference; and whether
     everything is healthy (every entity loaded, its last attempt not failed, every ERROR check of
     its latest results passing, legacy = target + quarantine)."""
-    with psycopg.connect(target) as conn:
+    with _connect(target) as conn:
         last_attempt = dict(conn.execute(sql.SQL(
             "SELECT DISTINCT ON (entity) entity, status FROM {} ORDER BY entity, id DESC").format(
             sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchall())
