@@ -198,9 +198,9 @@ def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Comp
         src = _src(c)
         defaulted = opts.error_recovery and c.default is not None
         if c.required and not defaulted:
-            # text kinds turn blank values into NULL, so a value of spaces only counts as missing:
+            # text kinds (text dates too) turn blank values into NULL, so a value of spaces only counts as missing:
             # it must be quarantined, not reach the target's NOT NULL constraint
-            converted = c.kind in (Kind.TEXT, Kind.LONG_TEXT, Kind.EMAIL)
+            converted = c.kind in (Kind.TEXT, Kind.LONG_TEXT, Kind.EMAIL, Kind.TEXT_DATE)
             missing = blank_sql(src) if converted else sql.SQL("{} IS NULL").format(src)
             reasons.append((missing, REQUIRED_NULL,
                             sql.Literal(f"{c.legacy_name} is NULL or blank; {c.target} is required")))
@@ -348,17 +348,22 @@ class LegacyStream:
         the table is read once (probing each candidate id took a second pass, a hash of every id)."""
         e = self.entity
         return self._connect().execute(sql.SQL(
-            "WITH blocks AS (SELECT {pk} >> 6 AS b, count(*) AS n, bit_or(1::bigint << ({pk} & 63)::int) AS m "
-            "                FROM {t} WHERE {pk} BETWEEN %(lower)s AND %(upper)s GROUP BY 1), "
-            "empty AS (SELECT (b + 1) << 6 AS lo, (lead(b, 1, (%(upper)s >> 6) + 1) OVER (ORDER BY b) << 6) - 1 AS hi "
+            "WITH blocks AS (SELECT {pk}::bigint >> 6 AS b, count(*) AS n, "
+            "                bit_or(1::bigint << ({pk}::bigint & 63)::int) AS m "
+            "                FROM {t} WHERE {pk} BETWEEN %(lower)s::bigint AND %(upper)s::bigint GROUP BY 1), "
+            "empty AS (SELECT (b + 1) << 6 AS lo, "
+            "                 (lead(b, 1, (%(upper)s::bigint >> 6) + 1) OVER (ORDER BY b) << 6) - 1 AS hi "
             "          FROM blocks "
-            "          UNION ALL SELECT %(lower)s, (coalesce((SELECT min(b) FROM blocks), (%(upper)s >> 6) + 1) << 6) - 1), "
-            "partial AS (SELECT b, m FROM blocks WHERE n < least(%(upper)s, (b << 6) + 63) - greatest(%(lower)s, b << 6) + 1) "
-            "SELECT greatest(lo, %(lower)s), least(hi, %(upper)s) FROM empty "
-            "WHERE least(hi, %(upper)s) >= greatest(lo, %(lower)s) "
+            "          UNION ALL SELECT %(lower)s::bigint, "
+            "                 (coalesce((SELECT min(b) FROM blocks), (%(upper)s::bigint >> 6) + 1) << 6) - 1), "
+            "partial AS (SELECT b, m FROM blocks "
+            "            WHERE n < least(%(upper)s::bigint, (b << 6) + 63) - greatest(%(lower)s::bigint, b << 6) + 1) "
+            "SELECT greatest(lo, %(lower)s::bigint), least(hi, %(upper)s::bigint) FROM empty "
+            "WHERE least(hi, %(upper)s::bigint) >= greatest(lo, %(lower)s::bigint) "
             "UNION ALL "
-            "SELECT (b::bigint << 6) + i, (b::bigint << 6) + i FROM partial, generate_series(0, 63) AS i "
-            "WHERE m & (1::bigint << i) = 0 AND (b::bigint << 6) + i BETWEEN %(lower)s AND %(upper)s ORDER BY 1").format(
+            "SELECT (b << 6) + i, (b << 6) + i FROM partial, generate_series(0, 63) AS i "
+            "WHERE m & (1::bigint << i) = 0 AND (b << 6) + i BETWEEN %(lower)s::bigint AND %(upper)s::bigint "
+            "ORDER BY 1").format(
             pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table)),
             {"lower": lower, "upper": upper}).fetchall()
 
@@ -791,6 +796,13 @@ def parent_joins(e: Entity, alias: str, relation: Callable[[Column], sql.Composa
     return sql.SQL(" ").join(joins), flags
 
 
+def orphan_detail(c: Column) -> str:
+    """The quarantine detail of an ORPHAN_FK row. One text whether the parent never existed, was
+    quarantined or was deleted at the source, so that a refresh writes what a fresh migration
+    writes (the run's audit row says which parents were removed and why)."""
+    return f"{c.target} references a missing {c.parent} row"
+
+
 def _reject_orphans(conn, e: Entity, table: sql.Composable, staged: bool, opts: LoadOptions,
                     recoveries: dict) -> None:
     """Rows of ``table`` whose foreign keys point at a missing parent, found in one pass.
@@ -815,7 +827,7 @@ def _reject_orphans(conn, e: Entity, table: sql.Composable, staged: bool, opts: 
     blocking = [(i, c) for i, c in enumerate(fks) if c.required or not opts.error_recovery]
     if blocking:
         detail = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
-            sql.SQL("WHEN m.{} THEN {}").format(flags[i], sql.Literal(f"{c.target} references a missing {c.parent} row"))
+            sql.SQL("WHEN m.{} THEN {}").format(flags[i], sql.Literal(orphan_detail(c)))
             for i, c in blocking))
         conn.execute(sql.SQL(
             "WITH gone AS (DELETE FROM {t} AS s USING _missing m WHERE s.ctid = m.rid AND ({any}) "
@@ -850,24 +862,58 @@ def _reject_target_side(conn, e: Entity, table: sql.Composable, staged: bool, op
     table itself) into the temp table ``_quarantine``: orphans, then unique-key duplicates."""
     if e.foreign_keys:
         _reject_orphans(conn, e, table, staged, opts, recoveries)
-    # Unique keys: the lowest legacy id wins within the load; a row already in the target (with
-    # another id) wins over an incoming one. Losers are quarantined, never sent to the database.
+    # Unique keys, one rule for a fresh migration and a refresh: among the rows that hold a value,
+    # the lowest legacy id wins. The competitors are the rows of this load and, on the merge path,
+    # the target rows this load does not rewrite (a rewritten row competes with its new value, a
+    # row this load quarantines does not compete).
+    # Losers of this load are quarantined, never sent to the database; a target row that loses
+    # to a newcomer with a lower id goes to ``_quarantine`` too, and leaves the target before the
+    # merge with its children (the eviction of re-quarantined rows).
     for c in e.unique_columns:
         col = sql.Identifier(c.target)
+        held = sql.SQL(
+            "UNION ALL SELECT NULL::tid, x.id, (x.metadata->>'legacy_id')::bigint, x.{col}, "
+            "(x.metadata->>'source_hash')::bigint FROM {tt} AS x "
+            "WHERE x.{col} IN (SELECT s.{col} FROM {t} AS s WHERE s.{col} IS NOT NULL) "
+            "AND NOT EXISTS (SELECT 1 FROM {t} AS s WHERE s.id = x.id) "
+            "AND NOT EXISTS (SELECT 1 FROM _quarantine AS q "
+            "                WHERE q.legacy_id = (x.metadata->>'legacy_id')::bigint)").format(tt=_t(e), t=table, col=col) \
+            if staged else sql.SQL("")
         conn.execute(sql.SQL(
-            "WITH ranked AS (SELECT s.ctid AS rid, s.id, {lid} AS legacy_id, s.{col} AS v, "
-            "  (s.metadata->>'source_hash')::bigint AS h, "
-            "  row_number() OVER (PARTITION BY s.{col} ORDER BY {lid}) AS rn "
-            "  FROM {t} AS s WHERE s.{col} IS NOT NULL), "
-            "losers AS (SELECT rid, legacy_id, v, h FROM ranked r WHERE r.rn > 1 {existing}), "
+            "WITH cand AS (SELECT s.ctid AS rid, s.id, {lid} AS legacy_id, s.{col} AS v, "
+            "  (s.metadata->>'source_hash')::bigint AS h FROM {t} AS s WHERE s.{col} IS NOT NULL {held}), "
+            "losers AS (SELECT rid, legacy_id, v, h FROM (SELECT cand.*, "
+            "  row_number() OVER (PARTITION BY v ORDER BY legacy_id) AS rn FROM cand) r WHERE rn > 1), "
             "gone AS (DELETE FROM {t} AS s USING losers WHERE s.ctid = losers.rid RETURNING losers.legacy_id, "
             "losers.v, losers.h) "
             "INSERT INTO _quarantine (legacy_id, reason, detail, source_hash) "
-            "SELECT legacy_id, {reason}, {msg} || v, h FROM gone").format(
+            "SELECT legacy_id, {reason}, {msg} || v, h FROM gone "
+            "UNION ALL SELECT legacy_id, {reason}, {msg} || v, h FROM losers WHERE rid IS NULL").format(
             t=table, col=col, lid=_legacy_id_of("s", staged), reason=sql.Literal(DUPLICATE_KEY),
-            msg=sql.Literal(f"duplicate {c.target}: "),
-            existing=sql.SQL("OR EXISTS (SELECT 1 FROM {tt} AS x WHERE x.{col} = r.v AND x.id <> r.id)").format(
-                tt=_t(e), col=col) if staged else sql.SQL("")))
+            msg=sql.Literal(f"duplicate {c.target}: "), held=held))
+
+
+def _unique_swap_sql(e: Entity) -> list[sql.Composable]:
+    """Statements that free the unique values the merge is about to move between rows.
+
+    Unique constraints are checked row by row, so a merge in which two rows exchange values (or
+    one takes a value another gives up) would fail on the first of them. Before the merge, the
+    target rows whose unique value changes get a value no real row can hold (the row's own UUID,
+    under a reserved domain for emails, whose CHECK constraint it satisfies); the merge then writes
+    the real values. Only rows whose value changes are touched."""
+    out = []
+    for c in e.unique_columns:
+        col = sql.Identifier(c.target)
+        free = sql.SQL("'swap.' || replace(t.id::text, '-', '') || {}").format(sql.Literal("@" + SWAP_DOMAIN)) \
+            if c.kind is Kind.EMAIL else sql.SQL("'migration-swap:' || t.id::text")
+        out.append(sql.SQL(
+            "UPDATE {t} AS t SET {col} = {free} FROM _stage AS s "
+            "WHERE s.id = t.id AND t.{col} IS NOT NULL AND s.{col} IS DISTINCT FROM t.{col}").format(
+            t=_t(e), col=col, free=free))
+    return out
+
+
+SWAP_DOMAIN = "swap.invalid"  # reserved (RFC 2606): never a real address
 
 
 def _summaries_source(stream: "LegacyStream") -> list[tuple[int, int, int]]:
@@ -1068,7 +1114,7 @@ def _apply_deletes(conn, e: Entity, stream: "LegacyStream", opts: LoadOptions, r
                          "ANY(ARRAY(SELECT {ctl}.legacy_uuid({ent}, g.legacy_id) FROM _gone g))").format(
         t=_t(e), ctl=sql.Identifier(CONTROL_SCHEMA), ent=sql.Literal(e.name)))
     if opts.delete_policy == "hard":
-        result.deleted = _evict(conn, e, "_evict_deleted", stream, opts, result, reason="was deleted at the source")
+        result.deleted = _evict(conn, e, "_evict_deleted", stream, opts, result)
     else:
         result.deleted = conn.execute(sql.SQL(
             "UPDATE {t} AS t SET metadata = t.metadata || jsonb_build_object({k}, jsonb_build_object("
@@ -1082,8 +1128,7 @@ def _apply_deletes(conn, e: Entity, stream: "LegacyStream", opts: LoadOptions, r
 _steps = iter(range(1, 1 << 62))  # cascade step numbers, unique within the process
 
 
-def _evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOptions, result: "LoadResult",
-           reason: str) -> int:
+def _evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOptions, result: "LoadResult") -> int:
     """Remove the target rows of ``e`` listed (column ``id``) in the temp table ``ids_table``.
 
     Their descendants are treated as a fresh migration would treat them with that parent absent:
@@ -1105,7 +1150,6 @@ def _evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOp
     while i < len(removals):
         parent, ids_sql = removals[i]
         i += 1
-        parent_reason = reason if parent is e else "was quarantined"
         for child in children(parent.name):
             for c in (c for c in child.foreign_keys if c.parent == parent.name):
                 ct, col = _t(child), sql.Identifier(c.target)
@@ -1116,7 +1160,7 @@ def _evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOp
                         "(ch.metadata->>'source_hash')::bigint, {detail} FROM {ct} AS ch "
                         "WHERE ch.{col} = ANY(ARRAY({ids})) ON CONFLICT DO NOTHING").format(
                         step=sql.Literal(step), ent=sql.Literal(child.name), ct=ct, col=col, ids=ids_sql,
-                        detail=sql.Literal(f"{c.target} references a {parent.name} row that {parent_reason}"))).rowcount
+                        detail=sql.Literal(orphan_detail(c)))).rowcount
                     if moved:
                         result.cascaded[child.name] = result.cascaded.get(child.name, 0) + moved
                         removals.append((child, sql.SQL("SELECT id FROM _cascade WHERE step = {}").format(
@@ -1138,7 +1182,32 @@ def _evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOp
             _t(target_entity), ids_sql)).rowcount
     if len(removals) > 1:
         _quarantine_cascaded(conn, stream, opts, first_step)
+    _name_first_missing_parent(conn, {ent.name for ent, _ in removals}, opts)
     return removed  # the last DELETE is the one of ``e`` itself
+
+
+def _name_first_missing_parent(conn, parents: set[str], opts: LoadOptions) -> None:
+    """Rewrite the detail of the open ORPHAN_FK rows of the children of ``parents`` (whose rows were
+    just removed) to name the first required reference, in the registry's order, whose parent is
+    missing now: the one a fresh migration names, whichever removal reached the row first (a
+    row quarantined earlier for its file may have lost its case since). Only children with two or
+    more such references can change; the parents are looked up by the legacy ids in the raw row."""
+    q = sql.Identifier(CONTROL_SCHEMA, "quarantine")
+    for child in {c.name: c for p in parents for c in children(p)}.values():
+        blocking = [c for c in child.foreign_keys if c.required or not opts.error_recovery]
+        if len(blocking) < 2:
+            continue
+        first_missing = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+            sql.SQL("WHEN NOT EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = {ctl}.legacy_uuid({pe}, "
+                    "(q.raw->>{col})::bigint)) THEN {d}").format(
+                p=_t_name(c.parent), ctl=sql.Identifier(CONTROL_SCHEMA), pe=sql.Literal(c.parent),
+                col=sql.Literal(c.legacy_name), d=sql.Literal(orphan_detail(c))) for c in blocking))
+        conn.execute(sql.SQL(
+            "UPDATE {q} AS q SET detail = d.detail FROM (SELECT q.legacy_id, {first} AS detail FROM {q} AS q "
+            "WHERE q.entity = {ent} AND NOT q.resolved AND q.reason = {orphan} AND q.raw IS NOT NULL) AS d "
+            "WHERE q.entity = {ent} AND NOT q.resolved AND q.legacy_id = d.legacy_id "
+            "AND d.detail IS NOT NULL AND d.detail IS DISTINCT FROM q.detail").format(
+            q=q, first=first_missing, ent=sql.Literal(child.name), orphan=sql.Literal(ORPHAN_FK)))
 
 
 def _quarantine_cascaded(conn, stream: "LegacyStream", opts: LoadOptions, since_step: int) -> None:
@@ -1436,15 +1505,18 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
             sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in data_cols),
             old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in data_cols),
             new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in data_cols))
-        result.inserted, result.updated = conn.execute(upsert).fetchone()
-        phase("merge")
-        # rows that loaded before and no longer do (their legacy row now breaks a rule): the old
-        # version leaves the target, the row is in _quarantine, and nothing references it any more
+        # rows that loaded before and no longer do (their legacy row now breaks a rule, or a row with a
+        # lower legacy id took their unique value): the old version leaves the target, before the
+        # merge (which may give its unique value to the winner), with its children
         conn.execute(sql.SQL("CREATE TEMP TABLE _evict ON COMMIT DROP AS SELECT t.id FROM {t} AS t WHERE t.id = "
                              "ANY(ARRAY(SELECT {ctl}.legacy_uuid({ent}, q.legacy_id) FROM _quarantine q))").format(
             t=target, ctl=sql.Identifier(CONTROL_SCHEMA), ent=sql.Literal(e.name)))
-        result.evicted = _evict(conn, e, "_evict", stream, opts, result, reason="was quarantined")
+        result.evicted = _evict(conn, e, "_evict", stream, opts, result)
         phase("evict_requarantined")
+        for statement in _unique_swap_sql(e):
+            conn.execute(statement)
+        result.inserted, result.updated = conn.execute(upsert).fetchone()
+        phase("merge")
     # Quarantine: upsert this run's rejects, resolve the ones that loaded now.
     run = opts.run_id
     _upsert_quarantine(conn, sql.SQL(

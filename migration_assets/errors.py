@@ -3,9 +3,12 @@
 The seed system recognised four error types (duplicate key, email format, foreign key,
 connection pool) by matching messages. Here the SQLSTATE decides where psycopg gives one, the
 message only where it does not. Transient errors (connection lost or reset, server shutting down,
-serialization failure, deadlock, a closed pool, a lock or statement timeout) are retried by the
-asset's RetryPolicy; everything else is permanent and fails at once with a clear message
-(``dagster.Failure(allow_retries=False)``).
+serialization failure, deadlock, a closed pool, a lock timeout, too many connections, a query
+canceled by an operator) are retried by the asset's RetryPolicy. Everything else is permanent and
+fails at once with a clear message (``dagster.Failure(allow_retries=False)``): data exceptions
+(SQLSTATE class 22), integrity violations (23), schema errors (42), any other error the server
+answered with a SQLSTATE, and a statement timeout (MIGRATION_TIMEOUT: the same load would hit it
+again).
 """
 
 from __future__ import annotations
@@ -60,6 +63,16 @@ def classify(exc: BaseException) -> ErrorKind:
     if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_SQLSTATE_PREFIXES):
         return ErrorKind("CONNECTION" if state.startswith(("08", "57P")) else "CONCURRENCY", True, msg,
                          "retried automatically with exponential backoff")
+    if state.startswith("22"):
+        # a data exception is a property of the rows: the same rows fail the same way on a retry
+        return ErrorKind("DATA", False, msg, "a legacy value the load could not convert: report it with the "
+                         "table and value named (a bug: every value should load or be quarantined)")
+    if state.startswith("23"):
+        return ErrorKind("INTEGRITY", False, msg, "a target constraint rejected a row: check for other writers "
+                         "to the target or constraints the registry does not know")
+    if len(state) == 5:
+        # the server answered with a definite error: only the classes above are worth a retry
+        return ErrorKind("UNKNOWN", False, msg, f"SQLSTATE {state}: investigate; see the run's logs")
     # the source is read through ADBC: its errors carry the SQLSTATE too (handled above when set)
     if isinstance(exc, (psycopg.OperationalError, adbc_driver_manager.OperationalError, ConnectionError, OSError)):
         return ErrorKind("CONNECTION", True, msg, "retried automatically with exponential backoff")

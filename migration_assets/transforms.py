@@ -46,6 +46,15 @@ EMAIL_REGEX = r"^[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}$"
 # Plausible range for epoch-second timestamps (1970-01-01 .. 2100-01-01).
 EPOCH_MIN, EPOCH_MAX = 0, 4102444800
 
+# numeric(14,2) holds |cents| < 10^12 (12 digits before the point, 2 after).
+CENTS_LIMIT = 1_000_000_000_000
+
+# Legacy timestamps that load: PostgreSQL's first day (4714 BC) up to the end of year 9999.
+# ``infinity``/``-infinity`` have no Arrow or ISO form, and years past 9999 overflow the microsecond
+# arithmetic between the 1970 (Arrow) and 2000 (COPY) epochs near PostgreSQL's upper limit: both
+# are quarantined as INVALID_VALUE with the column named.
+TIMESTAMP_MIN, TIMESTAMP_END = "4714-11-24 00:00:00 BC", "10000-01-01 00:00:00"
+
 
 def legacy_uuid(entity: str, legacy_id: int) -> uuid.UUID:
     """The target primary key of ``entity``'s legacy row ``legacy_id`` (reference implementation)."""
@@ -312,7 +321,9 @@ class Column:
             )
             return sql.SQL("CASE {} {} END").format(src, whens)
         if k is Kind.CENTS:
-            return sql.SQL("CASE WHEN abs({0}) < 1000000000000 THEN round({0}::numeric / 100, 2) END").format(src)
+            # a range test, not abs(): abs() of bigint's minimum raises "bigint out of range"
+            return sql.SQL("CASE WHEN {0} > -{1} AND {0} < {1} THEN round({0}::numeric / 100, 2) END").format(
+                src, sql.Literal(CENTS_LIMIT))
         if k is Kind.EPOCH:
             return sql.SQL("CASE WHEN {0} BETWEEN {1} AND {2} THEN to_timestamp({0}) END").format(
                 src, sql.Literal(EPOCH_MIN), sql.Literal(EPOCH_MAX)
@@ -322,7 +333,8 @@ class Column:
             # ~7 us for a regex-plus-calendar test that SQL would evaluate several times per row
             return sql.SQL("nullif(btrim({}), '')").format(src)
         if k is Kind.TIMESTAMP:
-            return sql.SQL("({} AT TIME ZONE 'UTC')").format(src)
+            return sql.SQL("CASE WHEN {0} >= {1} AND {0} < {2} THEN ({0} AT TIME ZONE 'UTC') END").format(
+                src, sql.Literal(TIMESTAMP_MIN), sql.Literal(TIMESTAMP_END))
         raise AssertionError(k)
 
     def invalid_sql(self, src: sql.Composable) -> sql.Composable | None:
@@ -334,11 +346,14 @@ class Column:
             codes = sql.SQL(", ").join(sql.Literal(c) for c in self.codes)
             return sql.SQL("({0} IS NOT NULL AND {0} NOT IN ({1}))").format(src, codes)
         if k is Kind.CENTS:
-            return sql.SQL("({0} IS NOT NULL AND abs({0}) >= 1000000000000)").format(src)
+            return sql.SQL("({0} IS NOT NULL AND ({0} <= -{1} OR {0} >= {1}))").format(src, sql.Literal(CENTS_LIMIT))
         if k is Kind.EPOCH:
             return sql.SQL("({0} IS NOT NULL AND {0} NOT BETWEEN {1} AND {2})").format(
                 src, sql.Literal(EPOCH_MIN), sql.Literal(EPOCH_MAX)
             )
+        if k is Kind.TIMESTAMP:
+            return sql.SQL("({0} IS NOT NULL AND NOT ({0} >= {1} AND {0} < {2}))").format(
+                src, sql.Literal(TIMESTAMP_MIN), sql.Literal(TIMESTAMP_END))
         return None  # TEXT_DATE: see parse_text_dates
 
 

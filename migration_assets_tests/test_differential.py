@@ -40,7 +40,8 @@ def table_checksums(conninfo: str) -> dict[str, str]:
 
 
 def open_quarantine(conninfo: str) -> set[tuple[str, int, str]]:
-    return set(query(conninfo, "SELECT entity, legacy_id, reason FROM migration_control.quarantine WHERE NOT resolved"))
+    return set(query(conninfo, "SELECT entity, legacy_id, reason, detail FROM migration_control.quarantine "
+                             "WHERE NOT resolved"))
 
 
 def assert_equal_to_fresh(databases, legacy: str, target: str) -> None:
