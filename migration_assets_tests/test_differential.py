@@ -328,3 +328,33 @@ def test_sensor_counts_only_the_tables_whose_signature_moved(private_migration):
     recounted, cursor = tick(json.dumps(planted))
     assert isinstance(recounted, SkipReason), recounted
     assert json.loads(cursor)["seen"][other]["state"] == json.loads(tick()[1])["seen"][other]["state"]
+
+
+def test_a_change_mark_in_the_future_never_hides_later_changes(private_migration, databases):
+    """One legacy row marked 9999-12-31 must not become the watermark: later changes of other rows
+    are still found by a differential refresh, and the future-marked row is re-read every time."""
+    legacy, target, _ = private_migration(scale=0.005, seed=23)
+    e = entity("offices")
+    t, pk, chg = (sql.Identifier(e.legacy_table), sql.Identifier(e.legacy_pk),
+                  sql.Identifier(e.legacy_change_column))
+    name = next(c for c in e.columns if c.target == "name")
+    ids = [r[0] for r in query(legacy, sql.SQL("SELECT {pk} FROM {t} ORDER BY {pk} LIMIT 3").format(pk=pk, t=t))]
+    with psycopg.connect(legacy) as conn:
+        conn.execute(sql.SQL("UPDATE {t} SET {chg} = '9999-12-31' WHERE {pk} = %s").format(t=t, chg=chg, pk=pk),
+                     [ids[0]])
+    refresh("differential", selection=["offices"])
+    (hwm,) = query(target, "SELECT change_hwm <= now() FROM migration_control.watermarks WHERE entity = 'offices'")[0]
+    assert hwm
+    with psycopg.connect(legacy) as conn:  # a later change of another row, and of the future-marked row
+        for legacy_id, value in ((ids[1], "Renamed after the future mark"), (ids[0], "Future row renamed")):
+            conn.execute(sql.SQL("UPDATE {t} SET {n} = %s, {chg} = CASE WHEN {pk} = %s THEN {chg} ELSE "
+                                 "localtimestamp END WHERE {pk} = %s").format(
+                t=t, n=sql.Identifier(name.legacy_name), chg=chg, pk=pk), [value, ids[0], legacy_id])
+    result = refresh("differential", selection=["offices"])
+    assert audit(target, result.run_id)["offices"][3] == 2  # both updated
+    (note,) = query(target, "SELECT load_path FROM migration_control.migration_runs WHERE run_id = %s "
+                            "AND entity = 'offices'", [result.run_id])[0]
+    assert "1 rows marked in the future" in note
+    names = dict(query(target, "SELECT (metadata->>'legacy_id')::int, name FROM public.offices "
+                               "WHERE (metadata->>'legacy_id')::int = ANY(%s)", [ids[:2]]))
+    assert names == {ids[0]: "Future row renamed", ids[1]: "Renamed after the future mark"}
