@@ -1114,7 +1114,11 @@ def _apply_deletes(conn, e: Entity, stream: "LegacyStream", opts: LoadOptions, r
     result.accounted_after = accounted
     if accounted <= state.rows:
         return
-    ids = [x for x in (state.min_id, state.max_id) + ((previous.min_id, previous.max_id) if previous else ())
+    # the gaps searched span every id the target or the quarantine may hold: the snapshot's range,
+    # the last watermark's and the open quarantine's (rows quarantined by a parent's cascade)
+    held = conn.execute(sql.SQL("SELECT min(legacy_id), max(legacy_id) FROM {} WHERE entity = %s AND NOT resolved").format(
+        sql.Identifier(CONTROL_SCHEMA, "quarantine")), [e.name]).fetchone()
+    ids = [x for x in (state.min_id, state.max_id, *held) + ((previous.min_id, previous.max_id) if previous else ())
            if x is not None]
     if previous is None or previous.min_id is None:
         lo, hi = conn.execute(sql.SQL("SELECT min(l), max(l) FROM (SELECT (metadata->>'legacy_id')::bigint AS l "
@@ -1572,6 +1576,17 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         t=target, ctl=sql.Identifier(CONTROL_SCHEMA), staged_only=staged_only))
     result.resolved = cur.rowcount
     if fast:
+        # The fast path read every legacy row of the snapshot: an open quarantine row that this
+        # load neither loaded nor quarantined again is of a legacy row that no longer exists (the
+        # table was emptied by a cascade, or the source shrank), whatever its reason.
+        gone = conn.execute(sql.SQL(
+            "UPDATE {q} AS q SET resolved = true, resolved_at = now(), resolved_run_id = {run}, resolution = {res} "
+            "WHERE q.entity = {ent} AND NOT q.resolved "
+            "AND NOT EXISTS (SELECT 1 FROM _quarantine x WHERE x.legacy_id = q.legacy_id)").format(
+            q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), run=sql.Literal(run), res=sql.Literal(SOFT_DELETED),
+            ent=sql.Literal(e.name))).rowcount
+        if gone:
+            log.info("%s: %d open quarantine rows of legacy rows that no longer exist resolved", e.name, gone)
         # the table was empty: its rows are the ones just counted (none soft-deleted), so the
         # accounting below needs only the quarantine's open rows, not a second scan of the table
         result.accounted_after = result.inserted + _open_quarantine_rows(conn, e)
