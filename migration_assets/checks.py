@@ -290,6 +290,11 @@ def _grouped(conn, query: sql.Composable) -> list[tuple]:
     """Run a per-bucket summary with hash aggregation. The planner takes the bucket expression
     (id / 1024) for as many groups as ids and may sort the whole table, spilling to disk, to
     group it; there are only rows / 1024 groups."""
+    if not conn.autocommit:  # the target's checks run in one transaction: LOCAL, no session state
+        conn.execute("SET LOCAL enable_sort = off")
+        rows = conn.execute(query).fetchall()  # an error aborts the transaction: nothing to reset
+        conn.execute("SET LOCAL enable_sort = on")
+        return rows
     conn.execute("SET enable_sort = off")
     try:
         return conn.execute(query).fetchall()
@@ -301,7 +306,7 @@ def _target_summary(target_conn, e: Entity, plan: _Plan):
     """Per bucket on the target, in one scan joined to the parents: loaded rows, open quarantine
     rows, the id-hash sum of both, (rows, content-hash sum) of the loaded rows in the sample, and
     dangling references per foreign key (over all rows, soft-deleted ones included)."""
-    target_conn.execute("SET TimeZone = 'UTC'")
+    target_conn.execute("SET LOCAL TimeZone = 'UTC'")
     source, h, flags = _target_rows(e, plan)
     lid = _legacy_id()
     live = sql.SQL("NOT (t.metadata ? 'deleted_at_source')")
@@ -575,17 +580,20 @@ def _configure(conn) -> None:
     # cached, so a primary-key probe costs what a sequential read does. With 4, a 15,000-row
     # child (comments) hashed all 325,000 files to find its parents instead of probing the files'
     # primary key for its own 15,000 ids.
-    conn.execute(f"SET jit = off; SET max_parallel_workers_per_gather = {CHECK_WORKERS}; "
-                 f"SET random_page_cost = {CHECK_RANDOM_PAGE_COST}")
-    if not conn.autocommit:
-        conn.commit()
+    # The legacy side runs in autocommit with session settings (its connection is direct: the
+    # loads export snapshots there); the target side runs in one transaction with LOCAL settings,
+    # which a transaction pooler cannot lose or leak to another client.
+    scope = "" if conn.autocommit else "LOCAL "
+    conn.execute(f"SET {scope}jit = off; SET {scope}max_parallel_workers_per_gather = {CHECK_WORKERS}; "
+                 f"SET {scope}random_page_cost = {CHECK_RANDOM_PAGE_COST}")
 
 
 def run_checks(source_conninfo: str, target_conninfo: str, e: Entity,
                run_id: str | None = None) -> list[AssetCheckResult]:
     """All checks of ``e``; with ``run_id``, also recorded in migration_control.check_results."""
     with borrowed(source_conninfo, "checks-source", _configure, autocommit=True) as src, \
-            borrowed(target_conninfo, "checks-target", _configure) as tgt:
+            borrowed(target_conninfo, "checks-target") as tgt:
+        _configure(tgt)  # LOCAL to the checks' transaction
         target_only = []  # evaluated on the target while the legacy server computes its summaries
 
         def meanwhile(conn):

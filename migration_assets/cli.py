@@ -15,6 +15,7 @@ import time
 import psycopg
 
 from .config import PROJECT_DIR, resolve_databases
+from .connections import connect
 from .registry import topological_order
 from .target_schema import CONTROL_SCHEMA, apply_migrations
 
@@ -61,7 +62,7 @@ def summary(run_id: str | None = None) -> None:
 
 def summary_lines(target: str, run_id: str | None = None) -> list[str]:
     """The per-entity summary table of one run (default: the latest) from the audit trail."""
-    with psycopg.connect(target) as conn:
+    with connect(target) as conn:
         if run_id is None:
             row = conn.execute(f"SELECT run_id FROM {CONTROL_SCHEMA}.migration_runs ORDER BY id DESC LIMIT 1").fetchone()
             if not row:

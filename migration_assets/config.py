@@ -25,6 +25,8 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
+from .connections import connect
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -132,7 +134,7 @@ def admin_url() -> tuple[str, bool]:
 
 
 def ensure_database(admin: str, name: str) -> DbSettings:
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with connect(admin, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -11,6 +11,14 @@ Not psycopg_pool: it opens connections in a background thread, so an unreachable
 as a PoolTimeout after the pool's wait instead of libpq's own error at once; these steps connect
 synchronously, one connection per role at a time, and only keep the ones they are done with.
 
+Every connection of the project is opened by :func:`connect`, which turns off psycopg's
+server-side prepared statements: behind a transaction-mode pooler (Supabase's Supavisor on port
+6543, PgBouncer) consecutive transactions run on different server connections, where a prepared
+statement is missing or, worse, another client's of the same name already exists. For the same
+reason nothing relies on session state across transactions on the target: settings are ``SET
+LOCAL`` at the start of the transaction that needs them, locks are transaction-level advisory
+locks and temporary tables are ``ON COMMIT DROP``.
+
 Roles keep connections with different session state apart: ``setup`` runs once on a new
 connection (time zone, JIT, isolation level...), so every connection of a role has the same
 set-up; settings of one load are ``SET LOCAL``. A connection comes back rolled back; before it
@@ -54,10 +62,15 @@ def _usable(conn: psycopg.Connection, since: float) -> bool:
         return False
 
 
+def connect(conninfo: str, **kwargs) -> psycopg.Connection:
+    """``psycopg.connect`` without server-side prepared statements (pooler-safe, see above)."""
+    return psycopg.connect(conninfo, prepare_threshold=None, **kwargs)
+
+
 def take(conninfo: str, role: str, setup: Callable[[psycopg.Connection], None] | None = None,
          opener: Callable[[], psycopg.Connection] | None = None, autocommit: bool = False) -> psycopg.Connection:
     """An idle ``role`` connection to ``conninfo``, or a new one from ``opener`` (default:
-    ``psycopg.connect(conninfo, autocommit=autocommit)``) set up by ``setup``, which must leave it
+    ``connect(conninfo, autocommit=autocommit)``) set up by ``setup``, which must leave it
     idle. A role's connections are all opened the same way."""
     key = (os.getpid(), conninfo, role)
     while True:
@@ -69,7 +82,7 @@ def take(conninfo: str, role: str, setup: Callable[[psycopg.Connection], None] |
         if _usable(conn, since):
             return conn
         conn.close()
-    conn = opener() if opener is not None else psycopg.connect(conninfo, autocommit=autocommit)
+    conn = opener() if opener is not None else connect(conninfo, autocommit=autocommit)
     try:
         if setup is not None:
             setup(conn)

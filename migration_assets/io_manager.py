@@ -135,8 +135,8 @@ class PostgresArrowIOManager(ConfigurableIOManager):
         def batches():
             import psycopg
 
-            with psycopg.connect(conninfo) as conn:
-                conn.execute("SET TimeZone = 'UTC'")
+            with connections.connect(conninfo) as conn:
+                conn.execute("SET LOCAL TimeZone = 'UTC'")
                 copy_sql = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
                     sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier("public", e.target_table))
                 with conn.cursor().copy(copy_sql) as copy:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import psycopg
 
+from . import connections
 from .registry import ENTITIES
 from .transforms import Kind
 
@@ -113,7 +114,7 @@ def validate(source, target) -> None:
     """``source``/``target``: conninfo strings, or callables returning a connection (the resources'
     ``connect``, whose errors name the server without any secret)."""
     def connect(x):
-        return x() if callable(x) else psycopg.connect(x)
+        return x() if callable(x) else connections.connect(x)
 
     with connect(source) as src, connect(target) as tgt:
         problems = legacy_problems(src) + target_problems(tgt)

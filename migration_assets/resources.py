@@ -15,6 +15,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from .config import DbSettings
+from .connections import connect
 from .engine import DEFAULT_BATCH_SIZE, LegacyStream, LoadOptions
 from .registry import Entity
 
@@ -41,7 +42,7 @@ class PostgresResource(ConfigurableResource):
 
     def connect(self, **kwargs) -> psycopg.Connection:
         try:
-            return psycopg.connect(self.conninfo(), **kwargs)
+            return connect(self.conninfo(), **kwargs)
         except psycopg.OperationalError as exc:
             # libpq messages can echo the conninfo; say where without the secret
             raise psycopg.OperationalError(f"cannot connect to {self.describe()}: {_first_line(exc)}") from None

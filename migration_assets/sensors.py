@@ -70,7 +70,7 @@ def legacy_states(conn, names=None) -> dict[str, tuple[int, int | None, str | No
              for e in chosen]
     # No JIT: the 45 counts add up to a plan costly enough to be compiled, and compiling it took
     # longer than running it (scale 1.0: 0.65 s with JIT, 0.31 s without, medians of 5).
-    conn.execute("SET TimeZone = 'UTC'; SET jit = off")
+    conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL jit = off")
     return {name: (rows, max_id, hwm)
             for name, rows, _min_id, max_id, hwm in conn.execute(sql.SQL(" UNION ALL ").join(parts))}
 
@@ -81,7 +81,7 @@ def legacy_signatures(conn) -> dict[str, list] | None:
     moves one of them, so an unchanged signature means an unchanged table, except for the few
     seconds a backend may hold its counters before reporting them (at most PostgreSQL's idle
     flush interval; at exit, at once). None when the server keeps no counters (track_counts off)."""
-    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute("SET LOCAL TimeZone = 'UTC'")
     (counting,) = conn.execute("SELECT current_setting('track_counts')::bool").fetchone()
     if not counting:
         return None

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 from psycopg import sql
 
+from .connections import connect
 from .registry import ENTITIES, Entity, entity
 from .transforms import Column, Kind
 
@@ -255,7 +256,7 @@ def generate(conninfo: str, scale: float = 0.01, seed: int = 7, rates: DirtyRate
              schema: str = "public", workers: int = 2, log=print) -> dict[str, int]:
     """(Re)create the legacy schema in ``schema`` and fill it. Returns rows per legacy table."""
     started = time.perf_counter()
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         for e in ENTITIES:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(legacy_ident(e, schema)))
@@ -270,7 +271,7 @@ def generate(conninfo: str, scale: float = 0.01, seed: int = 7, rates: DirtyRate
     def fill(e: Entity) -> tuple[str, int]:
         n = rows_at_scale(e, scale)
         g = _Gen(e, scale, seed, rates)
-        with psycopg.connect(conninfo, autocommit=True) as c:
+        with connect(conninfo, autocommit=True) as c:
             c.execute("SET jit = off")
             c.execute(sql.SQL("INSERT INTO {} ({}) {}").format(
                 legacy_ident(e, schema), sql.SQL(", ").join(map(sql.Identifier, legacy_columns(e))),
@@ -306,7 +307,7 @@ def mutate(conninfo: str, fraction: float = 0.01, round_no: int = 1, seed: int =
     timestamps, which are the server's clock as a live system's would be.
     """
     out: dict[str, MutationCounts] = {}
-    with psycopg.connect(conninfo, autocommit=False) as conn:
+    with connect(conninfo, autocommit=False) as conn:
         params = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'params'").format(
             sql.Identifier(schema, "_simulator"))).fetchone()[0]
         scale = params["scale"]

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from .config import PROJECT_DIR
+from .connections import connect
 from .registry import ENTITIES, Entity, topological_order
 from .transforms import EMAIL_REGEX, NAMESPACE_BYTES, Kind
 
@@ -244,38 +245,39 @@ class MigrationDrift(RuntimeError):
 
 
 def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply the migration files not yet applied; return the versions applied now."""
+    """Apply the migration files not yet applied; return the versions applied now.
+
+    One transaction under a transaction-level advisory lock: concurrent set-ups wait for each
+    other, the lock cannot outlive the transaction (a session lock would stay on whichever server
+    connection a transaction pooler gave it), and a failing file leaves nothing applied."""
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise FileNotFoundError(f"no migration files in {directory}")
     applied_now = []
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", [_ADVISORY_LOCK])
-        try:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS supabase_migrations")
-            conn.execute("CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations "
-                         "(version text PRIMARY KEY, name text, checksum text, applied_at timestamptz DEFAULT now())")
-            done = dict(conn.execute("SELECT version, checksum FROM supabase_migrations.schema_migrations").fetchall())
-            for path in files:
-                version, _, name = path.stem.partition("_")
-                text = path.read_text()
-                if version in done:
-                    if done[version] and done[version] != _checksum(text):
-                        raise MigrationDrift(f"migration {path.name} changed after it was applied")
-                    continue
-                with conn.transaction():
-                    conn.execute(text)  # the file is static, reviewed SQL: no parameters
-                    conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, name, checksum) "
-                                 "VALUES (%s, %s, %s)", [version, name, _checksum(text)])
-                applied_now.append(version)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", [_ADVISORY_LOCK])
+    with connect(conninfo) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
+        conn.execute("CREATE SCHEMA IF NOT EXISTS supabase_migrations")
+        conn.execute("CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations "
+                     "(version text PRIMARY KEY, name text, checksum text, applied_at timestamptz DEFAULT now())")
+        done = dict(conn.execute("SELECT version, checksum FROM supabase_migrations.schema_migrations").fetchall())
+        for path in files:
+            version, _, name = path.stem.partition("_")
+            text = path.read_text()
+            if version in done:
+                if done[version] and done[version] != _checksum(text):
+                    raise MigrationDrift(f"migration {path.name} changed after it was applied")
+                continue
+            conn.execute(text)  # the file is static, reviewed SQL: no parameters
+            conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, name, checksum) "
+                         "VALUES (%s, %s, %s)", [version, name, _checksum(text)])
+            applied_now.append(version)
+        conn.commit()
     return applied_now
 
 
 def schema_fingerprint(conninfo: str) -> str:
     """md5 of the public and migration_control schemas' columns and constraints (for tests)."""
-    with psycopg.connect(conninfo) as conn:
+    with connect(conninfo) as conn:
         return conn.execute(sql.SQL("""
             SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
               SELECT table_schema || '.' || table_name || '.' || column_name || ':' || data_type || ':' || is_nullable
