@@ -6,10 +6,11 @@ idempotently.
 
 The files under ``supabase/migrations`` are committed (reviewable, usable by ``supabase db push``)
 and a unit test keeps them equal to what the registry generates. :func:`apply_migrations` records
-each applied file with its checksum in ``supabase_migrations.schema_migrations`` (the table the
-Supabase CLI uses), under an advisory lock, each file in its own transaction; a file edited after
-it was applied is refused rather than silently diverging. The statements themselves are
-idempotent too (IF NOT EXISTS), so a database that was set up by hand converges.
+each applied file with its checksum in ``migration_control.schema_migrations``, all pending files
+in one transaction under an advisory lock; a file edited after it was applied is refused rather
+than silently diverging. It never writes the Supabase CLI's history (see apply_migrations). The
+statements themselves are idempotent (IF NOT EXISTS, guarded role creation), so a database whose
+schema came from ``supabase db push`` of these same files, or was set up by hand, converges.
 
 Nothing here needs an extension: UUIDs come from the loader (RFC 4122 v3 via md5, built in).
 """
@@ -244,22 +245,73 @@ class MigrationDrift(RuntimeError):
     """An applied migration file was edited afterwards (a permanent error: fix the files)."""
 
 
+HISTORY = sql.Identifier(CONTROL_SCHEMA, "schema_migrations")
+
+
+class SetupError(RuntimeError):
+    """The target cannot be set up as it is; the message says what to do (a permanent error)."""
+
+
+def _adopt_old_history(conn) -> None:
+    """Earlier versions kept this history in ``supabase_migrations.schema_migrations`` with a
+    ``checksum`` column, a shape the Supabase CLI never writes. Such a table is ours: its rows
+    move to ``migration_control`` and it is dropped, so the CLI can create its own there."""
+    (ours,) = conn.execute(
+        "SELECT count(*) = 4 FROM information_schema.columns WHERE table_schema = 'supabase_migrations' "
+        "AND table_name = 'schema_migrations' AND column_name IN ('version', 'name', 'checksum', 'applied_at')"
+    ).fetchone()
+    (cli_columns,) = conn.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'supabase_migrations' "
+        "AND table_name = 'schema_migrations' AND column_name NOT IN ('version', 'name', 'checksum', 'applied_at')"
+    ).fetchone()
+    if not ours or cli_columns:
+        return
+    conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum, applied_at) SELECT version, name, checksum, "
+                         "applied_at FROM supabase_migrations.schema_migrations ON CONFLICT DO NOTHING").format(HISTORY))
+    conn.execute("DROP TABLE supabase_migrations.schema_migrations")
+
+
+def _roles_problem(conn, roles: tuple[str, ...]) -> str | None:
+    """Why migration 1 cannot create the Supabase roles here, with the statements a superuser can
+    run instead (a Supabase project has them; a plain PostgreSQL needs them once)."""
+    missing = [r for (r,) in conn.execute("SELECT r FROM unnest(%s::text[]) AS r WHERE NOT EXISTS "
+                                          "(SELECT FROM pg_roles WHERE rolname = r)", [list(roles)])]
+    if not missing:
+        return None
+    user, superuser, createrole = conn.execute(
+        "SELECT current_user, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
+    needs_super = "service_role" in missing  # BYPASSRLS: only a superuser can grant it
+    if superuser or (createrole and not needs_super):
+        return None
+    statements = "; ".join(f'CREATE ROLE "{r}" NOLOGIN NOINHERIT{" BYPASSRLS" if r == "service_role" else ""}'
+                           for r in missing)
+    return (f"the Supabase roles {', '.join(missing)} do not exist and {user} cannot create them "
+            f"({'BYPASSRLS needs a superuser' if needs_super else 'it lacks CREATEROLE'}); "
+            f"run as a superuser: {statements}; then run setup again")
+
+
 def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply the migration files not yet applied; return the versions applied now.
 
-    One transaction under a transaction-level advisory lock: concurrent set-ups wait for each
-    other, the lock cannot outlive the transaction (a session lock would stay on whichever server
-    connection a transaction pooler gave it), and a failing file leaves nothing applied."""
+    The history is ``migration_control.schema_migrations`` (version, name, checksum): a file edited
+    after it was applied is refused. The Supabase CLI's own history
+    (``supabase_migrations.schema_migrations``) is left alone: rows of ours there would be versions
+    missing from the project's own ``supabase/migrations``, and ``supabase db push`` refuses to run
+    until they are repaired away. One transaction under a transaction-level advisory lock:
+    concurrent set-ups wait for each other, the lock cannot outlive the transaction (a session
+    lock would stay on whichever server connection a transaction pooler gave it), and a failing
+    file leaves nothing applied."""
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise FileNotFoundError(f"no migration files in {directory}")
     applied_now = []
     with connect(conninfo) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
-        conn.execute("CREATE SCHEMA IF NOT EXISTS supabase_migrations")
-        conn.execute("CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations "
-                     "(version text PRIMARY KEY, name text, checksum text, applied_at timestamptz DEFAULT now())")
-        done = dict(conn.execute("SELECT version, checksum FROM supabase_migrations.schema_migrations").fetchall())
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(CONTROL_SCHEMA)))
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version text PRIMARY KEY, name text, checksum text, "
+                             "applied_at timestamptz DEFAULT now())").format(HISTORY))
+        _adopt_old_history(conn)
+        done = dict(conn.execute(sql.SQL("SELECT version, checksum FROM {}").format(HISTORY)).fetchall())
         for path in files:
             version, _, name = path.stem.partition("_")
             text = path.read_text()
@@ -267,9 +319,11 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[st
                 if done[version] and done[version] != _checksum(text):
                     raise MigrationDrift(f"migration {path.name} changed after it was applied")
                 continue
+            if "CREATE ROLE" in text and (problem := _roles_problem(conn, ROLES)):
+                raise SetupError(f"cannot apply {path.name}: {problem}")
             conn.execute(text)  # the file is static, reviewed SQL: no parameters
-            conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, name, checksum) "
-                         "VALUES (%s, %s, %s)", [version, name, _checksum(text)])
+            conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(HISTORY),
+                         [version, name, _checksum(text)])
             applied_now.append(version)
         conn.commit()
     return applied_now

@@ -131,3 +131,89 @@ def test_migrate_twice_mutate_refresh_and_status_through_a_pooler(pooler, databa
     # nothing the run did stayed behind on the server connections the pooler shares
     with psycopg.connect(pooler.url(_dbname(target)), autocommit=True, prepare_threshold=None) as conn:
         assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+
+
+# ------------------------------------------------------------------ migration history and roles
+
+CLI_ROW = ("20240101000000", ["CREATE TABLE public.app_own_table (id int)"], "app_init")
+
+
+def _history(conninfo: str) -> list[str]:
+    with psycopg.connect(conninfo) as conn:
+        return [v for (v,) in conn.execute("SELECT version FROM migration_control.schema_migrations ORDER BY 1")]
+
+
+def _files() -> list[str]:
+    from migration_assets.target_schema import MIGRATIONS_DIR
+
+    return sorted(p.stem.partition("_")[0] for p in MIGRATIONS_DIR.glob("*.sql"))
+
+
+def test_setup_beside_the_supabase_cli_history_leaves_it_alone(databases):
+    """A project whose history the Supabase CLI (or Studio) wrote: the project's migrations apply
+    and are recorded in migration_control; the CLI's table keeps exactly its own rows."""
+    target = databases.new("target_cli_history")
+    with psycopg.connect(target) as conn:
+        conn.execute("CREATE SCHEMA supabase_migrations")
+        conn.execute("CREATE TABLE supabase_migrations.schema_migrations "
+                     "(version text PRIMARY KEY, statements text[], name text)")
+        conn.execute("INSERT INTO supabase_migrations.schema_migrations VALUES (%s, %s, %s)", CLI_ROW)
+    assert apply_migrations(target) == _files()
+    assert apply_migrations(target) == []
+    assert _history(target) == _files()
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT version, statements, name FROM supabase_migrations.schema_migrations").fetchall() \
+            == [CLI_ROW]
+
+
+def test_setup_without_a_cli_history_creates_none(target):
+    assert _history(target) == _files()
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'supabase_migrations'").fetchone()[0] == 0
+
+
+def test_an_earlier_versions_history_is_adopted(databases):
+    """Earlier versions wrote their history (with a checksum column) into supabase_migrations: it
+    moves to migration_control, nothing is applied twice, and the CLI's place is free again."""
+    target = databases.new("target_old_history")
+    apply_migrations(target)
+    with psycopg.connect(target) as conn:
+        conn.execute("CREATE SCHEMA supabase_migrations")
+        conn.execute("CREATE TABLE supabase_migrations.schema_migrations (version text PRIMARY KEY, name text, "
+                     "checksum text, applied_at timestamptz DEFAULT now())")
+        conn.execute("INSERT INTO supabase_migrations.schema_migrations SELECT * FROM migration_control.schema_migrations")
+        conn.execute("DROP TABLE migration_control.schema_migrations")
+    assert apply_migrations(target) == []
+    assert _history(target) == _files()
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT to_regclass('supabase_migrations.schema_migrations')").fetchone()[0] is None
+
+
+def test_missing_roles_name_the_statement_a_superuser_must_run(databases, admin, monkeypatch, tmp_path):
+    """A plain PostgreSQL whose owner is not a superuser: the roles migration stops with what is
+    missing and the statement to run, not PostgreSQL's raw permission error."""
+    import uuid
+
+    from psycopg import sql as psql
+
+    from migration_assets import target_schema
+
+    owner, missing = f"ma_owner_{uuid.uuid4().hex[:8]}", f"ma_role_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(psql.SQL("CREATE ROLE {} LOGIN").format(psql.Identifier(owner)))
+    try:
+        dbname = _dbname(databases.new("target_no_roles"))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(psql.SQL("ALTER DATABASE {} OWNER TO {}").format(psql.Identifier(dbname), psql.Identifier(owner)))
+        params = pg_conninfo.conninfo_to_dict(admin)
+        params.update(dbname=dbname, user=owner)
+        (tmp_path / "20990101000001_roles.sql").write_text(f'CREATE ROLE "{missing}" NOLOGIN;\n')
+        monkeypatch.setattr(target_schema, "ROLES", ("anon", missing))
+        with pytest.raises(target_schema.SetupError) as err:
+            target_schema.apply_migrations(pg_conninfo.make_conninfo(**params), tmp_path)
+        assert missing in str(err.value) and "CREATEROLE" in str(err.value)
+        assert f'CREATE ROLE "{missing}" NOLOGIN NOINHERIT' in str(err.value)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(dbname)))
+            conn.execute(psql.SQL("DROP ROLE IF EXISTS {}").format(psql.Identifier(owner)))
