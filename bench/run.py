@@ -78,26 +78,18 @@ def time_checks(source: str, target: str, full_content: bool = False) -> tuple[f
     content was compared, legacy rows). ``full_content``: no table sampled."""
     from migration_assets.checks import run_checks
 
-    saved = os.environ.get("CONTENT_CHECKSUM_SAMPLE_ABOVE")
-    if full_content:
-        os.environ["CONTENT_CHECKSUM_SAMPLE_ABOVE"] = "-1"
+    sample_above = -1 if full_content else None  # None: the default threshold
     compared = legacy_rows = 0
-    try:
-        started = time.perf_counter()
-        for e in ENTITIES:
-            for r in run_checks(source, target, e):
-                if not r.passed and r.severity.value == "ERROR":
-                    raise RuntimeError(f"{e.name}.{r.check_name} failed on a clean migration: {r.metadata}")
-                if r.check_name == "content_checksum":
-                    compared += r.metadata["rows_compared"].value
-                if r.check_name == "rows_reconcile":
-                    legacy_rows += r.metadata["legacy_rows"].value
-        return time.perf_counter() - started, compared, legacy_rows
-    finally:
-        if saved is None:
-            os.environ.pop("CONTENT_CHECKSUM_SAMPLE_ABOVE", None)
-        else:
-            os.environ["CONTENT_CHECKSUM_SAMPLE_ABOVE"] = saved
+    started = time.perf_counter()
+    for e in ENTITIES:
+        for r in run_checks(source, target, e, sample_above=sample_above):
+            if not r.passed and r.severity.value == "ERROR":
+                raise RuntimeError(f"{e.name}.{r.check_name} failed on a clean migration: {r.metadata}")
+            if r.check_name == "content_checksum":
+                compared += r.metadata["rows_compared"].value
+            if r.check_name == "rows_reconcile":
+                legacy_rows += r.metadata["legacy_rows"].value
+    return time.perf_counter() - started, compared, legacy_rows
 
 
 def time_sensor(source: str, target: str, runs: int = 3) -> tuple[float, float]:

@@ -27,10 +27,11 @@ from dagster import (
 )
 
 from .checks import check_specs, run_checks
-from .config import env_bool, env_int
+from .settings import load as load_settings
 from .engine import LegacyStream
+from . import stopping
 from .errors import classify
-from .preflight import SchemaMismatch, validate_once
+from .preflight import DatabaseUnreachable, SchemaMismatch, validate_once
 from .registry import ENTITIES, Entity
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 
@@ -39,8 +40,12 @@ IO_MANAGER_KEY = "target_io_manager"
 MODE_TAG = "migration/mode"  # run tag: "full" or "differential" (set by the sensor and the schedule)
 
 
+# Read at import, when Dagster loads the code location: a bad value stops the load, named.
+SETTINGS = load_settings()
+
+
 def retry_policy() -> RetryPolicy:
-    return RetryPolicy(max_retries=env_int("MAX_RETRY_ATTEMPTS", 3), delay=1.0, backoff=Backoff.EXPONENTIAL,
+    return RetryPolicy(max_retries=SETTINGS.max_retry_attempts, delay=1.0, backoff=Backoff.EXPONENTIAL,
                        jitter=Jitter.PLUS_MINUS)
 
 
@@ -62,7 +67,7 @@ def build_table_asset(e: Entity):
         description=_description(e),
         io_manager_key=IO_MANAGER_KEY,
         # checks run in the asset's own step, right after the load: no extra step per check
-        check_specs=check_specs(e) if env_bool("MIGRATION_ASSET_CHECKS", True) else None,
+        check_specs=check_specs(e) if SETTINGS.asset_checks else None,
         retry_policy=retry_policy(),
         metadata={
             "legacy_table": e.legacy_table,
@@ -76,10 +81,11 @@ def build_table_asset(e: Entity):
     )
     def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                      settings: MigrationSettings):
+        stopping.raise_if_interrupted(context.run.run_id, e.name)
         try:
             # pre-flight: both schemas against the registry, at the run's first step
             validate_once(context.run.run_id, legacy.connect, target.connect)
-        except SchemaMismatch as exc:
+        except (SchemaMismatch, DatabaseUnreachable) as exc:
             raise Failure(description=f"{e.name}: pre-flight: {exc}", allow_retries=False) from None
         try:
             mode = context.run.tags.get(MODE_TAG)
@@ -93,7 +99,21 @@ def build_table_asset(e: Entity):
         yield Output(stream)
         # ... so the checks below see the committed table
         if context.selected_asset_check_keys:
-            yield from run_checks(legacy.conninfo(), target.conninfo(), e, run_id=context.run.run_id)
+            try:
+                results = run_checks(legacy.conninfo(), target.conninfo(), e, run_id=context.run.run_id,
+                                     sample_above=settings.sample_above, sample_every=settings.sample_every,
+                                     uuid_every=settings.uuid_every, timeout_ms=settings.migration_timeout_ms)
+            except stopping.INTERRUPTS:
+                stopping.note(context.run.run_id)
+                raise Failure(description=f"{e.name}: checks stopped by a signal (the load was committed)",
+                              allow_retries=False) from None
+            except Exception as exc:
+                # the table is loaded and committed: a retry would reload it, so a check that
+                # cannot be evaluated fails the step for good, with its cause
+                kind = classify(exc)
+                raise Failure(description=f"{e.name}: checks could not be evaluated: {kind.name}: {kind.message}",
+                              allow_retries=False) from None
+            yield from results
 
     return _table_asset
 
@@ -117,15 +137,15 @@ REPORT_ASSET = "migration_reports"
                 "the remaining difference). Folder: MIGRATION_REPORTS_DIR (default ./reports). Materialize it on "
                 "its own to regenerate them.",
 )
-def migration_reports(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource):
-    from .cli import reports_dir
-    from .reports import write_all
+def migration_reports(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
+                      settings: MigrationSettings):
+    from pathlib import Path
 
-    out = write_all(legacy.conninfo(), target.conninfo(), reports_dir())
+    from .reports import summary_lines, write_all
+
+    out = write_all(legacy.conninfo(), target.conninfo(), Path(settings.reports_dir))
     comprehensive, validation, differential = out["paths"]
     summary = comprehensive.read_text().split("## Entities by dependency level")[0]
-    from .cli import summary_lines
-
     # the run's per-entity summary, last in the log of `dagster asset materialize --select '*'`
     context.log.info("per-entity summary of this run:\n" + "\n".join(summary_lines(target.conninfo(), context.run.run_id)))
     context.log.info(f"reports written to {comprehensive.parent}")

@@ -146,10 +146,8 @@ class _Plan:
 
 def _content_every(source_conn, e: Entity, sample_above: int | None, sample_every: int | None) -> int:
     """1 (compare every row) unless the legacy table is above the sampling threshold (negative: none)."""
-    from .config import env_int
-
-    above = env_int("CONTENT_CHECKSUM_SAMPLE_ABOVE", SAMPLE_ABOVE_DEFAULT) if sample_above is None else sample_above
-    every = env_int("CONTENT_CHECKSUM_SAMPLE_EVERY", SAMPLE_EVERY_DEFAULT) if sample_every is None else sample_every
+    above = SAMPLE_ABOVE_DEFAULT if sample_above is None else sample_above
+    every = SAMPLE_EVERY_DEFAULT if sample_every is None else sample_every
     if above < 0 or every <= 1:
         return 1
     (estimate,) = source_conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
@@ -203,10 +201,8 @@ def _parent_relation(target_conn, table: str) -> sql.Composable:
 
 def _plan(source_conn, target_conn, e: Entity, sample_above: int | None, sample_every: int | None,
           uuid_every: int | None) -> _Plan:
-    from .config import env_int
-
     every = _content_every(source_conn, e, sample_above, sample_every)
-    uuid_every = env_int("UUID_CHECK_EVERY", UUID_CHECK_EVERY_DEFAULT) if uuid_every is None else uuid_every
+    uuid_every = UUID_CHECK_EVERY_DEFAULT if uuid_every is None else uuid_every
     return _Plan(every=every, uuid_every=max(uuid_every, 1), excluded=_open_quarantine(target_conn, e, every),
                  recovered=_recovered_references(target_conn, e),
                  parents={c.target: _parent_relation(target_conn, c.parent) for c in e.foreign_keys})
@@ -588,23 +584,33 @@ def _configure(conn) -> None:
                  f"SET {scope}random_page_cost = {CHECK_RANDOM_PAGE_COST}")
 
 
-def run_checks(source_conninfo: str, target_conninfo: str, e: Entity,
-               run_id: str | None = None) -> list[AssetCheckResult]:
-    """All checks of ``e``; with ``run_id``, also recorded in migration_control.check_results."""
+def _statement_timeout(conn, timeout_ms: int | None) -> None:
+    if timeout_ms is not None:
+        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
+
+
+def run_checks(source_conninfo: str, target_conninfo: str, e: Entity, run_id: str | None = None,
+               sample_above: int | None = None, sample_every: int | None = None, uuid_every: int | None = None,
+               timeout_ms: int | None = None) -> list[AssetCheckResult]:
+    """All checks of ``e``; with ``run_id``, also recorded in migration_control.check_results.
+    ``timeout_ms`` (MIGRATION_TIMEOUT) bounds each of the target's check statements."""
     with borrowed(source_conninfo, "checks-source", _configure, autocommit=True) as src, \
             borrowed(target_conninfo, "checks-target") as tgt:
         _configure(tgt)  # LOCAL to the checks' transaction
+        _statement_timeout(tgt, timeout_ms)
         target_only = []  # evaluated on the target while the legacy server computes its summaries
 
         def meanwhile(conn):
             if e.email_columns:
                 target_only.append(emails_valid(conn, e))
 
-        acc = _summarize(src, tgt, e, meanwhile=meanwhile)  # shared by the checks that compare both sides
+        acc = _summarize(src, tgt, e, sample_above, sample_every, meanwhile=meanwhile,
+                         uuid_every=uuid_every)  # shared by the checks that compare both sides
         results = [rows_reconcile(src, tgt, e, acc), foreign_keys_resolve(tgt, e, acc), keys_unique(tgt, e, acc),
                    *target_only, content_checksum(src, tgt, e, acc=acc)]
         tgt.rollback()  # the checks only read: drop the temp tables
         if run_id is not None:
+            _statement_timeout(tgt, timeout_ms)  # a new transaction
             record_results(tgt, run_id, e, results)
             tgt.commit()
     return results

@@ -1,4 +1,10 @@
-"""Command line: ``migration-assets setup | simulate | mutate | migrate | refresh | demo | summary``.
+"""Command line: ``migration-assets setup | simulate | migrate | mutate | refresh | demo | summary | report |
+status | server``.
+
+Every command reads ``.env`` for the variables the environment does not set (the environment
+wins), checks every setting before it connects anywhere, and reports a bad setting, an
+unreachable database or a refused operation in one line on stderr with exit code 2. Only
+``setup`` writes ``.env``.
 
 ``demo`` is what the README's first command runs: resolve or start the databases, apply the
 target schema, simulate the legacy database, materialize all 45 assets through Dagster (in the
@@ -11,154 +17,236 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 
+from . import settings, stopping
 from .config import PROJECT_DIR, resolve_databases
 from .connections import connect
-from .registry import topological_order
-from .target_schema import CONTROL_SCHEMA, apply_migrations
+from .redaction import redact
+from .reports import summary_lines
+from .target_schema import apply_migrations
 
 
-def setup(write_env: bool = True):
+def load_dotenv(path: Path | None = None) -> None:
+    """The variables of ``.env`` (written by ``setup``) that the environment does not set: the
+    environment always wins, for every command."""
+    path = path or PROJECT_DIR / ".env"
+    if not path.exists():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            os.environ.setdefault(key.strip(), value.strip())
+
+
+def write_dotenv(values: dict[str, str], path: Path | None = None) -> None:
+    """Write ``.env`` readable by its owner only (it holds passwords), replacing it atomically."""
+    path = path or PROJECT_DIR / ".env"
+    tmp = path.with_name(".env.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{k}={v}\n" for k, v in values.items()))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def resolve(refuse_same: bool = True):
+    """The databases, with their URLs exported for Dagster; the same database as source and
+    target is refused."""
     dbs = resolve_databases()
+    if refuse_same:
+        settings.refuse_same_database(dbs.source.params, dbs.target.params)
     for key, value in dbs.env().items():
         os.environ[key] = value
+    return dbs
+
+
+def reach(dbs) -> None:
+    """Both databases answer and accept the login, or one line says which does not and why."""
+    from .preflight import DatabaseUnreachable
+
+    for which, db in (("legacy", dbs.source), ("target", dbs.target)):
+        try:
+            connect(db.conninfo(connect_timeout=10)).close()
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnreachable(f"the {which} database ({db.describe()}) does not answer: {redact(first)}") from None
+
+
+def setup(write_env: bool = False):
+    """Resolve the databases, check that both answer, apply the target schema. Only the ``setup``
+    command writes ``.env`` (mode 0600), and only once the schema is applied."""
+    dbs = resolve()
+    reach(dbs)
+    applied = apply_migrations(dbs.target.conninfo())
     if write_env:
         # dagster dev loads .env from its working directory; the file is git-ignored
-        lines = [f"{k}={v}" for k, v in dbs.env().items()]
-        (PROJECT_DIR / ".env").write_text("\n".join(lines) + "\n")
-    applied = apply_migrations(dbs.target.conninfo())
+        write_dotenv(dbs.env())
     where = "embedded PostgreSQL (pgserver)" if dbs.embedded else "configured server"
     print(f"databases ({where}): legacy {dbs.source.describe()}, target {dbs.target.describe()}")
     print(f"target schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
     return dbs
 
 
-def reports_dir():
-    from pathlib import Path
+def reports_dir() -> Path:
+    folder = settings.load().reports_dir
+    return folder if folder.is_absolute() else Path.cwd() / folder
 
-    return Path(os.environ.get("MIGRATION_REPORTS_DIR", PROJECT_DIR / "reports"))
 
-
-def migrate(job_name: str = "full_migration") -> bool:
-    from dagster import DagsterInstance
+def migrate(job_name: str = "full_migration") -> int:
+    """Run ``job_name`` in process, in the instance under DAGSTER_HOME. Returns the exit code: 0 when
+    every table loaded and every ERROR check passed, 1 when not, 130 when a signal stopped it."""
+    from dagster import AssetCheckSeverity, DagsterInstance
 
     from .definitions import defs
 
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     job = defs.resolve_job_def(job_name)
     started = time.perf_counter()
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
-    print(f"\nrun {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'} "
-          f"in {time.perf_counter() - started:.1f}s")
+    # INFO, not Dagster's DEBUG events: a line per load and per failure, not per event
+    result = job.execute_in_process(instance=instance, raise_on_error=False,
+                                    run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    elapsed = time.perf_counter() - started
+    # a signal inside a load is noted by the IO manager; one that lands in Dagster's own code
+    # between steps ends the run as "interrupted"
+    interrupted = stopping.interrupted(result.run_id) or any(
+        ev.is_run_failure and "interrupted" in (ev.message or "") for ev in result.all_events)
+    if interrupted:
+        instance.report_run_canceled(result.dagster_run, message="stopped by a signal (SIGINT or SIGTERM)")
+        stopping.forget(result.run_id)
+        print(f"\nrun {result.run_id}: CANCELED by a signal after {elapsed:.1f}s: the table in progress was rolled "
+              "back, nothing was retried; re-run to finish (idempotent)")
+        summary(result.run_id)
+        return 130
+    failed_checks = sorted(f"{e.asset_key.to_user_string()}.{e.check_name}" for e in result.get_asset_check_evaluations()
+                           if not e.passed and e.severity == AssetCheckSeverity.ERROR)
+    ok = result.success and not failed_checks
+    print(f"\nrun {result.run_id}: {'SUCCESS' if ok else 'FAILURE'} in {elapsed:.1f}s")
+    if failed_checks:
+        print(f"{len(failed_checks)} ERROR checks failed: {', '.join(failed_checks[:20])}"
+              f"{' ...' if len(failed_checks) > 20 else ''}")
     summary(result.run_id)
-    return result.success
+    return 0 if ok else 1
 
 
 def summary(run_id: str | None = None) -> None:
-    print("\n".join(summary_lines(resolve_databases().target.conninfo(), run_id)))
+    print("\n".join(summary_lines(resolve(refuse_same=False).target.conninfo(), run_id)))
 
 
-def summary_lines(target: str, run_id: str | None = None) -> list[str]:
-    """The per-entity summary table of one run (default: the latest) from the audit trail."""
-    with connect(target) as conn:
-        if run_id is None:
-            row = conn.execute(f"SELECT run_id FROM {CONTROL_SCHEMA}.migration_runs ORDER BY id DESC LIMIT 1").fetchone()
-            if not row:
-                return ["no migration has run yet"]
-            run_id = row[0]
-        rows = {r[0]: r[1:] for r in conn.execute(
-            f"SELECT entity, status, records_read, inserted, updated, unchanged, quarantined, duration_ms "
-            f"FROM {CONTROL_SCHEMA}.migration_runs WHERE run_id = %s ORDER BY id", [run_id]).fetchall()}
-    if not rows:
-        return [f"run {run_id} loaded no table"]
-    header = f"{'level':>5} {'entity':<26} {'status':<17} {'read':>10} {'inserted':>10} {'updated':>8} " \
-             f"{'unchanged':>10} {'quarant.':>8} {'secs':>7}"
-    out = [header, "-" * len(header)]
-    totals = [0] * 6
-    for e in topological_order():
-        if e.name not in rows:
-            out.append(f"{e.level:>5} {e.name:<26} {'(not run)':<17}")
-            continue
-        status, read, ins, upd, unch, quar, ms = rows[e.name]
-        for i, v in enumerate((read, ins, upd, unch, quar, ms)):
-            totals[i] += v
-        out.append(f"{e.level:>5} {e.name:<26} {status:<17} {read:>10,} {ins:>10,} {upd:>8,} {unch:>10,} {quar:>8,} "
-                   f"{ms / 1000:>7.2f}")
-    read, ins, upd, unch, quar, ms = totals
-    out.append("-" * len(header))
-    out.append(f"{'':>5} {'total':<26} {'':<17} {read:>10,} {ins:>10,} {upd:>8,} {unch:>10,} {quar:>8,} "
-               f"{ms / 1000:>7.2f}")
-    if read:
-        out.append(f"accounted for: {read:,} legacy rows = {read - quar:,} in the target + {quar:,} in quarantine "
-                   f"({100 * (read - quar) / read:.2f}% loaded)")
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="migration-assets", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("setup", help="resolve or start the databases and apply the target schema")
-    sim = sub.add_parser("simulate", help="(re)generate the legacy database")
-    sim.add_argument("--scale", type=float, default=0.05)
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="migration-assets", description=__doc__.split("\n\n")[0], formatter_class=fmt,
+                                epilog="./run adds: ./run test (the test suite), ./run ui (dagster dev). Settings: "
+                                       "README, 'Settings'; the environment wins over .env.")
+    sub = p.add_subparsers(dest="cmd", metavar="command")
+    sub.add_parser("setup", help="resolve or start the databases, apply the target schema, write .env (0600)")
+    sim = sub.add_parser("simulate", help="(re)generate the legacy database (only one the simulator created)",
+                         formatter_class=fmt)
+    sim.add_argument("--scale", type=float, default=0.05, help="1.0 = about 4.5M rows")
     sim.add_argument("--seed", type=int, default=7)
-    sub.add_parser("migrate", help="materialize all 45 assets")
-    mut = sub.add_parser("mutate", help="change a share of the legacy rows, as a live system would")
+    sim.add_argument("--force", metavar="DATABASE", help="replace the tables of DATABASE although the simulator did "
+                                                         "not create them")
+    sub.add_parser("migrate", help="materialize all 45 assets and their checks; exit 1 if a table or an ERROR "
+                                   "check failed, 130 if stopped by a signal")
+    mut = sub.add_parser("mutate", help="change a share of the legacy rows, as a live system would",
+                         formatter_class=fmt)
     mut.add_argument("--fraction", type=float, default=0.01)
     mut.add_argument("--round", type=int, default=1)
     sub.add_parser("refresh", help="differential refresh of all 45 assets, then FINAL_DIFFERENTIAL_MIGRATION_REPORT.md")
-    demo = sub.add_parser("demo", help="setup + simulate + migrate + summary")
-    demo.add_argument("--scale", type=float, default=float(os.environ.get("DEMO_SCALE", 0.05)))
+    demo = sub.add_parser("demo", help="setup + simulate + migrate + reports + summary", formatter_class=fmt)
+    demo.add_argument("--scale", type=float, default=float(os.environ.get("DEMO_SCALE", 0.05)),
+                      help="legacy database size (1.0 = about 4.5M rows); env DEMO_SCALE")
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--force", metavar="DATABASE", help="let the simulator replace the tables of DATABASE")
     sub.add_parser("summary", help="per-entity summary of the last run")
     sub.add_parser("report", help="write the three markdown reports from the audit trail")
     sub.add_parser("status", help="per-entity health from the audit trail; exit 0 healthy, 1 not, 2 unreachable")
-    a = p.parse_args(argv)
+    srv = sub.add_parser("server", help="the embedded PostgreSQL (used when no database is configured)")
+    srv.add_argument("action", choices=["status", "stop"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.cmd is None:
+        parser.print_help()
+        return 0
+    load_dotenv()
+    from .preflight import DatabaseUnreachable
+    from .simulator import NotASimulatedDatabase
+    from .target_schema import MigrationDrift, SetupError
+
+    try:
+        settings.load()  # every setting checked before anything connects
+        return _run(a)
+    except (settings.SettingsError, SetupError, MigrationDrift, NotASimulatedDatabase, DatabaseUnreachable) as exc:
+        print(f"migration-assets {a.cmd}: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"migration-assets {a.cmd}: a database does not answer: {redact(first)}", file=sys.stderr)
+        return 2
+
+
+def _run(a) -> int:
     if a.cmd == "setup":
-        setup()
+        setup(write_env=True)
     elif a.cmd == "simulate":
         from .simulator import generate
 
-        generate(setup().source.conninfo(), a.scale, a.seed)
+        generate(resolve().source.conninfo(), a.scale, a.seed, force=a.force)
     elif a.cmd == "migrate":
         setup()
-        return 0 if migrate() else 1
+        return migrate()
     elif a.cmd == "mutate":
         from .simulator import mutate
 
-        mutate(setup().source.conninfo(), a.fraction, a.round)
+        mutate(resolve().source.conninfo(), a.fraction, a.round)
     elif a.cmd == "refresh":
         from .reports import write_differential_report
 
         dbs = setup()
-        ok = migrate("differential_refresh")
+        code = migrate("differential_refresh")
         path, remaining = write_differential_report(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir())
         print(f"\nwrote {path} (remaining difference: {remaining:,} rows)")
-        return 0 if ok else 1
+        return code
     elif a.cmd == "demo":
+        from .reports import COMPREHENSIVE_REPORT, DIFFERENTIAL_REPORT, VALIDATION_REPORT
         from .simulator import generate
 
-        dbs = setup()
-        generate(dbs.source.conninfo(), a.scale, a.seed)
-        ok = migrate()
-        from .reports import COMPREHENSIVE_REPORT, VALIDATION_REPORT
-
-        print(f"\nReports: {reports_dir() / COMPREHENSIVE_REPORT}\n         {reports_dir() / VALIDATION_REPORT}")
+        generate(resolve().source.conninfo(), a.scale, a.seed, force=a.force)  # refuses a database it did not create
+        setup()
+        code = migrate()
+        folder = reports_dir()
+        print(f"\nReports: {folder / COMPREHENSIVE_REPORT}\n         {folder / VALIDATION_REPORT}"
+              f"\n         {folder / DIFFERENTIAL_REPORT}")
         print("Status:  .venv/bin/migration-assets status")
         print("Look at it in the Dagster UI:  ./run ui   (then open http://127.0.0.1:3000)")
-        return 0 if ok else 1
+        return code
     elif a.cmd == "summary":
         summary()
     elif a.cmd == "report":
         from .reports import write_all
 
-        dbs = resolve_databases()
+        dbs = resolve(refuse_same=False)
         out = write_all(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir())
         for path in out["paths"]:
             print(f"wrote {path}")
     elif a.cmd == "status":
         return print_status()
+    elif a.cmd == "server":
+        from .config import embedded_server_status, stop_embedded_server
+
+        running = embedded_server_status()
+        if a.action == "stop" and running:
+            stop_embedded_server()
+            print(f"embedded PostgreSQL in {running}: stopped")
+        else:
+            print(f"embedded PostgreSQL in {running}: running" if running else "embedded PostgreSQL: not running")
     return 0
 
 
@@ -166,7 +254,7 @@ def print_status() -> int:
     """The seed's daily status check, for cron: exit 0 when healthy, 1 when not, 2 when unreachable."""
     from .reports import status
 
-    dbs = resolve_databases()
+    dbs = resolve(refuse_same=False)
     try:
         rows, healthy = status(dbs.source.conninfo(), dbs.target.conninfo())
     except psycopg.Error as exc:

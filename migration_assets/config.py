@@ -21,11 +21,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
 from .connections import connect
+from .redaction import redact, register_secret
+from .settings import SettingsError, url_problem
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -40,22 +41,37 @@ class DbSettings:
     dbname: str | None = None
     user: str | None = None
     password: str | None = field(default=None, repr=False)
+    sslmode: str | None = None  # used when the URL sets none (TARGET_ENV=remote: require)
+
+    def __post_init__(self) -> None:
+        register_secret(self.password)
 
     def conninfo(self, **overrides) -> str:
+        if self.url and (why := url_problem(self.url)):
+            raise SettingsError(f"a database URL is not valid (value not shown: it may hold a password): {why}")
         params = pg_conninfo.conninfo_to_dict(self.url) if self.url else {}
+        register_secret(params.get("password"))
         for key in ("host", "port", "dbname", "user", "password"):
             value = getattr(self, key)
             if value not in (None, ""):
                 params[key] = str(value)
         params.update({k: str(v) for k, v in overrides.items()})
         params.setdefault("application_name", "migration_assets")
+        if self.sslmode:
+            params.setdefault("sslmode", self.sslmode)
         return pg_conninfo.make_conninfo(**params)
+
+    def params(self) -> dict[str, str]:
+        return pg_conninfo.conninfo_to_dict(self.conninfo())
 
     def describe(self) -> str:
         """host:port/dbname as user, never the password (for logs, metadata, reports)."""
-        p = pg_conninfo.conninfo_to_dict(self.conninfo())
+        try:
+            p = self.params()
+        except Exception:
+            return "(a database whose URL is not valid)"
         host = p.get("host", "localhost")
-        return f"{p.get('user', '')}@{host}:{p.get('port', 5432)}/{p.get('dbname', '')}"
+        return redact(f"{p.get('user', '')}@{host}:{p.get('port', 5432)}/{p.get('dbname', '')}")
 
     def __str__(self) -> str:
         return f"DbSettings({self.describe()})"
@@ -90,6 +106,8 @@ def sqlalchemy_url(db: DbSettings) -> str:
     """SQLAlchemy URL for dagster-postgres. The driver is named: SQLAlchemy 2.1 would otherwise pick
     psycopg 3 for postgresql://, whose server-side binding breaks dagster-postgres's
     ``NOTIFY run_events, %(id)s``."""
+    if db.url and db.url.startswith("postgresql+"):
+        return db.url  # DAGSTER_PG_URL as given: already a SQLAlchemy URL
     p = pg_conninfo.conninfo_to_dict(db.conninfo())
     from urllib.parse import quote
 
@@ -111,7 +129,28 @@ def embedded_server_url(home: Path | None = None) -> str:
     pgdata = home / ".pgdata"
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode=None)  # keep running for dagster dev and later commands
-    return server.get_uri("postgres")
+    url = server.get_uri("postgres")
+    _keep_wal_small(url)
+    return url
+
+
+def _keep_wal_small(url: str) -> None:
+    """The embedded server is a scratch database: checkpoints by a small WAL size instead of the
+    default 1 GB (the tests' .pgdata held 961 MB of WAL), set once with ALTER SYSTEM."""
+    with connect(url, autocommit=True) as conn:
+        (current,) = conn.execute("SELECT setting FROM pg_settings WHERE name = 'max_wal_size'").fetchone()
+        if current != "128":  # MB
+            conn.execute("ALTER SYSTEM SET max_wal_size = '128MB'")
+            conn.execute("ALTER SYSTEM SET min_wal_size = '32MB'")
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute("CHECKPOINT")
+
+
+def embedded_server_status(home: Path | None = None) -> str | None:
+    """The embedded server's data folder when it is running, None when not."""
+    home = Path(os.environ.get("MIGRATION_HOME", home or PROJECT_DIR))
+    pgdata = home / ".pgdata"
+    return str(pgdata) if (pgdata / "postmaster.pid").exists() else None
 
 
 def stop_embedded_server(home: Path | None = None) -> None:
@@ -124,6 +163,14 @@ def stop_embedded_server(home: Path | None = None) -> None:
         return
     user = "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
     pgserver.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user)
+
+
+def _is_embedded(db: DbSettings) -> bool:
+    home = Path(os.environ.get("MIGRATION_HOME", PROJECT_DIR))
+    try:
+        return db.params().get("host", "") == str(home / ".pgdata")
+    except Exception:
+        return False
 
 
 def admin_url() -> tuple[str, bool]:
@@ -147,6 +194,8 @@ def resolve_databases(env=os.environ) -> Databases:
     source, target = DbSettings.from_env("SOURCE_DB", env), DbSettings.from_env("TARGET_DB", env)
     dagster = DbSettings(url=env["DAGSTER_PG_URL"]) if env.get("DAGSTER_PG_URL") else None
     if source and target:
+        if any(_is_embedded(d) for d in (source, target)):
+            embedded_server_url()  # .env from an earlier setup points at the embedded server: start it
         return Databases(source, target, dagster)
     admin, embedded = admin_url()
     prefix = env.get("MIGRATION_DB_PREFIX", "migration")

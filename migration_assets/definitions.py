@@ -23,8 +23,8 @@ import os
 from dagster import Definitions, EnvVar, in_process_executor
 
 from .assets import IO_MANAGER_KEY, migration_reports, table_assets
-from .config import env_bool, env_int, resolve_databases
-from .engine import DEFAULT_BATCH_SIZE
+from . import settings
+from .config import DbSettings, resolve_databases
 from .io_manager import PostgresArrowIOManager
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 from .jobs import differential_refresh, full_migration
@@ -45,28 +45,31 @@ def _db_kwargs(prefix: str) -> dict | None:
 
 
 def build_resources() -> dict:
+    """The resources, from the settings read once (settings.load: a bad value stops here, named).
+
+    Databases are bound by name (``EnvVar``): where none is configured, the databases that
+    config.resolve_databases() picks go into this process's environment first, so a resolved
+    connection string (with its password) is never a resource's config value, which Dagster
+    keeps in every run's snapshot."""
+    s = settings.load()
     source, target = _db_kwargs("SOURCE_DB"), _db_kwargs("TARGET_DB")
     if source is None or target is None:
         dbs = resolve_databases()
-        source = source or {"url": dbs.source.conninfo()}
-        target = target or {"url": dbs.target.conninfo()}
-    settings = MigrationSettings(
-        batch_size=env_int("BATCH_SIZE", DEFAULT_BATCH_SIZE),
-        max_retry_attempts=env_int("MAX_RETRY_ATTEMPTS", 3),
-        migration_timeout_ms=env_int("MIGRATION_TIMEOUT", 1_800_000),
-        error_recovery_enabled=env_bool("ERROR_RECOVERY_ENABLED", True),
-        fast_path=env_bool("MIGRATION_FAST_PATH", True),
-        target_env=os.environ.get("TARGET_ENV", "local"),
-        mode=os.environ.get("MIGRATION_MODE", "full"),
-        delete_policy=os.environ.get("DELETE_POLICY", "hard"),
-        differential_overlap_s=env_int("DIFFERENTIAL_OVERLAP_SECONDS", 300),
-    )
-    target_db = PostgresResource(**target)
+        if source is None:
+            os.environ["SOURCE_DB_URL"] = dbs.source.conninfo()
+            source = {"url": EnvVar("SOURCE_DB_URL")}
+        if target is None:
+            os.environ["TARGET_DB_URL"] = dbs.target.conninfo()
+            target = {"url": EnvVar("TARGET_DB_URL")}
+    settings.refuse_same_database(lambda: DbSettings.from_env("SOURCE_DB").params(),
+                                  lambda: DbSettings.from_env("TARGET_DB").params())
+    migration = MigrationSettings.from_settings(s)
+    target_db = PostgresResource(**target, sslmode="require" if s.target_env == "remote" else None)
     return {
         "legacy": LegacyDatabase(**source),
         "target": target_db,
-        "settings": settings,
-        IO_MANAGER_KEY: PostgresArrowIOManager(target=target_db, settings=settings),
+        "settings": migration,
+        IO_MANAGER_KEY: PostgresArrowIOManager(target=target_db, settings=migration),
     }
 
 

@@ -119,6 +119,8 @@ class LoadOptions:
     overlap_s: int = 300  # differential: re-read this much before the watermark (clock skew, late commits)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"BATCH_SIZE must be a positive integer, not {self.batch_size!r}")
         if self.mode not in MODES:
             raise ValueError(f"MIGRATION_MODE must be one of {MODES}, not {self.mode!r}")
         if self.delete_policy not in DELETE_POLICIES:
@@ -739,6 +741,19 @@ def _capture_constraints(conn, e: Entity) -> list[tuple[str, str, str]]:
           AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid)
         ORDER BY 5, 2""", {"t": f"public.{e.target_table}"}).fetchall()
     return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def _fast_path_blocker(conn, e: Entity) -> str | None:
+    """Why the fast path cannot drop the keys of ``e``, or None: a table the loading role does not
+    own references it (Supabase's ``auth`` or ``storage`` schemas, a user's own table), and only
+    its owner may drop that foreign key."""
+    row = conn.execute("""
+        SELECT c.conrelid::regclass::text, pg_get_userbyid(r.relowner)
+        FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
+        WHERE c.confrelid = %s::regclass AND c.contype = 'f'
+          AND NOT pg_has_role(current_user, r.relowner, 'USAGE')
+        ORDER BY 1 LIMIT 1""", [f"public.{e.target_table}"]).fetchone()
+    return f"{row[0]}, owned by {row[1]}, references it" if row else None
 
 
 def _drop_constraints(conn, saved) -> None:
@@ -1435,6 +1450,11 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
     has_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target)).fetchone()[0]
     fast = opts.fast_path and not has_rows
+    blocker = _fast_path_blocker(conn, e) if fast else None
+    if blocker:
+        fast = False
+        result.load_path = f"merge (fast path not possible: {blocker})"
+        log.warning("%s: fast path not possible (%s): loading through the merge", e.name, blocker)
     previous = _watermark(conn, e)
     result.mode = opts.mode
     differential = has_rows and opts.mode == "differential" and previous is not None

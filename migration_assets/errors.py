@@ -19,6 +19,8 @@ import adbc_driver_manager
 import psycopg
 from psycopg import errors as pgerr
 
+from .redaction import redact
+
 TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "40")  # connection, operator intervention, rollback
 TRANSIENT_SQLSTATES = {"55P03", "57014", "53300"}  # lock not available, query canceled, too many connections
 
@@ -32,10 +34,8 @@ class ErrorKind:
 
 
 def _message(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    # libpq can echo conninfo fragments in connection errors: keep only the reason
-    if "password=" in text:
-        text = text.split("password=")[0] + "[redacted]"
+    # libpq can echo conninfo fragments, and a misread URL's password as a host or port name
+    text = redact(" ".join(str(exc).split()))
     return text[:500] or type(exc).__name__
 
 
@@ -58,6 +58,9 @@ def classify(exc: BaseException) -> ErrorKind:
         return ErrorKind("FOREIGN_KEY", False, msg, "materialize the parent entity first; orphans are quarantined")
     if "pool" in msg.lower() and ("closed" in msg.lower() or "after calling end" in msg.lower()):
         return ErrorKind("CONNECTION_POOL", True, msg, "retry with a fresh pool")
+    if state == "42501":  # insufficient_privilege: not a schema mismatch, and no migration fixes it
+        return ErrorKind("PERMISSION", False, msg, "the migration role lacks this privilege: grant it, or run as "
+                         "the owner of the tables concerned")
     if isinstance(exc, (pgerr.UndefinedTable, pgerr.UndefinedColumn, pgerr.DatatypeMismatch)) or state.startswith("42"):
         return ErrorKind("SCHEMA", False, msg, "schema mismatch: run the pre-flight validation and apply migrations")
     if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_SQLSTATE_PREFIXES):

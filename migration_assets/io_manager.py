@@ -30,7 +30,8 @@ from psycopg import sql
 
 from . import connections
 from .engine import LegacyStream, LoadResult, load_stream, parse_copy_rows, target_columns, write_audit
-from .errors import classify
+from . import stopping
+from .errors import ErrorKind, classify
 from .registry import entity
 from .resources import MigrationSettings, PostgresResource
 
@@ -64,6 +65,10 @@ class PostgresArrowIOManager(ConfigurableIOManager):
                 result = load_stream(conn, obj, opts, on_progress=progress)
                 write_audit(conn, context.run_id, result, e.name)
                 conn.commit()
+        except stopping.INTERRUPTS:
+            stopping.note(context.run_id)
+            self._record_failure(context, e.name, None, started)
+            raise stopping.stopped(e.name) from None
         except Exception as exc:
             kind = self._record_failure(context, e.name, exc, started)
             if kind.transient:
@@ -79,13 +84,15 @@ class PostgresArrowIOManager(ConfigurableIOManager):
             f"deleted {result.deleted:,}, "
             f"quarantined {result.quarantined:,} in {result.duration_s:.2f}s ({result.rows_per_second:,.0f} rows/s)")
 
-    def _record_failure(self, context: OutputContext, name: str, exc: BaseException, started: float):
-        """Audit the failure on its own connection (the load's transaction was rolled back)."""
-        kind = classify(exc)
+    def _record_failure(self, context: OutputContext, name: str, exc: BaseException | None, started: float):
+        """Audit the failure on its own connection (the load's transaction was rolled back);
+        ``exc`` None: a signal stopped the load (status CANCELED)."""
+        kind = classify(exc) if exc is not None else ErrorKind(
+            "CANCELED", False, "stopped by a signal (SIGINT or SIGTERM); the load was rolled back", "re-run the job")
         try:
             with self.target.connect(connect_timeout=5) as conn:
-                write_audit(conn, context.run_id, None, name, status="FAILED", error_class=kind.name,
-                            error=kind.message, recovery=kind.recovery, started_at=started)
+                write_audit(conn, context.run_id, None, name, status="FAILED" if exc is not None else stopping.CANCELED,
+                            error_class=kind.name, error=kind.message, recovery=kind.recovery, started_at=started)
                 conn.commit()
         except Exception as audit_exc:  # the target may be the thing that is down
             context.log.warning(f"{name}: could not record the failure in the audit trail: {classify(audit_exc).message}")
@@ -133,8 +140,6 @@ class PostgresArrowIOManager(ConfigurableIOManager):
         conninfo = self.target.conninfo()
 
         def batches():
-            import psycopg
-
             with connections.connect(conninfo) as conn:
                 conn.execute("SET LOCAL TimeZone = 'UTC'")
                 copy_sql = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(

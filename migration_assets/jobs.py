@@ -8,6 +8,9 @@ The sensor requests subsets of ``differential_refresh``; the nightly schedule ru
 
 from dagster import AssetSelection, HookContext, define_asset_job, failure_hook
 
+import psycopg
+
+from . import stopping
 from .assets import MODE_TAG
 from .errors import classify
 from .registry import BY_NAME
@@ -22,17 +25,21 @@ def record_step_failure(context: HookContext) -> None:
     from .engine import write_audit
 
     name = context.op.name
-    if name not in BY_NAME:
-        return
+    if name not in BY_NAME or stopping.interrupted(context.run_id):
+        return  # a signal: the interrupted table's audit row says CANCELED, the others never started
     kind = classify(context.op_exception) if context.op_exception else None
-    with context.resources.target.connect() as conn:
-        seen = conn.execute("SELECT 1 FROM migration_control.migration_runs WHERE run_id = %s AND entity = %s "
-                            "AND status = 'FAILED'", [context.run_id, name]).fetchone()
-        if seen is None:
-            write_audit(conn, context.run_id, None, name, status="FAILED",
-                        error_class=kind.name if kind else "UNKNOWN",
-                        error=kind.message if kind else "step failed", recovery=kind.recovery if kind else None)
-            conn.commit()
+    try:
+        with context.resources.target.connect(connect_timeout=5) as conn:
+            seen = conn.execute("SELECT 1 FROM migration_control.migration_runs WHERE run_id = %s AND entity = %s "
+                                "AND status = 'FAILED'", [context.run_id, name]).fetchone()
+            if seen is None:
+                write_audit(conn, context.run_id, None, name, status="FAILED",
+                            error_class=kind.name if kind else "UNKNOWN",
+                            error=kind.message if kind else "step failed", recovery=kind.recovery if kind else None)
+                conn.commit()
+    except psycopg.Error as exc:  # the target may be what failed: say so in one line
+        context.log.warning(f"{name}: could not record the failure in the audit trail: {classify(exc).message}")
+        return
     context.log.warning(f"{name} ({BY_NAME[name].priority}) failed: {kind.name if kind else 'UNKNOWN'}; "
                         "its dependents will not run in this run")
 

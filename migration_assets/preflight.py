@@ -15,6 +15,7 @@ from __future__ import annotations
 import psycopg
 
 from . import connections
+from .redaction import redact
 from .registry import ENTITIES
 from .transforms import Kind
 
@@ -116,19 +117,39 @@ def validate(source, target) -> None:
     def connect(x):
         return x() if callable(x) else connections.connect(x)
 
-    with connect(source) as src, connect(target) as tgt:
+    def reach(x, which: str):
+        try:
+            return connect(x)
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnreachable(f"the {which} database does not answer: {redact(first)}") from None
+
+    with reach(source, "legacy") as src, reach(target, "target") as tgt:
         problems = legacy_problems(src) + target_problems(tgt)
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise SchemaMismatch("schema does not match the registry: " + "; ".join(problems[:10]) + more)
 
 
-_validated: set[str] = set()
+class DatabaseUnreachable(RuntimeError):
+    """A database does not answer or refuses the login (permanent for the run: the next steps
+    would meet the same; the message names the database and the cause, never a password)."""
+
+
+_validated: dict[str, BaseException | None] = {}
 
 
 def validate_once(run_id: str, source, target) -> None:
-    """Validate at the first step of a run (in-process executor: one process per run)."""
+    """Validate at the first step of a run (in-process executor: one process per run). A failure
+    is remembered for the run, so the other steps fail at once with the same one line instead of
+    each reaching for an unreachable server."""
     if run_id in _validated:
+        if _validated[run_id] is not None:
+            raise _validated[run_id]
         return
-    validate(source, target)
-    _validated.add(run_id)
+    try:
+        validate(source, target)
+    except (SchemaMismatch, DatabaseUnreachable) as exc:
+        _validated[run_id] = exc
+        raise
+    _validated[run_id] = None

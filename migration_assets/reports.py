@@ -54,7 +54,7 @@ def latest_loads(target: str) -> dict[str, dict]:
             "SELECT DISTINCT ON (r.entity) r.entity, r.run_id, r.mode, r.status, r.records_read, r.inserted, r.updated, "
             "r.deleted, r.quarantined, r.duration_ms, r.finished_at, r.details, r.load_path, "
             "(SELECT count(*) FROM {q} q WHERE q.entity = r.entity AND q.first_run_id = r.run_id) AS new_quarantined "
-            "FROM {runs} r WHERE r.status <> 'FAILED' ORDER BY r.entity, r.id DESC").format(
+            "FROM {runs} r WHERE r.status NOT IN ('FAILED', 'CANCELED') ORDER BY r.entity, r.id DESC").format(
             q=sql.Identifier(CONTROL_SCHEMA, "quarantine"),
             runs=sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchall()
     keys = ("run_id", "mode", "status", "read", "inserted", "updated", "deleted", "quarantined", "duration_ms",
@@ -224,7 +224,7 @@ def comprehensive_report(source: str, target: str) -> tuple[str, dict]:
             "WHERE status = 'FAILED' GROUP BY 1 ORDER BY 2 DESC").format(
             sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchall()
         span = conn.execute(sql.SQL(
-            "SELECT min(started_at), max(finished_at), count(DISTINCT run_id) FROM {} WHERE status <> 'FAILED'").format(
+            "SELECT min(started_at), max(finished_at), count(DISTINCT run_id) FROM {} WHERE status NOT IN ('FAILED', 'CANCELED')").format(
             sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchone()
     legacy_total = sum(v[0] for v in now.values())
     loaded_total = sum(v[1] for v in now.values())
@@ -342,7 +342,7 @@ def status(source: str, target: str) -> tuple[list[dict], bool]:
         problems = []
         if x is None:
             problems.append("never loaded")
-        if last_attempt.get(e.name) == "FAILED":
+        if last_attempt.get(e.name) in ("FAILED", "CANCELED"):
             problems.append("last attempt failed")
         if any(results[name]["severity"] == "ERROR" for name in failed):
             problems.append("checks failing: " + ", ".join(failed))
@@ -357,3 +357,39 @@ def status(source: str, target: str) -> tuple[list[dict], bool]:
                      "checks": f"{len(results) - len(failed)}/{len(results)}",
                      "state": "OK" if not problems else "; ".join(problems)})
     return rows, healthy
+
+
+def summary_lines(target: str, run_id: str | None = None) -> list[str]:
+    """The per-entity summary table of one run (default: the latest) from the audit trail."""
+    with connect(target) as conn:
+        if run_id is None:
+            row = conn.execute(f"SELECT run_id FROM {CONTROL_SCHEMA}.migration_runs ORDER BY id DESC LIMIT 1").fetchone()
+            if not row:
+                return ["no migration has run yet"]
+            run_id = row[0]
+        rows = {r[0]: r[1:] for r in conn.execute(
+            f"SELECT entity, status, records_read, inserted, updated, unchanged, quarantined, duration_ms "
+            f"FROM {CONTROL_SCHEMA}.migration_runs WHERE run_id = %s ORDER BY id", [run_id]).fetchall()}
+    if not rows:
+        return [f"run {run_id} loaded no table"]
+    header = f"{'level':>5} {'entity':<26} {'status':<17} {'read':>10} {'inserted':>10} {'updated':>8} " \
+             f"{'unchanged':>10} {'quarant.':>8} {'secs':>7}"
+    out = [header, "-" * len(header)]
+    totals = [0] * 6
+    for e in topological_order():
+        if e.name not in rows:
+            out.append(f"{e.level:>5} {e.name:<26} {'(not run)':<17}")
+            continue
+        status, read, ins, upd, unch, quar, ms = rows[e.name]
+        for i, v in enumerate((read, ins, upd, unch, quar, ms)):
+            totals[i] += v
+        out.append(f"{e.level:>5} {e.name:<26} {status:<17} {read:>10,} {ins:>10,} {upd:>8,} {unch:>10,} {quar:>8,} "
+                   f"{ms / 1000:>7.2f}")
+    read, ins, upd, unch, quar, ms = totals
+    out.append("-" * len(header))
+    out.append(f"{'':>5} {'total':<26} {'':<17} {read:>10,} {ins:>10,} {upd:>8,} {unch:>10,} {quar:>8,} "
+               f"{ms / 1000:>7.2f}")
+    if read:
+        out.append(f"accounted for: {read:,} legacy rows = {read - quar:,} in the target + {quar:,} in quarantine "
+                   f"({100 * (read - quar) / read:.2f}% loaded)")
+    return out

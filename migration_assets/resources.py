@@ -8,6 +8,8 @@ only names host, port, database and user.
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
 from typing import Optional
 
 import psycopg
@@ -15,9 +17,14 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from .config import DbSettings
+from .redaction import redact
+from .settings import SETTINGS, Settings
 from .connections import connect
-from .engine import DEFAULT_BATCH_SIZE, LegacyStream, LoadOptions
+from .engine import LegacyStream, LoadOptions
 from .registry import Entity
+
+
+BY_ENV = {s.env: s for s in SETTINGS}
 
 
 class PostgresResource(ConfigurableResource):
@@ -29,10 +36,12 @@ class PostgresResource(ConfigurableResource):
     database: Optional[str] = Field(default=None, description="Database name (…_DB_NAME)")
     user: Optional[str] = Field(default=None, description="User (…_DB_USER)")
     password: Optional[str] = Field(default=None, description="Password (…_DB_PASSWORD); never logged", repr=False)
+    sslmode: Optional[str] = Field(default=None, description="sslmode when the URL sets none (TARGET_ENV=remote: "
+                                                             "require)")
 
     def settings(self) -> DbSettings:
         return DbSettings(url=self.url, host=self.host, port=self.port, dbname=self.database, user=self.user,
-                          password=self.password)
+                          password=self.password, sslmode=self.sslmode)
 
     def conninfo(self) -> str:
         return self.settings().conninfo()
@@ -45,7 +54,7 @@ class PostgresResource(ConfigurableResource):
             return connect(self.conninfo(), **kwargs)
         except psycopg.OperationalError as exc:
             # libpq messages can echo the conninfo; say where without the secret
-            raise psycopg.OperationalError(f"cannot connect to {self.describe()}: {_first_line(exc)}") from None
+            raise psycopg.OperationalError(f"cannot connect to {self.describe()}: {redact(_first_line(exc))}") from None
 
     def __repr__(self) -> str:
         return f"PostgresResource({self.describe()})"
@@ -58,29 +67,40 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-class MigrationSettings(ConfigurableResource):
-    """The seed's migration settings."""
+def _spec(env: str) -> dict:
+    """Default and description of a setting's resource field, from its one definition."""
+    setting = BY_ENV[env]
+    default = str(setting.default) if setting.kind == "path" else setting.default
+    return {"default": default, "description": f"{env}: {setting.effect} (allowed: {setting.allowed()})"}
 
-    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, description="Rows per Arrow record batch (BATCH_SIZE); bounds memory")
-    max_retry_attempts: int = Field(default=3, description="Retries of a failed asset (MAX_RETRY_ATTEMPTS)")
-    migration_timeout_ms: int = Field(default=1_800_000, description="Per-asset time limit in ms (MIGRATION_TIMEOUT)")
-    error_recovery_enabled: bool = Field(default=True, description="Apply automatic fixes (ERROR_RECOVERY_ENABLED); "
-                                                                   "false sends those rows to quarantine")
-    fast_path: bool = Field(default=True, description="Bulk-load empty tables and build keys afterwards")
-    target_env: str = Field(default="local", description="TARGET_ENV: local or remote")
-    mode: str = Field(default="full", description="MIGRATION_MODE: 'full' compares every row (bucket "
-                      "summaries), 'differential' reads only rows changed since the watermark; a run's "
-                      "'migration/mode' tag overrides it")
-    delete_policy: str = Field(default="hard", description="DELETE_POLICY for legacy rows deleted at the source: "
-                               "'hard' removes the target row (children follow the fresh-migration rules), "
-                               "'soft' keeps it and records metadata.deleted_at_source")
-    differential_overlap_s: int = Field(default=300, description="DIFFERENTIAL_OVERLAP_SECONDS: how far before the "
-                                        "watermark a differential refresh re-reads (clock skew, late commits)")
+
+class MigrationSettings(ConfigurableResource):
+    """The migration settings (settings.py defines each one once; the definitions pass the values
+    read at start, so a run's configuration shows what it ran with)."""
+
+    batch_size: int = Field(ge=1, **_spec("BATCH_SIZE"))
+    max_retry_attempts: int = Field(ge=0, **_spec("MAX_RETRY_ATTEMPTS"))
+    migration_timeout_ms: int = Field(ge=1, **_spec("MIGRATION_TIMEOUT"))
+    error_recovery: bool = Field(**_spec("ERROR_RECOVERY_ENABLED"))
+    target_env: str = Field(**_spec("TARGET_ENV"))
+    fast_path: bool = Field(**_spec("MIGRATION_FAST_PATH"))
+    mode: str = Field(**_spec("MIGRATION_MODE"))
+    delete_policy: str = Field(**_spec("DELETE_POLICY"))
+    overlap_s: int = Field(ge=0, **_spec("DIFFERENTIAL_OVERLAP_SECONDS"))
+    asset_checks: bool = Field(**_spec("MIGRATION_ASSET_CHECKS"))
+    sample_above: int = Field(**_spec("CONTENT_CHECKSUM_SAMPLE_ABOVE"))
+    sample_every: int = Field(ge=1, **_spec("CONTENT_CHECKSUM_SAMPLE_EVERY"))
+    uuid_every: int = Field(ge=1, **_spec("UUID_CHECK_EVERY"))
+    reports_dir: str = Field(**_spec("MIGRATION_REPORTS_DIR"))
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "MigrationSettings":
+        return cls(**{f.name: str(v) if isinstance(v, Path) else v for f in fields(s) for v in [getattr(s, f.name)]})
 
     def load_options(self, run_id: str, mode: str | None = None) -> LoadOptions:
-        return LoadOptions(batch_size=self.batch_size, fast_path=self.fast_path,
-                           error_recovery=self.error_recovery_enabled, run_id=run_id, mode=mode or self.mode,
-                           delete_policy=self.delete_policy, overlap_s=self.differential_overlap_s)
+        return LoadOptions(batch_size=self.batch_size, fast_path=self.fast_path, error_recovery=self.error_recovery,
+                           run_id=run_id, mode=mode or self.mode, delete_policy=self.delete_policy,
+                           overlap_s=self.overlap_s)
 
 
 class LegacyDatabase(PostgresResource):

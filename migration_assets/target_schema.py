@@ -21,7 +21,6 @@ import argparse
 import hashlib
 from pathlib import Path
 
-import psycopg
 from psycopg import sql
 
 from .config import PROJECT_DIR
@@ -223,6 +222,12 @@ CREATE INDEX IF NOT EXISTS check_results_latest_idx ON {CONTROL_SCHEMA}.check_re
 ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS summary_buckets bigint[];
 ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS summary_rows bigint[];
 ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS summary_hashes numeric[];
+""",
+        "20261201000008_canceled_status.sql": f"""-- A run stopped by a signal records the table it interrupted as CANCELED (its load was rolled
+-- back and is not retried).
+ALTER TABLE {CONTROL_SCHEMA}.migration_runs DROP CONSTRAINT IF EXISTS migration_runs_status_check;
+ALTER TABLE {CONTROL_SCHEMA}.migration_runs ADD CONSTRAINT migration_runs_status_check
+  CHECK (status IN ('COMPLETED', 'SKIPPED', 'FAILED', 'ALREADY_MIGRATED', 'CANCELED'));
 """,
     }
 

@@ -7,7 +7,9 @@ pgserver otherwise. Each test session creates its own databases and drops them a
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -71,6 +73,27 @@ def dagster_env(monkeypatch, legacy, target):
     monkeypatch.setenv("SOURCE_DB_URL", legacy)
     monkeypatch.setenv("TARGET_DB_URL", target)
     return DbSettings(url=legacy), DbSettings(url=target)
+
+
+@contextmanager
+def table_locked(conninfo: str, table: str):
+    """Another session holds ``table`` (schema-qualified) in ACCESS EXCLUSIVE mode until the block ends."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold():
+        with psycopg.connect(conninfo) as conn:
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(*table.split("."))))
+            locked.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join()
 
 
 def query(conninfo: str, q, params=None):

@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 
-from .conftest import query
+from .conftest import query, table_locked
 
 
 def _kill_when_copying(admin: str, target_db: str, table: str, stop: threading.Event, killed: list,
@@ -180,9 +180,9 @@ def test_preflight_failure_is_classified_and_recorded_by_the_recovery_hook(monke
 def test_migration_timeout_fails_clearly_without_retry_and_leaves_the_table_empty(monkeypatch, legacy, target):
     monkeypatch.setenv("SOURCE_DB_URL", legacy)
     monkeypatch.setenv("TARGET_DB_URL", target)
-    monkeypatch.setenv("MIGRATION_TIMEOUT", "1")  # ms
-    monkeypatch.setenv("BATCH_SIZE", "10")
-    result = _job_run(selection=[AssetKey("profiles")])
+    monkeypatch.setenv("MIGRATION_TIMEOUT", "1000")  # ms, the smallest allowed
+    with table_locked(target, "public.profiles"):  # the load's LOCK TABLE waits past the timeout
+        result = _job_run(selection=[AssetKey("profiles")])
     assert not result.success
     assert [ev for ev in result.all_events if ev.event_type == DagsterEventType.STEP_RESTARTED] == []
     (error_class, error), = query(target, "SELECT error_class, error FROM migration_control.migration_runs "

@@ -29,6 +29,8 @@ from migration_assets.reports import status
 from migration_assets.simulator import generate, mutate
 from migration_assets.target_schema import apply_migrations
 
+from .conftest import table_locked
+
 PGBOUNCER = shutil.which("pgbouncer") or next((p for p in ("/usr/sbin/pgbouncer",) if os.path.exists(p)), None)
 
 
@@ -217,3 +219,68 @@ def test_missing_roles_name_the_statement_a_superuser_must_run(databases, admin,
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(dbname)))
             conn.execute(psql.SQL("DROP ROLE IF EXISTS {}").format(psql.Identifier(owner)))
+
+
+def test_a_check_that_times_out_is_a_timeout_and_never_reloads_its_table(databases, target, monkeypatch):
+    """MIGRATION_TIMEOUT bounds the checks' statements too. A check that runs into it (here: its
+    results table locked by another session) fails the step as a TIMEOUT naming the table, at
+    once: the table was loaded and committed, and a retry would load it again."""
+    from migration_assets.definitions import build_resources, table_assets
+
+    legacy = databases.new("legacy_check_timeout")
+    generate(legacy, scale=0.002, seed=41, log=lambda *_: None)
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    monkeypatch.setenv("MIGRATION_TIMEOUT", "1000")
+    offices = [a for a in table_assets if a.key.path[-1] == "offices"]
+    with table_locked(target, "migration_control.check_results"):
+        result = materialize(offices, resources=build_resources(), instance=DagsterInstance.ephemeral(),
+                             raise_on_error=False)
+    assert not result.success
+    failure = next(ev for ev in result.all_events if ev.is_step_failure)
+    text = str(failure.event_specific_data.error)
+    assert "offices" in text and "TIMEOUT" in text
+    assert not any(ev.event_type_value == "STEP_UP_FOR_RETRY" for ev in result.all_events)
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT status, count(*) FROM migration_control.migration_runs WHERE entity = 'offices' "
+                            "GROUP BY 1").fetchall() == [("COMPLETED", 1)]
+
+
+def test_a_table_owned_by_another_role_that_references_a_target_table_turns_off_its_fast_path(databases, admin):
+    """Like Supabase's auth or storage tables referencing public ones: the loading role (the
+    tables' owner, no superuser) cannot drop that foreign key, so the table loads through the
+    merge instead, and says so."""
+    import uuid
+
+    from psycopg import sql as psql
+
+    from migration_assets.engine import LoadOptions, migrate_entity
+
+    owner, other = f"ma_owner_{uuid.uuid4().hex[:8]}", f"ma_other_{uuid.uuid4().hex[:8]}"
+    legacy = databases.new("legacy_foreign_owner")
+    generate(legacy, scale=0.002, seed=43, log=lambda *_: None)
+    dbname = _dbname(databases.new("target_foreign_owner"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(psql.SQL("CREATE ROLE {} LOGIN").format(psql.Identifier(owner)))
+        conn.execute(psql.SQL("CREATE ROLE {} NOLOGIN").format(psql.Identifier(other)))
+        conn.execute(psql.SQL("ALTER DATABASE {} OWNER TO {}").format(psql.Identifier(dbname), psql.Identifier(owner)))
+    params = pg_conninfo.conninfo_to_dict(admin)
+    try:
+        params.update(dbname=dbname, user=owner)
+        as_owner = pg_conninfo.make_conninfo(**params)
+        with psycopg.connect(as_owner) as conn:
+            conn.execute("ALTER SCHEMA public OWNER TO CURRENT_USER")
+        apply_migrations(as_owner)
+        params["user"] = pg_conninfo.conninfo_to_dict(admin).get("user", "postgres")
+        with psycopg.connect(pg_conninfo.make_conninfo(**params)) as conn:  # as a superuser: another role's table
+            conn.execute("CREATE SCHEMA storage_like")
+            conn.execute("CREATE TABLE storage_like.objects (office_id uuid REFERENCES public.offices (id))")
+            conn.execute(psql.SQL("ALTER TABLE storage_like.objects OWNER TO {}").format(psql.Identifier(other)))
+        result = migrate_entity(legacy, as_owner, "offices", LoadOptions(run_id="foreign-owner"))
+        assert result.load_path.startswith("merge (fast path not possible: storage_like.objects, owned by")
+        assert result.inserted > 0 and result.remaining_difference == 0
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(dbname)))
+            for role in (owner, other):
+                conn.execute(psql.SQL("DROP ROLE IF EXISTS {}").format(psql.Identifier(role)))

@@ -1,0 +1,227 @@
+"""Every setting of the project, defined once: name, default, type, allowed values, effect.
+
+The definitions (at import) and the command line (at start) call :func:`load` once; it reads
+the environment, checks every value and returns one frozen :class:`Settings`, or raises
+:class:`SettingsError` naming every bad variable with its value and what is allowed, before
+anything connects or runs. The README's settings table is generated from :data:`SETTINGS`
+(``python -m migration_assets.settings``) and a test keeps the two equal.
+
+Database locations (``SOURCE_DB_*``, ``TARGET_DB_*``, ``MIGRATION_PG_URL``, ``DAGSTER_PG_URL``)
+are resolved by config.py; their URLs are checked here for shape only (a URL libpq would misread
+is refused without echoing it: it may hold a password) and the same database as source and
+target is refused once both are known (:func:`refuse_same_database`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from psycopg import conninfo as pg_conninfo
+
+from .redaction import register_secret
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; the message names each variable and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str  # environment variable
+    field: str  # attribute of Settings
+    default: Any
+    kind: str  # "int", "bool", "choice", "path"
+    effect: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def allowed(self) -> str:
+        if self.kind == "bool":
+            return "true/false (also 1/0, yes/no, on/off)"
+        if self.kind == "choice":
+            return ", ".join(self.choices)
+        if self.kind == "int":
+            low = "" if self.minimum is None else f"{self.minimum:_}".replace("_", ",")
+            high = "" if self.maximum is None else f"{self.maximum:_}".replace("_", ",")
+            return f"integer {low}..{high}" if high else f"integer >= {low}"
+        return "a folder path"
+
+    def parse(self, raw: str) -> Any:
+        value = raw.strip()
+        if self.kind == "int":
+            try:
+                number = int(value)
+            except ValueError:
+                raise ValueError("not an integer") from None
+            if (self.minimum is not None and number < self.minimum) or (self.maximum is not None and number > self.maximum):
+                raise ValueError("out of range")
+            return number
+        if self.kind == "bool":
+            lowered = value.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("not a boolean")
+        if self.kind == "choice":
+            if value.lower() not in self.choices:
+                raise ValueError("not allowed")
+            return value.lower()
+        if not value:
+            raise ValueError("empty")
+        return Path(value)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("BATCH_SIZE", "batch_size", 10_000, "int", "rows per Arrow record batch; bounds the memory of a load",
+            minimum=1, maximum=1_000_000),
+    Setting("MAX_RETRY_ATTEMPTS", "max_retry_attempts", 3, "int",
+            "retries of a table whose load failed for a transient reason (exponential backoff, jitter)",
+            minimum=0, maximum=20),
+    Setting("MIGRATION_TIMEOUT", "migration_timeout_ms", 1_800_000, "int",
+            "ms: statement_timeout of the loads' and the checks' statements on the target, and time limit of a "
+            "table's load",
+            minimum=1_000, maximum=86_400_000),
+    Setting("ERROR_RECOVERY_ENABLED", "error_recovery", True, "bool",
+            "fix what can be fixed (emails, required NULLs with a default, optional orphan references); "
+            "false sends those rows to quarantine"),
+    Setting("TARGET_ENV", "target_env", "local", "choice",
+            "remote: connections to the target require TLS (sslmode=require unless the URL sets sslmode); "
+            "local: libpq's default", choices=("local", "remote")),
+    Setting("MIGRATION_FAST_PATH", "fast_path", True, "bool",
+            "load an empty table with its keys dropped, then rebuild and validate them"),
+    Setting("MIGRATION_MODE", "mode", "full", "choice",
+            "full: compare every row with bucket summaries; differential: read rows changed since the watermark "
+            "(a run's migration/mode tag overrides it)", choices=("full", "differential")),
+    Setting("DELETE_POLICY", "delete_policy", "hard", "choice",
+            "what a legacy row deleted at the source does to its target row: removed, or kept and marked",
+            choices=("hard", "soft")),
+    Setting("DIFFERENTIAL_OVERLAP_SECONDS", "overlap_s", 300, "int",
+            "how far before the watermark a differential refresh re-reads (clock skew, late commits)",
+            minimum=0, maximum=31_536_000),
+    Setting("MIGRATION_ASSET_CHECKS", "asset_checks", True, "bool",
+            "evaluate the five checks of every table right after its load"),
+    Setting("CONTENT_CHECKSUM_SAMPLE_ABOVE", "sample_above", 500_000, "int",
+            "tables with more legacy rows compare a sample of ids in content_checksum (-1: never sample)",
+            minimum=-1),
+    Setting("CONTENT_CHECKSUM_SAMPLE_EVERY", "sample_every", 50, "int",
+            "content_checksum of a sampled table compares the ids divisible by this", minimum=1, maximum=1_000_000),
+    Setting("UUID_CHECK_EVERY", "uuid_every", 50, "int",
+            "content_checksum recomputes the primary key's UUID for the ids divisible by this (1: every row)",
+            minimum=1, maximum=1_000_000),
+    Setting("MIGRATION_REPORTS_DIR", "reports_dir", Path("reports"), "path",
+            "folder of the three markdown reports (relative: to the working directory)"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    batch_size: int = 10_000
+    max_retry_attempts: int = 3
+    migration_timeout_ms: int = 1_800_000
+    error_recovery: bool = True
+    target_env: str = "local"
+    fast_path: bool = True
+    mode: str = "full"
+    delete_policy: str = "hard"
+    overlap_s: int = 300
+    asset_checks: bool = True
+    sample_above: int = 500_000
+    sample_every: int = 50
+    uuid_every: int = 50
+    reports_dir: Path = Path("reports")
+
+
+DB_URL_VARIABLES = ("SOURCE_DB_URL", "TARGET_DB_URL", "MIGRATION_PG_URL", "DAGSTER_PG_URL")
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a connection URL's shape, or None. Never quotes the URL."""
+    if url.startswith(("postgres://", "postgresql://", "postgresql+psycopg2://")):
+        rest = url.split("://", 1)[1].split("?", 1)[0]
+        authority, _, path = rest.partition("/")
+        if "@" in path:
+            return ("its user or password contains an unencoded '/', '?' or '#', so the password would be "
+                    "read as host, port or database: percent-encode it (/ as %2F, ? as %3F, # as %23, @ as %40)")
+        if authority.count("@") > 1:
+            return "its password contains an unencoded '@': percent-encode it as %40"
+        if url.startswith("postgresql+psycopg2://"):
+            return None
+    try:
+        pg_conninfo.conninfo_to_dict(url)
+    except Exception:
+        return "libpq cannot parse it (check quoting and percent-encoding)"
+    return None
+
+
+def _password_of(url: str) -> str | None:
+    """The password in a URL or conninfo, even in one libpq would misread (for redaction only)."""
+    if "://" in url:
+        userinfo = url.split("://", 1)[1].rsplit("@", 1)
+        if len(userinfo) == 2 and ":" in userinfo[0]:
+            return userinfo[0].split(":", 1)[1]
+        return None
+    try:
+        return pg_conninfo.conninfo_to_dict(url).get("password")
+    except Exception:
+        return None
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse and check every setting; raise SettingsError naming all the bad ones."""
+    env = os.environ if env is None else env
+    values, problems = {}, []
+    for s in SETTINGS:
+        raw = env.get(s.env)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[s.field] = s.parse(raw)
+        except ValueError as why:
+            problems.append(f"{s.env}={raw!r} is {why}: allowed {s.allowed()}")
+    for name in DB_URL_VARIABLES + tuple(f"{p}_PASSWORD" for p in ("SOURCE_DB", "TARGET_DB")):
+        if env.get(name):
+            secret = env[name] if name.endswith("_PASSWORD") else _password_of(env[name])
+            if secret:
+                register_secret(secret)
+    for name in DB_URL_VARIABLES:
+        if env.get(name) and (why := url_problem(env[name])):
+            problems.append(f"{name} is not a valid PostgreSQL URL (value not shown: it may hold a password): {why}")
+    for prefix in ("SOURCE_DB", "TARGET_DB"):
+        port = env.get(f"{prefix}_PORT")
+        if port and not (port.strip().isdigit() and 0 < int(port) < 65536):
+            problems.append(f"{prefix}_PORT={port!r} is not a port: allowed integer 1..65535")
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    return Settings(**values)
+
+
+def refuse_same_database(source: Callable[[], Mapping[str, str]], target: Callable[[], Mapping[str, str]]) -> None:
+    """Refuse a source and a target that are the same database (host, port and name), which would
+    migrate the legacy tables into their own database."""
+    s, t = source(), target()
+    key = lambda p: (p.get("host") or "localhost", str(p.get("port") or 5432), p.get("dbname") or p.get("user"))
+    if key(s) == key(t):
+        raise SettingsError(f"the source and the target are the same database ({key(t)[2]} on {key(t)[0]}:"
+                            f"{key(t)[1]}): point TARGET_DB_URL (or TARGET_DB_NAME) at the Supabase database")
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | allowed | effect |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = str(s.default).lower() if isinstance(s.default, bool) else (
+            f"{s.default:_}".replace("_", ",") if isinstance(s.default, int) else str(s.default))
+        rows.append(f"| `{s.env}` | `{default}` | {s.allowed()} | {s.effect} |")
+    return "\n".join(rows)
+
+
+assert [s.field for s in SETTINGS] == [f.name for f in fields(Settings)], "SETTINGS and Settings disagree"
+assert all(getattr(Settings(), s.field) == s.default for s in SETTINGS), "defaults defined twice disagree"
+
+
+if __name__ == "__main__":
+    print(markdown_table())
