@@ -73,7 +73,8 @@ def reach(dbs) -> None:
             connect(db.conninfo(connect_timeout=10)).close()
         except psycopg.OperationalError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatabaseUnreachable(f"the {which} database ({db.describe()}) does not answer: {redact(first)}") from None
+            raise DatabaseUnreachable(
+                f"the {which} database ({db.describe()}) does not answer: {redact(first)}") from None
 
 
 def setup(write_env: bool = False):
@@ -103,7 +104,15 @@ def migrate(job_name: str = "full_migration") -> int:
 
     from .definitions import defs
 
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    instance = DagsterInstance.ephemeral()
+    if os.environ.get("DAGSTER_HOME"):
+        try:
+            instance = DagsterInstance.get()
+        except Exception as exc:  # dagster.yaml names DAGSTER_PG_URL, which only SOURCE/TARGET users lack
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"the Dagster instance in DAGSTER_HOME cannot be opened ({redact(first)[:200]}): this run is "
+                  "not kept for the UI; set DAGSTER_PG_URL (a PostgreSQL database for Dagster) to keep runs",
+                  file=sys.stderr)
     job = defs.resolve_job_def(job_name)
     started = time.perf_counter()
     # INFO, not Dagster's DEBUG events: a line per load and per failure, not per event
@@ -121,8 +130,9 @@ def migrate(job_name: str = "full_migration") -> int:
               "back, nothing was retried; re-run to finish (idempotent)")
         summary(result.run_id)
         return 130
-    failed_checks = sorted(f"{e.asset_key.to_user_string()}.{e.check_name}" for e in result.get_asset_check_evaluations()
-                           if not e.passed and e.severity == AssetCheckSeverity.ERROR)
+    failed_checks = sorted(f"{c.asset_key.to_user_string()}.{c.check_name}"
+                           for c in result.get_asset_check_evaluations()
+                           if not c.passed and c.severity == AssetCheckSeverity.ERROR)
     ok = result.success and not failed_checks
     print(f"\nrun {result.run_id}: {'SUCCESS' if ok else 'FAILURE'} in {elapsed:.1f}s")
     if failed_checks:

@@ -33,7 +33,7 @@ import io
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -322,6 +322,7 @@ class LegacyStream:
     def __init__(self, conninfo: str, e: Entity, opts: LoadOptions, where: sql.Composable | None = None,
                  fail_after_batches: int | None = None):
         self.entity, self.opts = e, opts
+        self.conninfo = conninfo
         self._conninfo, self._where = conninfo, where
         self._conn: psycopg.Connection | None = None
         self._fail_after = fail_after_batches  # fault injection for tests
@@ -364,24 +365,28 @@ class LegacyStream:
         gaps as a whole, and the missing ids of partly filled blocks are read off their masks, so
         the table is read once (probing each candidate id took a second pass, a hash of every id)."""
         e = self.entity
+        # in the legacy key's own integer type, unless the bounds come within two blocks of int4's
+        # limits, where the block arithmetic would overflow: then in bigint (casting every id costs
+        # about a tenth of the query)
+        c = sql.SQL("") if -2**31 + 128 < lower and upper < 2**31 - 128 else sql.SQL("::bigint")
         return self._connect().execute(sql.SQL(
-            "WITH blocks AS (SELECT {pk}::bigint >> 6 AS b, count(*) AS n, "
-            "                bit_or(1::bigint << ({pk}::bigint & 63)::int) AS m "
-            "                FROM {t} WHERE {pk} BETWEEN %(lower)s::bigint AND %(upper)s::bigint GROUP BY 1), "
+            "WITH blocks AS (SELECT {pk}{c} >> 6 AS b, count(*) AS n, "
+            "                bit_or(1::bigint << ({pk}{c} & 63)::int) AS m "
+            "                FROM {t} WHERE {pk} BETWEEN %(lower)s{c} AND %(upper)s{c} GROUP BY 1), "
             "empty AS (SELECT (b + 1) << 6 AS lo, "
-            "                 (lead(b, 1, (%(upper)s::bigint >> 6) + 1) OVER (ORDER BY b) << 6) - 1 AS hi "
+            "                 (lead(b, 1, (%(upper)s{c} >> 6) + 1) OVER (ORDER BY b) << 6) - 1 AS hi "
             "          FROM blocks "
-            "          UNION ALL SELECT %(lower)s::bigint, "
-            "                 (coalesce((SELECT min(b) FROM blocks), (%(upper)s::bigint >> 6) + 1) << 6) - 1), "
+            "          UNION ALL SELECT %(lower)s{c}, "
+            "                 (coalesce((SELECT min(b) FROM blocks), (%(upper)s{c} >> 6) + 1) << 6) - 1), "
             "partial AS (SELECT b, m FROM blocks "
-            "            WHERE n < least(%(upper)s::bigint, (b << 6) + 63) - greatest(%(lower)s::bigint, b << 6) + 1) "
-            "SELECT greatest(lo, %(lower)s::bigint), least(hi, %(upper)s::bigint) FROM empty "
-            "WHERE least(hi, %(upper)s::bigint) >= greatest(lo, %(lower)s::bigint) "
+            "            WHERE n < least(%(upper)s{c}, (b << 6) + 63) - greatest(%(lower)s{c}, b << 6) + 1) "
+            "SELECT greatest(lo, %(lower)s{c}), least(hi, %(upper)s{c}) FROM empty "
+            "WHERE least(hi, %(upper)s{c}) >= greatest(lo, %(lower)s{c}) "
             "UNION ALL "
             "SELECT (b << 6) + i, (b << 6) + i FROM partial, generate_series(0, 63) AS i "
-            "WHERE m & (1::bigint << i) = 0 AND (b << 6) + i BETWEEN %(lower)s::bigint AND %(upper)s::bigint "
+            "WHERE m & (1::bigint << i) = 0 AND (b << 6) + i BETWEEN %(lower)s{c} AND %(upper)s{c} "
             "ORDER BY 1").format(
-            pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table)),
+            pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table), c=c),
             {"lower": lower, "upper": upper}).fetchall()
 
     def _estimate(self, conn) -> int:
@@ -1237,32 +1242,36 @@ def _evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOp
             _t(target_entity), ids_sql)).rowcount
     if len(removals) > 1:
         _quarantine_cascaded(conn, stream, opts, first_step)
-    _name_first_missing_parent(conn, {ent.name for ent, _ in removals}, opts)
     return removed  # the last DELETE is the one of ``e`` itself
 
 
-def _name_first_missing_parent(conn, parents: set[str], opts: LoadOptions) -> None:
-    """Rewrite the detail of the open ORPHAN_FK rows of the children of ``parents`` (whose rows were
-    just removed) to name the first required reference, in the registry's order, whose parent is
-    missing now: the one a fresh migration names, whichever removal reached the row first (a
-    row quarantined earlier for its file may have lost its case since). Only children with two or
-    more such references can change; the parents are looked up by the legacy ids in the raw row."""
+def _name_first_missing_parent(conn, e: Entity, opts: LoadOptions) -> None:
+    """Rewrite the detail of ``e``'s open ORPHAN_FK rows to name the first required reference, in
+    the registry's order, whose parent is missing now: the one a fresh migration names, whichever
+    removal quarantined the row (a row moved to quarantine for its file may have lost its case
+    since, or been reached through its file first). Run by ``e``'s own load, after its parents'
+    loads of the same run: once per table, not once per removal. Only tables with two or more
+    such references can differ, and only rows that name a later reference than the first: tested
+    on the short detail before the raw row is read (all such rows of all tables: 0.24 s at
+    scale 1.0 after 40 refreshes)."""
+    blocking = [c for c in e.foreign_keys if c.required or not opts.error_recovery]
+    if len(blocking) < 2:
+        return
     q = sql.Identifier(CONTROL_SCHEMA, "quarantine")
-    for child in {c.name: c for p in parents for c in children(p)}.values():
-        blocking = [c for c in child.foreign_keys if c.required or not opts.error_recovery]
-        if len(blocking) < 2:
-            continue
-        first_missing = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
-            sql.SQL("WHEN NOT EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = {ctl}.legacy_uuid({pe}, "
-                    "(q.raw->>{col})::bigint)) THEN {d}").format(
-                p=_t_name(c.parent), ctl=sql.Identifier(CONTROL_SCHEMA), pe=sql.Literal(c.parent),
-                col=sql.Literal(c.legacy_name), d=sql.Literal(orphan_detail(c))) for c in blocking))
-        conn.execute(sql.SQL(
-            "UPDATE {q} AS q SET detail = d.detail FROM (SELECT q.legacy_id, {first} AS detail FROM {q} AS q "
-            "WHERE q.entity = {ent} AND NOT q.resolved AND q.reason = {orphan} AND q.raw IS NOT NULL) AS d "
-            "WHERE q.entity = {ent} AND NOT q.resolved AND q.legacy_id = d.legacy_id "
-            "AND d.detail IS NOT NULL AND d.detail IS DISTINCT FROM q.detail").format(
-            q=q, first=first_missing, ent=sql.Literal(child.name), orphan=sql.Literal(ORPHAN_FK)))
+    first_missing = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+        sql.SQL("WHEN NOT EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = {ctl}.legacy_uuid({pe}, "
+                "(q.raw->>{col})::bigint)) THEN {d}").format(
+            p=_t_name(c.parent), ctl=sql.Identifier(CONTROL_SCHEMA), pe=sql.Literal(c.parent),
+            col=sql.Literal(c.legacy_name), d=sql.Literal(orphan_detail(c))) for c in blocking))
+    conn.execute(sql.SQL(
+        "WITH d AS MATERIALIZED (SELECT q.legacy_id, {first} AS detail FROM {q} AS q "
+        "  WHERE q.entity = {ent} AND NOT q.resolved AND q.reason = {orphan} AND q.raw IS NOT NULL "
+        "  AND q.detail = ANY({later})) "
+        "UPDATE {q} AS q SET detail = d.detail FROM d "
+        "WHERE q.entity = {ent} AND q.legacy_id = d.legacy_id AND d.detail IS NOT NULL "
+        "AND d.detail IS DISTINCT FROM q.detail").format(
+        q=q, first=first_missing, ent=sql.Literal(e.name), orphan=sql.Literal(ORPHAN_FK),
+        later=sql.Literal([orphan_detail(c) for c in blocking[1:]])))
 
 
 def _quarantine_cascaded(conn, stream: "LegacyStream", opts: LoadOptions, since_step: int) -> None:
@@ -1613,6 +1622,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     phase("quarantine_upsert_and_resolve")
     if not fast:
         _apply_deletes(conn, e, stream, opts, result, state, previous)
+        _name_first_missing_parent(conn, e, opts)
         if result.existing is None:  # not counted on the way (the plan read nothing)
             rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
             result.existing = rows - result.inserted + result.evicted + result.deleted
@@ -1637,6 +1647,24 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     result.finished_at = time.time()
     result.peak_rss_mb = max(peak, proc.memory_info().rss) / 2**20
     return result
+
+
+def needs_full_pass(result: LoadResult) -> bool:
+    """A differential load that left legacy rows neither in the target nor in quarantine: rows it
+    could not see (inserted below the highest id seen, with a change mark older than the
+    watermark). A full-mode pass of the table, right after, compares every bucket and loads them."""
+    return result.mode == "differential" and result.remaining_difference > 0
+
+
+def full_pass(conn: psycopg.Connection, stream: "LegacyStream", opts: LoadOptions, on_progress=None) -> LoadResult:
+    """The full-mode pass after :func:`needs_full_pass`, on a stream of its own; the caller commits."""
+    full_opts = replace(opts, mode="full")
+    again = LegacyStream(stream.conninfo, stream.entity, full_opts)
+    try:
+        log.warning("%s: the differential load left legacy rows unaccounted for: comparing every row", stream.entity.name)
+        return load_stream(conn, again, full_opts, on_progress)
+    finally:
+        again.close()
 
 
 SOURCE_RULES = ("default_for_null", "email_corrected", "email_placeholder")  # applied by the source query
@@ -1686,6 +1714,10 @@ def migrate_entity(source_conninfo: str, target_conninfo: str, name: str, opts: 
             result = load_stream(conn, stream, opts, on_progress)
             write_audit(conn, opts.run_id, result, e.name)
             conn.commit()
+            if needs_full_pass(result):
+                result = full_pass(conn, stream, opts, on_progress)
+                write_audit(conn, opts.run_id, result, e.name)
+                conn.commit()
         return result
     finally:
         stream.close()

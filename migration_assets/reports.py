@@ -16,6 +16,7 @@ from psycopg import sql
 
 from .connections import connect
 from .registry import ENTITIES, entity, topological_order
+from .settings import load as load_settings
 from .transforms import Kind
 from .target_schema import CONTROL_SCHEMA
 
@@ -23,10 +24,13 @@ DIFFERENTIAL_REPORT = "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md"
 
 
 def _connect(conninfo: str) -> psycopg.Connection:
-    """A connection for the reports' queries: aggregates over whole tables, run once, which JIT
-    compilation made slower (all three reports at scale 1.0: 2.16 -> 1.74 s, medians of 8, alternated)."""
+    """A connection for the reports' and the status's queries, bounded by MIGRATION_TIMEOUT:
+    aggregates over whole tables, run once, which JIT compilation made slower (all three reports
+    at scale 1.0: 2.16 -> 1.74 s, medians of 8, alternated)."""
     conn = connect(conninfo)
     conn.execute("SET LOCAL jit = off")  # the reports read in one transaction
+    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+        sql.Literal(load_settings().migration_timeout_ms)))
     return conn
 
 
@@ -224,7 +228,8 @@ def comprehensive_report(source: str, target: str) -> tuple[str, dict]:
             "WHERE status = 'FAILED' GROUP BY 1 ORDER BY 2 DESC").format(
             sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchall()
         span = conn.execute(sql.SQL(
-            "SELECT min(started_at), max(finished_at), count(DISTINCT run_id) FROM {} WHERE status NOT IN ('FAILED', 'CANCELED')").format(
+            "SELECT min(started_at), max(finished_at), count(DISTINCT run_id) FROM {} "
+            "WHERE status NOT IN ('FAILED', 'CANCELED')").format(
             sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchone()
     legacy_total = sum(v[0] for v in now.values())
     loaded_total = sum(v[1] for v in now.values())

@@ -57,7 +57,8 @@ class Setting:
                 number = int(value)
             except ValueError:
                 raise ValueError("not an integer") from None
-            if (self.minimum is not None and number < self.minimum) or (self.maximum is not None and number > self.maximum):
+            too_low = self.minimum is not None and number < self.minimum
+            if too_low or (self.maximum is not None and number > self.maximum):
                 raise ValueError("out of range")
             return number
         if self.kind == "bool":

@@ -25,6 +25,7 @@ from psycopg import sql
 
 from .config import PROJECT_DIR
 from .connections import connect
+from .settings import load as load_settings
 from .registry import ENTITIES, Entity, topological_order
 from .transforms import EMAIL_REGEX, NAMESPACE_BYTES, Kind
 
@@ -272,7 +273,8 @@ def _adopt_old_history(conn) -> None:
     if not ours or cli_columns:
         return
     conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum, applied_at) SELECT version, name, checksum, "
-                         "applied_at FROM supabase_migrations.schema_migrations ON CONFLICT DO NOTHING").format(HISTORY))
+                         "applied_at FROM supabase_migrations.schema_migrations ON CONFLICT DO NOTHING"
+                         ).format(HISTORY))
     conn.execute("DROP TABLE supabase_migrations.schema_migrations")
 
 
@@ -311,6 +313,8 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[st
         raise FileNotFoundError(f"no migration files in {directory}")
     applied_now = []
     with connect(conninfo) as conn:
+        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+            sql.Literal(load_settings().migration_timeout_ms)))
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(CONTROL_SCHEMA)))
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version text PRIMARY KEY, name text, checksum text, "

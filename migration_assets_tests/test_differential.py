@@ -376,3 +376,26 @@ def test_a_shrunken_source_converges_to_a_fresh_migration(databases, target):
                for e in topological_order()}
     assert {n: r.remaining_difference for n, r in results.items() if r.remaining_difference} == {}
     assert_equal_to_fresh(databases, legacy, target)
+
+
+def test_a_row_inserted_below_the_highest_id_with_an_old_change_mark_is_found(private_migration):
+    """A differential refresh reads changes since the watermark and ids above the highest seen;
+    a row inserted below it with an old change mark is in neither. The load sees the legacy rows
+    it cannot account for, and the same step compares every row and loads it."""
+    legacy, target, _ = private_migration(scale=0.005, seed=47)
+    e = entity("offices")
+    t, pk, chg = (sql.Identifier(e.legacy_table), sql.Identifier(e.legacy_pk),
+                  sql.Identifier(e.legacy_change_column))
+    others = [c for c in e.columns if c.legacy_name != e.legacy_change_column]
+    with psycopg.connect(legacy) as conn:
+        conn.execute(sql.SQL("INSERT INTO {t} ({pk}, {chg}, {cols}) SELECT -7, '2001-01-01', {vals} FROM {t} "
+                             "ORDER BY {pk} LIMIT 1").format(
+            t=t, pk=pk, chg=chg, cols=sql.SQL(", ").join(sql.Identifier(c.legacy_name) for c in others),
+            vals=sql.SQL(", ").join(sql.SQL("'below-' || {}").format(sql.Identifier(c.legacy_name)) if c.unique
+                                    else sql.Identifier(c.legacy_name) for c in others)))
+    result = refresh("differential", selection=["offices"])
+    assert query(target, "SELECT count(*) FROM public.offices WHERE metadata->>'legacy_id' = '-7'") == [(1,)]
+    rows = query(target, "SELECT mode, (details->>'remaining_difference')::bigint "
+                         "FROM migration_control.migration_runs WHERE run_id = %s AND entity = 'offices' ORDER BY id",
+                 [result.run_id])
+    assert rows == [("differential", 1), ("full", 0)]

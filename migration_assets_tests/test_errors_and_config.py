@@ -62,11 +62,15 @@ def test_embedded_server_starts_and_answers(tmp_path, monkeypatch):
     monkeypatch.setenv("MIGRATION_HOME", str(tmp_path))
     from migration_assets.config import embedded_server_url, stop_embedded_server
 
+    from migration_assets.cli import main
+
     url = embedded_server_url()
     try:
         with psycopg.connect(url) as conn:
             version = conn.execute("SHOW server_version_num").fetchone()[0]
-        assert int(version) >= 150000
+            wal = conn.execute("SHOW max_wal_size").fetchone()[0]
+        assert int(version) >= 150000 and wal == "128MB"  # a scratch server keeps its WAL small
+        assert main(["server", "status"]) == 0
     finally:
-        stop_embedded_server()
+        assert main(["server", "stop"]) == 0
     assert not (tmp_path / ".pgdata" / "postmaster.pid").exists()

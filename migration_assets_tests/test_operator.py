@@ -140,7 +140,8 @@ def test_failed_error_checks_make_the_command_fail(private_migration, monkeypatc
     _isolated(monkeypatch, tmp_path, SOURCE_DB_URL=legacy, TARGET_DB_URL=target)
     assert cli.main(["migrate"]) == 0
     with psycopg.connect(target) as conn:  # a bad script edits a loaded row behind the engine's back
-        conn.execute("UPDATE public.offices SET name = 'edited by hand' WHERE id = (SELECT id FROM public.offices ORDER BY id LIMIT 1)")
+        conn.execute("UPDATE public.offices SET name = 'edited by hand' "
+                     "WHERE id = (SELECT id FROM public.offices ORDER BY id LIMIT 1)")
     assert cli.main(["migrate"]) == 1
     out = capsys.readouterr().out
     assert "FAILURE" in out and "offices.content_checksum" in out
@@ -225,3 +226,30 @@ def test_a_real_signal_stops_a_real_run(databases, target, tmp_path):
             os.environ.pop("DAGSTER_HOME")
         else:
             os.environ["DAGSTER_HOME"] = saved
+
+
+def test_only_source_and_target_configured_runs_without_a_dagster_database(legacy, target, monkeypatch, tmp_path,
+                                                                            capsys):
+    """The README's first database option sets SOURCE_DB_URL and TARGET_DB_URL only: the instance
+    in DAGSTER_HOME (dagster.yaml names DAGSTER_PG_URL) cannot open; the run still happens, and one
+    line says it is not kept for the UI."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
+    _isolated(monkeypatch, tmp_path, SOURCE_DB_URL=legacy, TARGET_DB_URL=target, DAGSTER_HOME=str(home))
+    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
+    monkeypatch.delenv("MIGRATION_PG_URL", raising=False)
+    assert cli.main(["migrate"]) == 0
+    err = capsys.readouterr().err
+    assert "not kept for the UI" in err and "Traceback" not in err
+
+
+def test_every_command_reads_the_env_file_and_the_environment_wins(legacy, target, monkeypatch, tmp_path):
+    """.env (written by setup) fills in what the environment does not set, for every command; a
+    variable set in the environment wins over the file; no embedded server is started."""
+    _isolated(monkeypatch, tmp_path, TARGET_DB_URL=target, MIGRATION_HOME=str(tmp_path))
+    monkeypatch.delenv("SOURCE_DB_URL", raising=False)
+    cli.write_dotenv({"SOURCE_DB_URL": legacy, "TARGET_DB_URL": "host=127.0.0.1 port=1 dbname=stale user=x"})
+    assert cli.main(["summary"]) == 0
+    assert os.environ["SOURCE_DB_URL"] == legacy and os.environ["TARGET_DB_URL"] == target
+    assert not (tmp_path / ".pgdata").exists()

@@ -171,7 +171,7 @@ def test_setup_beside_the_supabase_cli_history_leaves_it_alone(databases):
 def test_setup_without_a_cli_history_creates_none(target):
     assert _history(target) == _files()
     with psycopg.connect(target) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'supabase_migrations'").fetchone()[0] == 0
+        assert conn.execute("SELECT to_regnamespace('supabase_migrations')").fetchone()[0] is None
 
 
 def test_an_earlier_versions_history_is_adopted(databases):
@@ -183,7 +183,8 @@ def test_an_earlier_versions_history_is_adopted(databases):
         conn.execute("CREATE SCHEMA supabase_migrations")
         conn.execute("CREATE TABLE supabase_migrations.schema_migrations (version text PRIMARY KEY, name text, "
                      "checksum text, applied_at timestamptz DEFAULT now())")
-        conn.execute("INSERT INTO supabase_migrations.schema_migrations SELECT * FROM migration_control.schema_migrations")
+        conn.execute("INSERT INTO supabase_migrations.schema_migrations "
+                     "SELECT * FROM migration_control.schema_migrations")
         conn.execute("DROP TABLE migration_control.schema_migrations")
     assert apply_migrations(target) == []
     assert _history(target) == _files()
@@ -206,7 +207,8 @@ def test_missing_roles_name_the_statement_a_superuser_must_run(databases, admin,
     try:
         dbname = _dbname(databases.new("target_no_roles"))
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(psql.SQL("ALTER DATABASE {} OWNER TO {}").format(psql.Identifier(dbname), psql.Identifier(owner)))
+            conn.execute(psql.SQL("ALTER DATABASE {} OWNER TO {}").format(psql.Identifier(dbname),
+                                                                           psql.Identifier(owner)))
         params = pg_conninfo.conninfo_to_dict(admin)
         params.update(dbname=dbname, user=owner)
         (tmp_path / "20990101000001_roles.sql").write_text(f'CREATE ROLE "{missing}" NOLOGIN;\n')

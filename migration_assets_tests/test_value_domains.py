@@ -3,13 +3,13 @@
 For every column of every entity, legacy rows are added that copy a clean row and put one limit
 or special value of the column's legacy type in that column (NULL, empty and blank text, the
 type's minimum and maximum, zero, negative values, infinities, BC and year-9999 timestamps,
-almost-valid text dates, orphan keys next to the integer limits, references to parents at them); every entity also gets rows whose
-own ids sit at int4's limits and at 0 and -1. The expected outcome of each row is computed here,
-independently of the engine, from the README's rules: loaded with the documented value, or
-quarantined with the documented reason and the column named. Then: every table loads (no value
-fails a load), a second run writes nothing, and after the special values are moved between the
-rows and the rows at the id limits are deleted, a differential and a full run give exactly
-what a fresh migration of the changed source gives.
+almost-valid text dates, orphan keys next to the integer limits, references to parents at them);
+every entity also gets rows whose own ids sit at int4's limits and at 0 and -1. The expected
+outcome of each row is computed here, independently of the engine, from the README's rules:
+loaded with the documented value, or quarantined with the documented reason and the column
+named. Then: every table loads (no value fails a load), a second run writes nothing, and after
+the special values are moved between the rows and the rows at the id limits are deleted, a
+differential and a full run give exactly what a fresh migration of the changed source gives.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def domain(c: Column) -> list[tuple[object, tuple]]:
         return [(None, MISSING), (0, (LOAD, "1970-01-01 00:00:00+00")), (4102444800, (LOAD, "2100-01-01 00:00:00+00")),
                 (-1, inv), (4102444801, inv), (INT8_MIN, inv), (INT8_MAX, inv)]
     if k is Kind.TEXT_DATE:
-        return [(None, MISSING), ("", MISSING), ("   ", MISSING), ("2021-01-05", (LOAD, "2021-01-05")), (" 2021-1-5 ", inv),
+        return [(None, MISSING), ("", MISSING), ("   ", MISSING), ("2021-01-05", (LOAD, "2021-01-05")),
+                (" 2021-1-5 ", inv),
                 ("1900-01-01", (LOAD, "1900-01-01")), ("2099-12-31", (LOAD, "2099-12-31")),
                 ("1899-12-31", inv), ("2100-01-01", inv), ("2021-02-30", inv), ("2021-1-5", inv),
                 ("0000-00-00", inv), ("9999-12-31", inv), ("20210105", inv)]
