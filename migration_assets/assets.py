@@ -8,7 +8,8 @@ returns it; the Postgres Arrow IO manager consumes the stream into the target in
 transaction.
 
 Every asset carries a RetryPolicy (MAX_RETRY_ATTEMPTS, exponential backoff with jitter).
-Permanent errors (schema mismatch, bad configuration, a timeout) are raised as
+Permanent errors (schema mismatch, a database that does not answer, bad configuration, a
+timeout, checks that cannot be evaluated after the table committed, a signal) are raised as
 ``Failure(allow_retries=False)`` so they fail at once with a clear message.
 """
 
@@ -26,14 +27,14 @@ from dagster import (
     asset,
 )
 
-from .checks import check_specs, run_checks
-from .settings import load as load_settings
-from .engine import LegacyStream
 from . import stopping
+from .checks import check_specs, run_checks
+from .engine import LegacyStream
 from .errors import classify
 from .preflight import DatabaseUnreachable, SchemaMismatch, validate_once
 from .registry import ENTITIES, Entity
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
+from .settings import load as load_settings
 
 OWNER = "team:data-migration"
 IO_MANAGER_KEY = "target_io_manager"

@@ -24,7 +24,7 @@ import psycopg
 from . import settings, stopping
 from .config import PROJECT_DIR, resolve_databases
 from .connections import connect
-from .redaction import redact
+from .redaction import first_line, redact
 from .reports import summary_lines
 from .target_schema import apply_migrations
 
@@ -72,9 +72,9 @@ def reach(dbs) -> None:
         try:
             connect(db.conninfo(connect_timeout=10)).close()
         except psycopg.OperationalError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise DatabaseUnreachable(
-                f"the {which} database ({db.describe()}) does not answer: {redact(first)}") from None
+                f"the {which} database ({db.describe()}) does not answer: {first}") from None
 
 
 def setup(write_env: bool = False):
@@ -109,8 +109,8 @@ def migrate(job_name: str = "full_migration") -> int:
         try:
             instance = DagsterInstance.get()
         except Exception as exc:  # dagster.yaml names DAGSTER_PG_URL, which only SOURCE/TARGET users lack
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"the Dagster instance in DAGSTER_HOME cannot be opened ({redact(first)[:200]}): this run is "
+            first = first_line(exc)
+            print(f"the Dagster instance in DAGSTER_HOME cannot be opened ({first[:200]}): this run is "
                   "not kept for the UI; set DAGSTER_PG_URL (a PostgreSQL database for Dagster) to keep runs",
                   file=sys.stderr)
     job = defs.resolve_job_def(job_name)
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"migration-assets {a.cmd}: {redact(str(exc))}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"migration-assets {a.cmd}: a database does not answer: {redact(first)}", file=sys.stderr)
+        first = first_line(exc)
+        print(f"migration-assets {a.cmd}: a database does not answer: {first}", file=sys.stderr)
         return 2
 
 

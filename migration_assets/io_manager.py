@@ -3,9 +3,13 @@
 ``handle_output`` receives the :class:`~migration_assets.engine.LegacyStream` an asset returns and
 loads it with :func:`~migration_assets.engine.load_stream` in ONE transaction on the target: the
 COPY, the quarantine, the merge (or the empty-table fast path) and the audit row in
-``migration_control.migration_runs`` commit together or not at all. It merges and never deletes,
-so children referencing a table are never broken by re-materializing it (unlike a generic
-delete-then-insert DB IO manager). The UI gets the counts as materialization metadata.
+``migration_control.migration_runs`` commit together or not at all. It merges instead of
+deleting and re-inserting (unlike a generic DB IO manager), so children referencing a table keep
+their parents; rows deleted at the source leave by the delete policy, their children following
+the fresh-migration rules (engine). A differential load that leaves legacy rows unaccounted for
+is followed, in the same step, by a full-mode pass of the table. A signal (SIGINT, SIGTERM) rolls
+the load back and fails the step without a retry (stopping.py). The UI gets the counts as
+materialization metadata.
 
 ``load_input`` exists for users who want a table downstream: it streams the target table back as
 a ``pyarrow.RecordBatchReader`` in BATCH_SIZE batches, never the whole table at once. The 45
@@ -28,10 +32,9 @@ from dagster import (
 )
 from psycopg import sql
 
-from . import connections
+from . import connections, stopping
 from .engine import (LegacyStream, LoadResult, full_pass, load_stream, needs_full_pass, parse_copy_rows,
                      target_columns, write_audit)
-from . import stopping
 from .errors import ErrorKind, classify
 from .registry import entity
 from .resources import MigrationSettings, PostgresResource

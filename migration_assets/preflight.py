@@ -15,7 +15,7 @@ from __future__ import annotations
 import psycopg
 
 from . import connections
-from .redaction import redact
+from .redaction import first_line
 from .registry import ENTITIES
 from .transforms import Kind
 
@@ -121,8 +121,8 @@ def validate(source, target) -> None:
         try:
             return connect(x)
         except psycopg.OperationalError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatabaseUnreachable(f"the {which} database does not answer: {redact(first)}") from None
+            first = first_line(exc)
+            raise DatabaseUnreachable(f"the {which} database does not answer: {first}") from None
 
     with reach(source, "legacy") as src, reach(target, "target") as tgt:
         problems = legacy_problems(src) + target_problems(tgt)

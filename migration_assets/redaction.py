@@ -38,3 +38,9 @@ def redact(text: str) -> str:
             text = text.replace(secret, MASK)
     text = _CONNINFO_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
     return _URL_USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, redacted (libpq adds hints on later lines)."""
+    text = str(exc).strip()
+    return redact(text.splitlines()[0]) if text else type(exc).__name__

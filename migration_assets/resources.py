@@ -17,7 +17,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from .config import DbSettings
-from .redaction import redact
+from .redaction import first_line
 from .settings import SETTINGS, Settings
 from .connections import connect
 from .engine import LegacyStream, LoadOptions
@@ -54,17 +54,12 @@ class PostgresResource(ConfigurableResource):
             return connect(self.conninfo(), **kwargs)
         except psycopg.OperationalError as exc:
             # libpq messages can echo the conninfo; say where without the secret
-            raise psycopg.OperationalError(f"cannot connect to {self.describe()}: {redact(_first_line(exc))}") from None
+            raise psycopg.OperationalError(f"cannot connect to {self.describe()}: {first_line(exc)}") from None
 
     def __repr__(self) -> str:
         return f"PostgresResource({self.describe()})"
 
     __str__ = __repr__
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _spec(env: str) -> dict:
