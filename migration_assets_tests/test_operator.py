@@ -28,9 +28,12 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def _isolated(monkeypatch, tmp_path, **env):
-    """A CLI environment of the test's own: no DAGSTER_HOME (ephemeral instance), .env in tmp_path."""
+    """A CLI environment of the test's own: no DAGSTER_HOME (ephemeral instance), .env and the
+    reports in tmp_path."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setattr(cli, "PROJECT_DIR", tmp_path)
+    monkeypatch.setenv("MIGRATION_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.chdir(tmp_path)  # the code location's settings may predate the variable: relative to here
     for k, v in env.items():
         monkeypatch.setenv(k, v)
 
