@@ -98,10 +98,12 @@ def time_sensor(source: str, target: str, runs: int = 3) -> tuple[float, float]:
     ticks after it, each with the cursor the previous one left, as a running sensor's are)."""
     from dagster import build_sensor_context
 
-    from migration_assets.resources import LegacyDatabase, PostgresResource
+    from migration_assets.resources import LegacyDatabase, MigrationSettings, PostgresResource
     from migration_assets.sensors import legacy_changes
+    from migration_assets.settings import Settings
 
-    resources = {"legacy": LegacyDatabase(url=source), "target": PostgresResource(url=target)}
+    resources = {"legacy": LegacyDatabase(url=source), "target": PostgresResource(url=target),
+                 "settings": MigrationSettings.from_settings(Settings())}
     cursor, times = None, []
     for _ in range(runs + 1):
         started = time.perf_counter()

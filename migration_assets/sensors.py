@@ -37,7 +37,7 @@ from .engine import source_state_sql, write_audit
 from .errors import classify
 from .jobs import differential_refresh, full_migration
 from .registry import ENTITIES, topological_order
-from .resources import LegacyDatabase, PostgresResource
+from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 from .target_schema import CONTROL_SCHEMA
 
 RUN_ENTITY = "(run)"
@@ -142,15 +142,19 @@ def _digest(state) -> str:
                     "id, max change mark) and counts only the tables whose signature moved; every table is "
                     "counted at least every 10 minutes. The cursor and run keys keep a change from being "
                     "requested twice.")
-def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, target: PostgresResource):
+def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, target: PostgresResource,
+                   settings: MigrationSettings):
     cursor = json.loads(context.cursor) if context.cursor else {}
     if "requested" not in cursor:  # the cursor of an earlier version: only what was requested
         cursor = {"requested": cursor}
     requested = cursor["requested"]
     clock = time.time()
-    with legacy.connect() as src:
+    timeout = sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(settings.migration_timeout_ms))
+    with legacy.connect() as src:  # each tick reads in one transaction per database, under MIGRATION_TIMEOUT
+        src.execute(timeout)
         now, seen, counted_all = observe_legacy(src, cursor.get("seen", {}), cursor.get("counted_at", 0.0), clock)
     with target.connect() as tgt:
+        tgt.execute(timeout)
         done = migrated_states(tgt)
         waiting = {r[0] for r in tgt.execute(sql.SQL(
             "SELECT DISTINCT entity FROM {} WHERE NOT resolved AND reason = 'ORPHAN_FK'").format(

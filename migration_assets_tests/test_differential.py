@@ -249,7 +249,7 @@ def test_sensor_requests_exactly_the_changed_entities_and_nothing_when_quiet(pri
     from migration_assets.sensors import legacy_changes
 
     legacy, target, _ = private_migration(scale=0.01, seed=16)
-    resources = {k: v for k, v in build_resources().items() if k in ("legacy", "target")}
+    resources = {k: v for k, v in build_resources().items() if k in ("legacy", "target", "settings")}
 
     def tick(cursor=None):
         with build_sensor_context(cursor=cursor, resources=resources) as context:
@@ -285,7 +285,7 @@ def test_sensor_counts_only_the_tables_whose_signature_moved(private_migration):
     from migration_assets.sensors import legacy_changes
 
     legacy, target, _ = private_migration(scale=0.01, seed=17)
-    resources = {k: v for k, v in build_resources().items() if k in ("legacy", "target")}
+    resources = {k: v for k, v in build_resources().items() if k in ("legacy", "target", "settings")}
 
     def tick(cursor=None):
         with build_sensor_context(cursor=cursor, resources=resources) as context:
