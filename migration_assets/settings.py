@@ -84,8 +84,8 @@ SETTINGS: tuple[Setting, ...] = (
             "retries of a table whose load failed for a transient reason (exponential backoff, jitter)",
             minimum=0, maximum=20),
     Setting("MIGRATION_TIMEOUT", "migration_timeout_ms", 1_800_000, "int",
-            "ms: statement_timeout of the loads' and the checks' statements on the target, and time limit of a "
-            "table's load",
+            "ms: statement_timeout on the target (loads, checks, reports, status, set-up) and of the sensor's "
+            "ticks, and time limit of a table's load",
             minimum=1_000, maximum=86_400_000),
     Setting("ERROR_RECOVERY_ENABLED", "error_recovery", True, "bool",
             "fix what can be fixed (emails, required NULLs with a default, optional orphan references); "
