@@ -77,10 +77,10 @@ def reach(dbs) -> None:
                 f"the {which} database ({db.describe()}) does not answer: {first}") from None
 
 
-def setup(write_env: bool = False):
-    """Resolve the databases, check that both answer, apply the target schema. Only the ``setup``
-    command writes ``.env`` (mode 0600), and only once the schema is applied."""
-    dbs = resolve()
+def setup(write_env: bool = False, dbs=None):
+    """Resolve the databases (unless given), check that both answer, apply the target schema. Only
+    the ``setup`` command writes ``.env`` (mode 0600), and only once the schema is applied."""
+    dbs = dbs or resolve()
     reach(dbs)
     applied = apply_migrations(dbs.target.conninfo())
     if write_env:
@@ -228,8 +228,9 @@ def _run(a) -> int:
         from .reports import COMPREHENSIVE_REPORT, DIFFERENTIAL_REPORT, VALIDATION_REPORT
         from .simulator import generate
 
-        generate(resolve().source.conninfo(), a.scale, a.seed, force=a.force)  # refuses a database it did not create
-        setup()
+        dbs = resolve()
+        generate(dbs.source.conninfo(), a.scale, a.seed, force=a.force)  # refuses a database it did not create
+        setup(dbs=dbs)  # the same resolution: says whether the server is the embedded one
         code = migrate()
         folder = reports_dir()
         print(f"\nReports: {folder / COMPREHENSIVE_REPORT}\n         {folder / VALIDATION_REPORT}"
