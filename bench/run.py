@@ -100,10 +100,10 @@ def time_sensor(source: str, target: str, runs: int = 3) -> tuple[float, float]:
 
     from migration_assets.resources import LegacyDatabase, MigrationSettings, PostgresResource
     from migration_assets.sensors import legacy_changes
-    from migration_assets.settings import Settings
+    from migration_assets.settings import load as load_settings
 
     resources = {"legacy": LegacyDatabase(url=source), "target": PostgresResource(url=target),
-                 "settings": MigrationSettings.from_settings(Settings())}
+                 "settings": MigrationSettings.from_settings(load_settings({}))}
     cursor, times = None, []
     for _ in range(runs + 1):
         started = time.perf_counter()

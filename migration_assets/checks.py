@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 from psycopg import sql
 
-from .connections import borrowed
+from .connections import borrowed, set_statement_timeout
 from .engine import HASH_MOD, parent_joins
 from .registry import Entity
 from .target_schema import CONTROL_SCHEMA
@@ -584,11 +584,6 @@ def _configure(conn) -> None:
                  f"SET {scope}random_page_cost = {CHECK_RANDOM_PAGE_COST}")
 
 
-def _statement_timeout(conn, timeout_ms: int | None) -> None:
-    if timeout_ms is not None:
-        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
-
-
 def run_checks(source_conninfo: str, target_conninfo: str, e: Entity, run_id: str | None = None,
                sample_above: int | None = None, sample_every: int | None = None, uuid_every: int | None = None,
                timeout_ms: int | None = None) -> list[AssetCheckResult]:
@@ -597,7 +592,8 @@ def run_checks(source_conninfo: str, target_conninfo: str, e: Entity, run_id: st
     with borrowed(source_conninfo, "checks-source", _configure, autocommit=True) as src, \
             borrowed(target_conninfo, "checks-target") as tgt:
         _configure(tgt)  # LOCAL to the checks' transaction
-        _statement_timeout(tgt, timeout_ms)
+        if timeout_ms is not None:
+            set_statement_timeout(tgt, timeout_ms)
         target_only = []  # evaluated on the target while the legacy server computes its summaries
 
         def meanwhile(conn):
@@ -610,7 +606,8 @@ def run_checks(source_conninfo: str, target_conninfo: str, e: Entity, run_id: st
                    *target_only, content_checksum(src, tgt, e, acc=acc)]
         tgt.rollback()  # the checks only read: drop the temp tables
         if run_id is not None:
-            _statement_timeout(tgt, timeout_ms)  # a new transaction
+            if timeout_ms is not None:
+                set_statement_timeout(tgt, timeout_ms)  # a new transaction
             record_results(tgt, run_id, e, results)
             tgt.commit()
     return results

@@ -72,9 +72,8 @@ def reach(dbs) -> None:
         try:
             connect(db.conninfo(connect_timeout=10)).close()
         except psycopg.OperationalError as exc:
-            first = first_line(exc)
             raise DatabaseUnreachable(
-                f"the {which} database ({db.describe()}) does not answer: {first}") from None
+                f"the {which} database ({db.describe()}) does not answer: {first_line(exc)}") from None
 
 
 def setup(write_env: bool = False, dbs=None):
@@ -109,8 +108,7 @@ def migrate(job_name: str = "full_migration") -> int:
         try:
             instance = DagsterInstance.get()
         except Exception as exc:  # dagster.yaml names DAGSTER_PG_URL, which only SOURCE/TARGET users lack
-            first = first_line(exc)
-            print(f"the Dagster instance in DAGSTER_HOME cannot be opened ({first[:200]}): this run is "
+            print(f"the Dagster instance in DAGSTER_HOME cannot be opened ({first_line(exc)[:200]}): this run is "
                   "not kept for the UI; set DAGSTER_PG_URL (a PostgreSQL database for Dagster) to keep runs",
                   file=sys.stderr)
     job = defs.resolve_job_def(job_name)
@@ -197,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"migration-assets {a.cmd}: {redact(str(exc))}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
-        first = first_line(exc)
-        print(f"migration-assets {a.cmd}: a database does not answer: {first}", file=sys.stderr)
+        print(f"migration-assets {a.cmd}: a database does not answer: {first_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -121,12 +121,16 @@ def sqlalchemy_url(db: DbSettings) -> str:
     return f"postgresql+psycopg2://{auth}@{host}:{p.get('port', 5432)}/{p.get('dbname', '')}{query}"
 
 
+def embedded_pgdata(home: Path | None = None) -> Path:
+    """The embedded server's data folder: ``$MIGRATION_HOME/.pgdata`` (default: the project's)."""
+    return Path(os.environ.get("MIGRATION_HOME", home or PROJECT_DIR)) / ".pgdata"
+
+
 def embedded_server_url(home: Path | None = None) -> str:
     """Start (or reuse) the embedded PostgreSQL and return its admin URL."""
     import pgserver
 
-    home = Path(os.environ.get("MIGRATION_HOME", home or PROJECT_DIR))
-    pgdata = home / ".pgdata"
+    pgdata = embedded_pgdata(home)
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode=None)  # keep running for dagster dev and later commands
     url = server.get_uri("postgres")
@@ -148,8 +152,7 @@ def _keep_wal_small(url: str) -> None:
 
 def embedded_server_status(home: Path | None = None) -> str | None:
     """The embedded server's data folder when it is running, None when not."""
-    home = Path(os.environ.get("MIGRATION_HOME", home or PROJECT_DIR))
-    pgdata = home / ".pgdata"
+    pgdata = embedded_pgdata(home)
     return str(pgdata) if (pgdata / "postmaster.pid").exists() else None
 
 
@@ -157,18 +160,16 @@ def stop_embedded_server(home: Path | None = None) -> None:
     """Stop the embedded PostgreSQL of ``home`` (pg_ctl stop, as pgserver's system user under root)."""
     import pgserver
 
-    home = Path(os.environ.get("MIGRATION_HOME", home or PROJECT_DIR))
-    pgdata = home / ".pgdata"
-    if not (pgdata / "postmaster.pid").exists():
+    if embedded_server_status(home) is None:
         return
+    pgdata = embedded_pgdata(home)
     user = "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
     pgserver.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user)
 
 
 def _is_embedded(db: DbSettings) -> bool:
-    home = Path(os.environ.get("MIGRATION_HOME", PROJECT_DIR))
     try:
-        return db.params().get("host", "") == str(home / ".pgdata")
+        return db.params().get("host", "") == str(embedded_pgdata())
     except Exception:
         return False
 
@@ -205,15 +206,3 @@ def resolve_databases(env=os.environ) -> Databases:
         dagster or ensure_database(admin, f"{prefix}_dagster"),
         embedded,
     )
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
-
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value in (None, ""):
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")

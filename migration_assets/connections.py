@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import psycopg
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 KEEP = 2  # idle connections kept per (process, database, role)
@@ -65,6 +66,12 @@ def _usable(conn: psycopg.Connection, since: float) -> bool:
 def connect(conninfo: str, **kwargs) -> psycopg.Connection:
     """``psycopg.connect`` without server-side prepared statements (pooler-safe, see above)."""
     return psycopg.connect(conninfo, prepare_threshold=None, **kwargs)
+
+
+def set_statement_timeout(conn: psycopg.Connection, timeout_ms: int) -> None:
+    """MIGRATION_TIMEOUT for the rest of ``conn``'s current transaction (LOCAL: a connection kept
+    for the next step, or one a transaction pooler shares, carries nothing over)."""
+    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
 
 
 def take(conninfo: str, role: str, setup: Callable[[psycopg.Connection], None] | None = None,

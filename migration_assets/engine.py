@@ -322,8 +322,7 @@ class LegacyStream:
     def __init__(self, conninfo: str, e: Entity, opts: LoadOptions, where: sql.Composable | None = None,
                  fail_after_batches: int | None = None):
         self.entity, self.opts = e, opts
-        self.conninfo = conninfo
-        self._conninfo, self._where = conninfo, where
+        self.conninfo, self._where = conninfo, where
         self._conn: psycopg.Connection | None = None
         self._fail_after = fail_after_batches  # fault injection for tests
         self.schema = arrow_schema(e)
@@ -348,7 +347,7 @@ class LegacyStream:
         if self._conn is not None and self._conn.closed:
             self.close()
         if self._conn is None:
-            self._conn = connections.take(self._conninfo, "legacy-stream", _stream_setup)
+            self._conn = connections.take(self.conninfo, "legacy-stream", _stream_setup)
         return self._conn
 
     def snapshot(self) -> "SourceState":
@@ -401,14 +400,14 @@ class LegacyStream:
         conn = self._connect()
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         text = query.as_string(conn)
-        reader_conn = _readers.take(self._conninfo)
+        reader_conn = _readers.take(self.conninfo)
         try:
             cur = reader_conn.cursor()
             try:
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except adbc.Error:  # an idle connection the server has closed since: one fresh attempt
                 reader_conn.close()
-                reader_conn = adbc.connect(self._conninfo, autocommit=True)
+                reader_conn = adbc.connect(self.conninfo, autocommit=True)
                 cur = reader_conn.cursor()
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(conn))
@@ -441,7 +440,7 @@ class LegacyStream:
                 if self._fail_after is not None and batches >= self._fail_after:
                     raise RuntimeError(f"injected failure after {batches} batches")
             cursor.close()
-            _readers.give_back(self._conninfo, reader_conn)
+            _readers.give_back(self.conninfo, reader_conn)
             reader_conn = None
         except BaseException:
             self.close()  # an abandoned read: the source connection goes back rolled back
@@ -528,7 +527,7 @@ class LegacyStream:
         self._parent_keys = {}
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            connections.give_back(conn, self._conninfo, "legacy-stream")
+            connections.give_back(conn, self.conninfo, "legacy-stream")
 
 
 def _stream_setup(conn: psycopg.Connection) -> None:

@@ -58,8 +58,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
                 # MIGRATION_TIMEOUT bounds every statement of the load (LOCAL: until the commit;
                 # the connection is kept for the next load); the per-batch check below bounds the
                 # whole load.
-                conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
-                    sql.Literal(int(self.settings.migration_timeout_ms))))
+                connections.set_statement_timeout(conn, self.settings.migration_timeout_ms)
 
                 def progress(message: str) -> None:
                     if time.time() - started > timeout_s:
@@ -73,8 +72,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
                     context.log.warning(f"{e.name}: the differential load left {result.remaining_difference:,} "
                                         "legacy rows unaccounted for (inserted below the highest id seen): "
                                         "comparing every row")
-                    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
-                        sql.Literal(int(self.settings.migration_timeout_ms))))
+                    connections.set_statement_timeout(conn, self.settings.migration_timeout_ms)
                     result = full_pass(conn, obj, opts, on_progress=progress)
                     write_audit(conn, context.run_id, result, e.name)
                     conn.commit()

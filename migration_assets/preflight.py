@@ -121,8 +121,7 @@ def validate(source, target) -> None:
         try:
             return connect(x)
         except psycopg.OperationalError as exc:
-            first = first_line(exc)
-            raise DatabaseUnreachable(f"the {which} database does not answer: {first}") from None
+            raise DatabaseUnreachable(f"the {which} database does not answer: {first_line(exc)}") from None
 
     with reach(source, "legacy") as src, reach(target, "target") as tgt:
         problems = legacy_problems(src) + target_problems(tgt)

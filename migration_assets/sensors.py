@@ -33,6 +33,7 @@ from dagster import (
 from psycopg import sql
 
 from .assets import MODE_TAG, REPORT_ASSET
+from .connections import set_statement_timeout
 from .engine import source_state_sql, write_audit
 from .errors import classify
 from .jobs import differential_refresh, full_migration
@@ -149,12 +150,11 @@ def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, tar
         cursor = {"requested": cursor}
     requested = cursor["requested"]
     clock = time.time()
-    timeout = sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(settings.migration_timeout_ms))
     with legacy.connect() as src:  # each tick reads in one transaction per database, under MIGRATION_TIMEOUT
-        src.execute(timeout)
+        set_statement_timeout(src, settings.migration_timeout_ms)
         now, seen, counted_all = observe_legacy(src, cursor.get("seen", {}), cursor.get("counted_at", 0.0), clock)
     with target.connect() as tgt:
-        tgt.execute(timeout)
+        set_statement_timeout(tgt, settings.migration_timeout_ms)
         done = migrated_states(tgt)
         waiting = {r[0] for r in tgt.execute(sql.SQL(
             "SELECT DISTINCT entity FROM {} WHERE NOT resolved AND reason = 'ORPHAN_FK'").format(

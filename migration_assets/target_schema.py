@@ -24,7 +24,7 @@ from pathlib import Path
 from psycopg import sql
 
 from .config import PROJECT_DIR
-from .connections import connect
+from .connections import connect, set_statement_timeout
 from .settings import load as load_settings
 from .registry import ENTITIES, Entity, topological_order
 from .transforms import EMAIL_REGEX, NAMESPACE_BYTES, Kind
@@ -313,8 +313,7 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[st
         raise FileNotFoundError(f"no migration files in {directory}")
     applied_now = []
     with connect(conninfo) as conn:
-        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
-            sql.Literal(load_settings().migration_timeout_ms)))
+        set_statement_timeout(conn, load_settings().migration_timeout_ms)
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(CONTROL_SCHEMA)))
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version text PRIMARY KEY, name text, checksum text, "
