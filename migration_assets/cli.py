@@ -8,7 +8,8 @@ unreachable database or a refused operation in one line on stderr with exit code
 
 ``demo`` is what the README's first command runs: resolve or start the databases, apply the
 target schema, simulate the legacy database, materialize all 45 assets through Dagster (in the
-instance under DAGSTER_HOME, so the run shows in ``dagster dev``), print a per-entity summary.
+instance under DAGSTER_HOME, as a run of the code location, so ``dagster dev`` lists and
+re-executes it), print a per-entity summary.
 """
 
 from __future__ import annotations
@@ -96,26 +97,65 @@ def reports_dir() -> Path:
     return folder if folder.is_absolute() else Path.cwd() / folder
 
 
-def migrate(job_name: str = "full_migration") -> int:
-    """Run ``job_name`` in process, in the instance under DAGSTER_HOME. Returns the exit code: 0 when
-    every table loaded and every ERROR check passed, 1 when not, 130 when a signal stopped it."""
-    from dagster import AssetCheckSeverity, DagsterInstance
+CODE_LOCATION = "migration_assets"  # workspace.yaml's location_name: the UI finds the command line's runs by it
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # a line per load, not per event
 
-    from .definitions import defs
 
-    instance = DagsterInstance.ephemeral()
+def _instance():
+    """The instance under DAGSTER_HOME (the one ``dagster dev`` shows), or an ephemeral one with a
+    note when it cannot be opened."""
+    from dagster import DagsterInstance
+
     if os.environ.get("DAGSTER_HOME"):
         try:
-            instance = DagsterInstance.get()
+            return DagsterInstance.get()
         except Exception as exc:  # dagster.yaml names DAGSTER_PG_URL, which only SOURCE/TARGET users lack
             print(f"the Dagster instance in DAGSTER_HOME cannot be opened ({first_line(exc)[:200]}): this run is "
                   "not kept for the UI; set DAGSTER_PG_URL (a PostgreSQL database for Dagster) to keep runs",
                   file=sys.stderr)
-    job = defs.resolve_job_def(job_name)
+    return DagsterInstance.ephemeral()
+
+
+def run_job(instance, job_name: str):
+    """Create the run as the code location's own and execute it in this process.
+
+    The run is created the way ``dagster job launch`` and the UI create theirs, with the job's
+    snapshot, execution plan and origin in the code location named like workspace.yaml's, so the
+    job's page lists it, the timeline shows it and "Re-execute" launches it in the code server
+    (``execute_in_process`` stores no origin: the UI could not find such runs and failed to
+    re-execute them). It executes here, not through the run launcher, so the command waits for
+    it, prints its log and turns a Ctrl-C into a canceled run (stopping.py)."""
+    from dagster._utils.hosted_user_process import recon_job_from_origin
+    from dagster._core.execution.api import execute_run
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name="migration_assets.definitions",
+                             working_directory=str(PROJECT_DIR)), location_name=CODE_LOCATION)
+    with origin.create_location(instance) as location:
+        (repo,) = location.get_repositories().values()
+        job = repo.get_full_job(job_name)
+        plan = location.get_execution_plan(job, RUN_CONFIG, step_keys_to_execute=None, known_state=None,
+                                           instance=instance).execution_plan_snapshot
+        run = instance.create_run(
+            job_name=job_name, run_id=None, run_config=RUN_CONFIG, resolved_op_selection=None,
+            step_keys_to_execute=plan.step_keys_to_execute, op_selection=None, status=None, root_run_id=None,
+            parent_run_id=None, tags=job.tags, job_snapshot=job.job_snapshot, execution_plan_snapshot=plan,
+            parent_job_snapshot=job.parent_job_snapshot, remote_job_origin=job.get_remote_origin(),
+            job_code_origin=job.get_python_origin(), asset_selection=None, asset_check_selection=None,
+            asset_graph=repo.asset_graph)
+        return execute_run(recon_job_from_origin(job.get_python_origin()), run, instance)
+
+
+def migrate(job_name: str = "full_migration") -> int:
+    """Run ``job_name`` (run_job) in the instance under DAGSTER_HOME. Returns the exit code: 0 when
+    every table loaded and every ERROR check passed, 1 when not, 130 when a signal stopped it."""
+    from dagster import AssetCheckSeverity
+
+    instance = _instance()
     started = time.perf_counter()
-    # INFO, not Dagster's DEBUG events: a line per load and per failure, not per event
-    result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                    run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    result = run_job(instance, job_name)
     elapsed = time.perf_counter() - started
     # a signal inside a load is noted by the IO manager; one that lands in Dagster's own code
     # between steps ends the run as "interrupted"

@@ -4,6 +4,8 @@ GraphQL must show exactly the registry's 45 assets in their level groups with th
 sensors and the schedule (stopped); a run stored in PostgreSQL must survive a webserver restart;
 and the asset graph page must render the assets in a real headless Chromium (Debian's package),
 whose screenshot is kept in test-artifacts/. Without Chromium that part is skipped, saying why.
+A run the command line started is the code location's: its job page lists it and the UI
+re-executes it.
 """
 
 import json
@@ -34,12 +36,16 @@ def _free_port() -> int:
 
 
 class Webserver:
-    def __init__(self, env: dict):
-        self.env, self.port, self.proc = env, _free_port(), None
+    """dagster-webserver, or with ``dev=True`` what ``./run ui`` starts (``dagster dev``: the
+    webserver and the daemon that dequeues runs)."""
+
+    def __init__(self, env: dict, dev: bool = False):
+        self.env, self.port, self.proc, self.dev = env, _free_port(), None, dev
 
     def start(self) -> "Webserver":
+        command = ["dagster", "dev"] if self.dev else ["dagster-webserver"]
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-webserver"), "-w", str(PROJECT_DIR / "workspace.yaml"),
+            [str(Path(sys.executable).parent / command[0]), *command[1:], "-w", str(PROJECT_DIR / "workspace.yaml"),
              "-h", "127.0.0.1", "-p", str(self.port)],
             # not the project directory: dagster loads a .env from its working directory, and the
             # one `migration-assets setup` writes there names the demo's databases
@@ -54,8 +60,9 @@ class Webserver:
                 time.sleep(0.5)
         raise TimeoutError("dagster-webserver did not answer within 120 s")
 
-    def graphql(self, query: str) -> dict:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/graphql", json.dumps({"query": query}).encode(),
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/graphql",
+                                     json.dumps({"query": query, "variables": variables or {}}).encode(),
                                      {"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             body = json.loads(resp.read())
@@ -150,3 +157,40 @@ def test_webserver_shows_the_registry_keeps_runs_and_renders_the_graph(deploymen
     if not chromium:
         pytest.skip("Chromium is not installed (Debian package 'chromium'): GraphQL and restart parts passed, "
                     "the browser rendering was not checked")
+
+
+JOB_RUNS = """query($job: String!) { pipelineOrError(params: {pipelineName: $job, repositoryName: "__repository__",
+  repositoryLocationName: "migration_assets"}) { ... on Pipeline { runs { runId status } } } }"""
+REEXECUTE = """mutation($parent: String!) { launchPipelineReexecution(reexecutionParams: {parentRunId: $parent,
+  strategy: ALL_STEPS}) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+
+
+def test_a_command_line_run_is_the_code_locations_and_re_executes_from_the_ui(deployment):
+    """`migration-assets migrate` creates its run in the code location of workspace.yaml: the
+    job's page (the same query the UI makes) lists it, and "Re-execute" launches it again through
+    `dagster dev`'s daemon and code server, to SUCCESS."""
+    out = subprocess.run([str(Path(sys.executable).parent / "migration-assets"), "migrate"], env=deployment,
+                         cwd=deployment["DAGSTER_HOME"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    run_id = re.search(r"^run (\S+): SUCCESS", out.stdout, re.M).group(1)
+
+    server = Webserver(deployment, dev=True).start()
+    try:
+        runs = server.graphql(JOB_RUNS, {"job": "full_migration"})["pipelineOrError"]["runs"]
+        assert {r["runId"]: r["status"] for r in runs} == {run_id: "SUCCESS"}
+        launched = server.graphql(REEXECUTE, {"parent": run_id})["launchPipelineReexecution"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        again = launched["run"]["runId"]
+        deadline, status = time.time() + 300, None
+        while time.time() < deadline:
+            run = server.graphql("query($id: ID!) { runOrError(runId: $id) { ... on Run { status parentRunId } } }",
+                                 {"id": again})["runOrError"]
+            status = run["status"]
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                break
+            time.sleep(2)
+        assert (status, run["parentRunId"]) == ("SUCCESS", run_id)
+        runs = server.graphql(JOB_RUNS, {"job": "full_migration"})["pipelineOrError"]["runs"]
+        assert {r["runId"] for r in runs} == {run_id, again}
+    finally:
+        server.stop()
