@@ -10,13 +10,15 @@ import psycopg
 from dagster import DagsterInstance, materialize
 
 from migration_assets.definitions import build_resources, table_assets
+from migration_assets.engine.memory import bound_native_memory
 
 
 def main() -> None:
     logging.getLogger("dagster").setLevel(logging.WARNING)
+    bound_native_memory()  # as the code location does when Dagster loads it
     resources = build_resources()
     started = time.perf_counter()
-    result = materialize(table_assets, resources=resources, instance=DagsterInstance.ephemeral())
+    result = materialize(table_assets(), resources=resources, instance=DagsterInstance.ephemeral())
     wall = time.perf_counter() - started
     with psycopg.connect(os.environ["TARGET_DB_URL"]) as conn:
         loads = {name: (read, ms / 1000, path) for name, read, ms, path in conn.execute(

@@ -4,8 +4,8 @@ Each asset is one target table. Its upstream deps are its foreign-key parents as
 deps (``deps=``): an asset never loads a parent table, it only runs after it. Groups are the
 computed dependency levels (``level_01`` .. ``level_11``), tags carry the priority, ``kinds``
 says postgres. The asset body is cheap: it opens the legacy table's record-batch stream and
-returns it; the Postgres Arrow IO manager consumes the stream into the target in one
-transaction.
+yields it; the Postgres Arrow IO manager consumes the stream into the target in one
+transaction, committed before the body continues to the table's checks (io_manager.py).
 
 Every asset carries a RetryPolicy (MAX_RETRY_ATTEMPTS, exponential backoff with jitter).
 Permanent errors (schema mismatch, a database that does not answer, bad configuration, a
@@ -29,24 +29,20 @@ from dagster import (
 
 from . import stopping
 from .checks import check_specs, run_checks
-from .engine import LegacyStream
+from .engine.stream import LegacyStream
 from .errors import classify
 from .preflight import DatabaseUnreachable, SchemaMismatch, validate_once
 from .registry import ENTITIES, Entity
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
-from .settings import load as load_settings
+from .settings import Settings
 
 OWNER = "team:data-migration"
 IO_MANAGER_KEY = "target_io_manager"
 MODE_TAG = "migration/mode"  # run tag: "full" or "differential" (set by the sensor and the schedule)
 
 
-# Read at import, when Dagster loads the code location: a bad value stops the load, named.
-SETTINGS = load_settings()
-
-
-def retry_policy() -> RetryPolicy:
-    return RetryPolicy(max_retries=SETTINGS.max_retry_attempts, delay=1.0, backoff=Backoff.EXPONENTIAL,
+def retry_policy(s: Settings) -> RetryPolicy:
+    return RetryPolicy(max_retries=s.max_retry_attempts, delay=1.0, backoff=Backoff.EXPONENTIAL,
                        jitter=Jitter.PLUS_MINUS)
 
 
@@ -57,7 +53,7 @@ def _description(e: Entity) -> str:
             + (f"\n\nForeign keys: {fks}." if fks else ""))
 
 
-def build_table_asset(e: Entity):
+def build_table_asset(e: Entity, s: Settings):
     @asset(
         name=e.name,
         deps=[AssetKey(p) for p in e.parents],
@@ -68,8 +64,8 @@ def build_table_asset(e: Entity):
         description=_description(e),
         io_manager_key=IO_MANAGER_KEY,
         # checks run in the asset's own step, right after the load: no extra step per check
-        check_specs=check_specs(e) if SETTINGS.asset_checks else None,
-        retry_policy=retry_policy(),
+        check_specs=check_specs(e) if s.asset_checks else None,
+        retry_policy=retry_policy(s),
         metadata={
             "legacy_table": e.legacy_table,
             "legacy_primary_key": e.legacy_pk,
@@ -103,7 +99,8 @@ def build_table_asset(e: Entity):
             try:
                 results = run_checks(legacy.conninfo(), target.conninfo(), e, run_id=context.run.run_id,
                                      sample_above=settings.sample_above, sample_every=settings.sample_every,
-                                     uuid_every=settings.uuid_every, timeout_ms=settings.migration_timeout_ms)
+                                     uuid_every=settings.uuid_every, timeout_ms=settings.migration_timeout_ms,
+                                     error_recovery=settings.error_recovery)
             except stopping.INTERRUPTS:
                 stopping.note(context.run.run_id)
                 raise Failure(description=f"{e.name}: checks stopped by a signal (the load was committed)",
@@ -119,7 +116,9 @@ def build_table_asset(e: Entity):
     return _table_asset
 
 
-table_assets = [build_table_asset(e) for e in ENTITIES]
+def build_table_assets(s: Settings) -> list:
+    """The 45 table assets, with the settings the definitions read (checks on or off, retries)."""
+    return [build_table_asset(e, s) for e in ENTITIES]
 
 
 REPORT_ASSET = "migration_reports"
@@ -144,12 +143,14 @@ def migration_reports(context: AssetExecutionContext, legacy: LegacyDatabase, ta
 
     from .reports import summary_lines, write_all
 
-    out = write_all(legacy.conninfo(), target.conninfo(), Path(settings.reports_dir))
+    out = write_all(legacy.conninfo(), target.conninfo(), Path(settings.reports_dir),
+                    timeout_ms=settings.migration_timeout_ms)
     comprehensive, validation, differential = out["paths"]
     summary = comprehensive.read_text().split("## Entities by dependency level")[0]
     # the run's per-entity summary, last in the log of `dagster asset materialize --select '*'`
     # DEBUG: the command line prints the same table after the run (in the UI, every level shows)
-    context.log.debug("per-entity summary of this run:\n" + "\n".join(summary_lines(target.conninfo(), context.run.run_id)))
+    lines = summary_lines(target.conninfo(), context.run.run_id, timeout_ms=settings.migration_timeout_ms)
+    context.log.debug("per-entity summary of this run:\n" + "\n".join(lines))
     context.log.info(f"reports written to {comprehensive.parent}")
     return MaterializeResult(metadata={
         "comprehensive_report": MetadataValue.path(str(comprehensive.resolve())),

@@ -36,9 +36,12 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetK
 from psycopg import sql
 
 from .connections import borrowed, set_statement_timeout
-from .engine import HASH_MOD, parent_joins
+from .engine.names import BUCKET, CHECK_RESULTS, HASH_MOD, QUARANTINE, not_soft_deleted_sql
+from .engine.options import LoadOptions
+from .engine.rejects import parent_joins
+from .engine.source_sql import column_value_sql
 from .registry import Entity
-from .target_schema import CONTROL_SCHEMA
+from .settings import DEFAULTS
 from .transforms import EMAIL_REGEX, Kind, uuid_sql
 
 SAMPLE = 20
@@ -63,15 +66,15 @@ CHECKS = {
 # CONTENT_CHECKSUM_SAMPLE_EVERY (default 50). At scale 1.0 that samples the two largest tables
 # (system_messages 2.2M, tasks 0.95M rows) and compares the other 43 in full: comparing those two
 # in full too (the legacy transforms and hash on one server, the hash of the stored row on the
-# other) added 11% of the full migration's time at the last measurement (BENCHMARKS.md: 34%
-# against 23%). CONTENT_CHECKSUM_SAMPLE_ABOVE=-1 compares every table in full. The UUID derivation
+# other) costs a share of the migration's time that BENCHMARKS.md reports ("checks, every row").
+# CONTENT_CHECKSUM_SAMPLE_ABOVE=-1 compares every table in full. The UUID derivation
 # of the primary key (uuid v3 of entity and legacy id) is recomputed for the ids divisible by
 # UUID_CHECK_EVERY (default 50; 1 = every row):
 # an md5 in SQL costs more than the rest of a row's comparison; the relations themselves are
 # compared for every row (each foreign key must resolve to the parent with the right legacy id).
-SAMPLE_ABOVE_DEFAULT = 500_000
-SAMPLE_EVERY_DEFAULT = 50
-UUID_CHECK_EVERY_DEFAULT = 50
+SAMPLE_ABOVE_DEFAULT = DEFAULTS["sample_above"]
+SAMPLE_EVERY_DEFAULT = DEFAULTS["sample_every"]
+UUID_CHECK_EVERY_DEFAULT = DEFAULTS["uuid_every"]
 
 
 def check_specs(e: Entity) -> list[AssetCheckSpec]:
@@ -91,12 +94,9 @@ def _legacy_id(alias: str = "t") -> sql.Composable:
     return sql.SQL("({}.metadata->>'legacy_id')::bigint").format(sql.Identifier(alias))
 
 
-ID_BUCKET = 1024  # legacy ids per bucket of the summaries
-
-
 @dataclass
 class IdAccounting:
-    """What both servers hold of one entity, per bucket of ID_BUCKET legacy ids, summarised on
+    """What both servers hold of one entity, per bucket of BUCKET legacy ids, summarised on
     each server and compared in Python (a few thousand rows at scale 1.0, whatever the table's size).
 
     Ids: (rows, sum of a hash of each id) from the legacy primary key, against the same over
@@ -142,6 +142,7 @@ class _Plan:
     excluded: list[int]  # open quarantine ids (within the sample): no content expected for them
     recovered: dict[str, list[int]]  # optional FK column -> legacy ids of rows where recovery set it NULL
     parents: dict[str, sql.Composable]  # FK column -> relation (id, lid) of the parent table
+    error_recovery: bool = True  # the run's ERROR_RECOVERY_ENABLED: the transforms the legacy side applies
 
 
 def _content_every(source_conn, e: Entity, sample_above: int | None, sample_every: int | None) -> int:
@@ -163,7 +164,7 @@ def _open_quarantine(target_conn, e: Entity, every: int) -> list[int]:
     """Legacy ids of the entity's open quarantine rows (within the content sample)."""
     return [r[0] for r in target_conn.execute(sql.SQL(
         "SELECT legacy_id FROM {q} WHERE entity = {ent} AND NOT resolved AND {s}").format(
-        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name),
+        q=QUARANTINE, ent=sql.Literal(e.name),
         s=_in_sample(sql.SQL("legacy_id"), every))).fetchall()]
 
 
@@ -190,9 +191,8 @@ def _parent_relation(target_conn, table: str) -> sql.Composable:
     ``coalesce(lid, -1)``: a non-strict expression, so when the planner flattens this subquery
     under the LEFT JOIN it evaluates the legacy id at the parent's scan (a placeholder) and
     hashes (id, lid); with the strict expression it hashed each parent row's whole metadata and
-    read the id out of it after the join, for every child row. All checks of all tables 5.62 ->
-    5.24 s (medians of 3, alternated); system_messages 1.40 -> 1.26 s. A parent whose metadata has
-    no legacy id reads as -1, which no legacy id equals (before: NULL, equal to none either)."""
+    read the id out of it after the join, for every child row. A parent whose metadata has no
+    legacy id reads as -1, which no legacy id equals."""
     lid, t = _legacy_id("p"), sql.Identifier("public", table)
     if _enforcing_index(target_conn, table, "id"):
         return sql.SQL("(SELECT p.id, coalesce({}, -1) AS lid FROM {} p)").format(lid, t)
@@ -200,12 +200,13 @@ def _parent_relation(target_conn, table: str) -> sql.Composable:
 
 
 def _plan(source_conn, target_conn, e: Entity, sample_above: int | None, sample_every: int | None,
-          uuid_every: int | None) -> _Plan:
+          uuid_every: int | None, error_recovery: bool = True) -> _Plan:
     every = _content_every(source_conn, e, sample_above, sample_every)
     uuid_every = UUID_CHECK_EVERY_DEFAULT if uuid_every is None else uuid_every
     return _Plan(every=every, uuid_every=max(uuid_every, 1), excluded=_open_quarantine(target_conn, e, every),
                  recovered=_recovered_references(target_conn, e),
-                 parents={c.target: _parent_relation(target_conn, c.parent) for c in e.foreign_keys})
+                 parents={c.target: _parent_relation(target_conn, c.parent) for c in e.foreign_keys},
+                 error_recovery=error_recovery)
 
 
 def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
@@ -215,16 +216,15 @@ def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
     must be (the md5 runs here, on the legacy server, which finishes its side first; the target
     hashes its stored id). Typed values hashed with the types' own hash functions (no text
     rendering); the transforms are the engine's SQL."""
-    from .engine import LoadOptions, _column_value_sql
 
-    opts = LoadOptions()
+    opts = LoadOptions(error_recovery=plan.error_recovery)
     pk = sql.SQL("l.{}::bigint").format(sql.Identifier(e.legacy_pk))
     values = [pk, sql.SQL("CASE WHEN {} THEN uuid_hash_extended({}, 0) END").format(
         _in_sample(pk, plan.uuid_every), uuid_sql(e.name, pk))]
     for c in e.columns:
         src = sql.SQL("l.{}").format(sql.Identifier(c.legacy_name))
         if c.kind is Kind.FK:
-            v = sql.SQL("({})::bigint").format(_column_value_sql(e, c, opts))
+            v = sql.SQL("({})::bigint").format(column_value_sql(e, c, opts))
             ids = plan.recovered.get(c.target)
             if ids:
                 v = sql.SQL("CASE WHEN {pk} = ANY({ids}::bigint[]) THEN uuid_hash_extended({u}, 0) ELSE {v} END").format(
@@ -232,7 +232,7 @@ def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
         elif c.kind is Kind.TEXT_DATE:
             v = _strict_date_sql(src)
         else:
-            v = sql.SQL("({})::{}").format(_column_value_sql(e, c, opts), sql.SQL(c.target_type))
+            v = sql.SQL("({})::{}").format(column_value_sql(e, c, opts), sql.SQL(c.target_type))
         values.append(v)
     return _row_hash(values)
 
@@ -265,7 +265,7 @@ def _legacy_content_rows(e: Entity, plan: _Plan, buckets: list[int]) -> sql.Comp
     return sql.SQL("SELECT {pk}, {h} FROM {t} AS l WHERE {s} AND {pk} <> ALL({ex}::bigint[]) "
                    "AND {pk} / {b} = ANY({bs}::bigint[])").format(
         pk=pk, h=_legacy_row_hash(e, plan), t=sql.Identifier(e.legacy_table), s=_in_sample(pk, plan.every),
-        ex=sql.Literal(plan.excluded), b=sql.Literal(ID_BUCKET), bs=sql.Literal(buckets))
+        ex=sql.Literal(plan.excluded), b=sql.Literal(BUCKET), bs=sql.Literal(buckets))
 
 
 def _legacy_summary(source_conn, e: Entity, plan: _Plan):
@@ -279,7 +279,7 @@ def _legacy_summary(source_conn, e: Entity, plan: _Plan):
     return _grouped(source_conn, sql.SQL(
         "SELECT {pk} / {b}, count(*), sum(hashint8({pk})), count(*) FILTER (WHERE {keep}), "
         "sum(CASE WHEN {keep} THEN {h} END) FROM {t} AS l GROUP BY 1").format(
-        pk=pk, b=sql.Literal(ID_BUCKET), keep=keep, h=_legacy_row_hash(e, plan), t=sql.Identifier(e.legacy_table)))
+        pk=pk, b=sql.Literal(BUCKET), keep=keep, h=_legacy_row_hash(e, plan), t=sql.Identifier(e.legacy_table)))
 
 
 def _grouped(conn, query: sql.Composable) -> list[tuple]:
@@ -305,13 +305,13 @@ def _target_summary(target_conn, e: Entity, plan: _Plan):
     target_conn.execute("SET LOCAL TimeZone = 'UTC'")
     source, h, flags = _target_rows(e, plan)
     lid = _legacy_id()
-    live = sql.SQL("NOT (t.metadata ? 'deleted_at_source')")
+    live = not_soft_deleted_sql("t")
     names = [sql.Identifier(f"m{i}") for i in range(len(flags))]
     table_flags = sql.SQL("").join(sql.SQL(", {} AS {}").format(f, n) for f, n in zip(flags, names))
     quarantine_flags = sql.SQL("").join(sql.SQL(", false") for _ in flags)
     dangling = sql.SQL("").join(sql.SQL(", count(*) FILTER (WHERE {})").format(n) for n in names)
     # h tests the sample before the soft-delete key: AND evaluates left to right, so on a sampled
-    # table the jsonb lookup runs for the sampled rows only (5% off this scan on the largest two)
+    # table the jsonb lookup runs for the sampled rows only
     return _grouped(target_conn, sql.SQL("""
         SELECT id / {b}, count(*) FILTER (WHERE k = 0), count(*) FILTER (WHERE k = 2),
                sum(hashint8(id)) FILTER (WHERE k <> 1), count(h), sum(h){dangling}
@@ -319,19 +319,20 @@ def _target_summary(target_conn, e: Entity, plan: _Plan):
                      CASE WHEN {s} AND {live} THEN {h} END AS h{table_flags} FROM {source}
               UNION ALL SELECT legacy_id, 2, NULL{quarantine_flags} FROM {q} WHERE entity = {ent} AND NOT resolved) s
         GROUP BY 1""").format(
-        b=sql.Literal(ID_BUCKET), dangling=dangling, lid=lid, live=live, s=_in_sample(lid, plan.every), h=h,
+        b=sql.Literal(BUCKET), dangling=dangling, lid=lid, live=live, s=_in_sample(lid, plan.every), h=h,
         table_flags=table_flags, source=source, quarantine_flags=quarantine_flags,
-        q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name)))
+        q=QUARANTINE, ent=sql.Literal(e.name)))
 
 
 def _summarize(source_conn, target_conn, e: Entity, sample_above: int | None = None,
-               sample_every: int | None = None, meanwhile=None, uuid_every: int | None = None) -> IdAccounting:
+               sample_every: int | None = None, meanwhile=None, uuid_every: int | None = None,
+               error_recovery: bool = True) -> IdAccounting:
     """Both servers' summaries, computed at the same time: the legacy side in a worker thread on
     ``source_conn``, the target side here on ``target_conn``, followed by ``meanwhile(target_conn)``
     (the target-only checks) while the legacy server may still be working."""
     from concurrent.futures import ThreadPoolExecutor
 
-    plan = _plan(source_conn, target_conn, e, sample_above, sample_every, uuid_every)
+    plan = _plan(source_conn, target_conn, e, sample_above, sample_every, uuid_every, error_recovery)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="legacy-summary") as pool:
         legacy_future = pool.submit(_legacy_summary, source_conn, e, plan)
         target = _target_summary(target_conn, e, plan)
@@ -365,12 +366,12 @@ def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None
         target_conn.execute("CREATE TEMP TABLE IF NOT EXISTS _legacy_ids (id bigint PRIMARY KEY) ON COMMIT DROP")
         target_conn.execute("TRUNCATE _legacy_ids")
         with source_conn.cursor().copy(sql.SQL("COPY (SELECT {pk} FROM {t} WHERE {pk} / {b} = ANY({bs})) TO STDOUT").format(
-                pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table), b=sql.Literal(ID_BUCKET),
+                pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table), b=sql.Literal(BUCKET),
                 bs=buckets)) as out, target_conn.cursor().copy("COPY _legacy_ids (id) FROM STDIN") as inp:
             for chunk in out:
                 inp.write(chunk)
         missing, extra, missing_sample, extra_sample = target_conn.execute(sql.SQL("""
-            WITH acc AS (SELECT {lid} AS id FROM {t} t WHERE NOT (t.metadata ? 'deleted_at_source')
+            WITH acc AS (SELECT {lid} AS id FROM {t} t WHERE {live}
                          UNION ALL SELECT legacy_id FROM {q} WHERE entity = {ent} AND NOT resolved),
                  scoped AS (SELECT id FROM acc WHERE id / {b} = ANY({bs})),
                  missing AS (SELECT l.id FROM _legacy_ids l WHERE NOT EXISTS (SELECT 1 FROM scoped s WHERE s.id = l.id)),
@@ -378,8 +379,8 @@ def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None
             SELECT (SELECT count(*) FROM missing), (SELECT count(*) FROM extra),
                    (SELECT array_agg(id ORDER BY id) FROM (SELECT id FROM missing ORDER BY id LIMIT {n}) s),
                    (SELECT array_agg(id ORDER BY id) FROM (SELECT id FROM extra ORDER BY id LIMIT {n}) s)""").format(
-            lid=_legacy_id(), t=t, q=sql.Identifier(CONTROL_SCHEMA, "quarantine"), ent=sql.Literal(e.name),
-            b=sql.Literal(ID_BUCKET), bs=buckets, n=sql.Literal(SAMPLE))).fetchone()
+            lid=_legacy_id(), t=t, q=QUARANTINE, ent=sql.Literal(e.name), live=not_soft_deleted_sql("t"),
+            b=sql.Literal(BUCKET), bs=buckets, n=sql.Literal(SAMPLE))).fetchone()
     passed = acc.legacy_rows == acc.target_rows + acc.quarantined and not acc.differing_buckets
     return AssetCheckResult(
         check_name="rows_reconcile", asset_key=AssetKey(e.name), passed=passed, severity=AssetCheckSeverity.ERROR,
@@ -458,7 +459,7 @@ def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_
         keys.append(("legacy_id", _legacy_id(), sql.SQL("true")))
     elif acc.differing_buckets:
         keys.append(("legacy_id", _legacy_id(), sql.SQL("{} / {} = ANY({})").format(
-            _legacy_id(), sql.Literal(ID_BUCKET), sql.Literal(acc.differing_buckets))))
+            _legacy_id(), sql.Literal(BUCKET), sql.Literal(acc.differing_buckets))))
     else:
         found["legacy_id"] = 0
         enforced["legacy_id"] = "id accounting: every bucket matches the legacy primary key"
@@ -541,12 +542,13 @@ def content_checksum(source_conn, target_conn, e: Entity, sample_above: int | No
         # a row differs when its (id, hash) pair has no partner on the other side: a changed value,
         # a row missing on either side
         differing, sample = target_conn.execute(sql.SQL(
-            "WITH t AS (SELECT {lid} AS lid, {h} AS h FROM {source} WHERE NOT (t.metadata ? 'deleted_at_source') "
+            "WITH t AS (SELECT {lid} AS lid, {h} AS h FROM {source} WHERE {live} "
             "           AND {lid} / {b} = ANY({buckets}::bigint[]) AND {s}), "
             "d AS (SELECT coalesce(t.lid, c.id) AS lid FROM t FULL JOIN _legacy_content c ON c.id = t.lid AND c.h = t.h "
             "      WHERE t.lid IS NULL OR c.id IS NULL) "
             "SELECT count(DISTINCT lid), (array_agg(DISTINCT lid ORDER BY lid))[1:{n}] FROM d").format(
-            lid=lid, h=h, source=source, b=sql.Literal(ID_BUCKET), s=_in_sample(lid, plan.every),
+            lid=lid, h=h, source=source, b=sql.Literal(BUCKET), s=_in_sample(lid, plan.every),
+            live=not_soft_deleted_sql("t"),
             n=sql.Literal(SAMPLE), buckets=sql.Literal(acc.content_differing))).fetchone()
     every = acc.content_every
     return AssetCheckResult(
@@ -566,16 +568,13 @@ CHECK_RANDOM_PAGE_COST = 1.1
 
 
 def _configure(conn) -> None:
-    # JIT compilation of these one-off scans cost more than it saved: on the largest table the
-    # legacy summary's workers spent ~0.9 s of its 1.6 s compiling (inlining, optimization);
-    # without it the checks of the five largest tables took 8% less (medians of 4, alternated).
-    # One parallel worker per query, not the default two: both servers scan at the same time on
-    # a 2-core machine, and a second worker per side only added process switches and tuple-queue
-    # traffic (all checks of all tables: 6.07 s against 6.34 s, medians of 3, alternated).
-    # random_page_cost 1.1 instead of 4 (a spinning disk's): the tables were just written and are
-    # cached, so a primary-key probe costs what a sequential read does. With 4, a 15,000-row
-    # child (comments) hashed all 325,000 files to find its parents instead of probing the files'
-    # primary key for its own 15,000 ids.
+    # JIT compilation of these one-off scans costs more than it saves (most of the largest
+    # table's summary went to compiling). One parallel worker per query, not the default two:
+    # both servers scan at the same time, and a second worker per side only adds process
+    # switches and tuple-queue traffic. random_page_cost 1.1 instead of 4 (a spinning disk's):
+    # the tables were just written and are cached, so a primary-key probe costs what a
+    # sequential read does; with 4, a small child hashed the whole of a large parent to find its
+    # parents instead of probing the parent's primary key. (BENCHMARKS.md, design measurements.)
     # The legacy side runs in autocommit with session settings (its connection is direct: the
     # loads export snapshots there); the target side runs in one transaction with LOCAL settings,
     # which a transaction pooler cannot lose or leak to another client.
@@ -586,9 +585,10 @@ def _configure(conn) -> None:
 
 def run_checks(source_conninfo: str, target_conninfo: str, e: Entity, run_id: str | None = None,
                sample_above: int | None = None, sample_every: int | None = None, uuid_every: int | None = None,
-               timeout_ms: int | None = None) -> list[AssetCheckResult]:
+               timeout_ms: int | None = None, error_recovery: bool = True) -> list[AssetCheckResult]:
     """All checks of ``e``; with ``run_id``, also recorded in migration_control.check_results.
-    ``timeout_ms`` (MIGRATION_TIMEOUT) bounds each of the target's check statements."""
+    ``timeout_ms`` (MIGRATION_TIMEOUT) bounds each of the target's check statements;
+    ``error_recovery`` is the run's, so the legacy side applies the transforms the load applied."""
     with borrowed(source_conninfo, "checks-source", _configure, autocommit=True) as src, \
             borrowed(target_conninfo, "checks-target") as tgt:
         _configure(tgt)  # LOCAL to the checks' transaction
@@ -601,7 +601,7 @@ def run_checks(source_conninfo: str, target_conninfo: str, e: Entity, run_id: st
                 target_only.append(emails_valid(conn, e))
 
         acc = _summarize(src, tgt, e, sample_above, sample_every, meanwhile=meanwhile,
-                         uuid_every=uuid_every)  # shared by the checks that compare both sides
+                         uuid_every=uuid_every, error_recovery=error_recovery)  # shared by the checks that compare both sides
         results = [rows_reconcile(src, tgt, e, acc), foreign_keys_resolve(tgt, e, acc), keys_unique(tgt, e, acc),
                    *target_only, content_checksum(src, tgt, e, acc=acc)]
         tgt.rollback()  # the checks only read: drop the temp tables
@@ -626,6 +626,6 @@ def record_results(conn, run_id: str, e: Entity, results: list[AssetCheckResult]
     with conn.cursor() as cur:
         cur.executemany(sql.SQL(
             "INSERT INTO {} (run_id, entity, check_name, passed, severity, description, metadata) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)").format(sql.Identifier(CONTROL_SCHEMA, "check_results")),
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)").format(CHECK_RESULTS),
             [(run_id, e.name, r.check_name, r.passed, r.severity.value, r.description,
               Jsonb({k: _plain(v) for k, v in (r.metadata or {}).items()})) for r in results])

@@ -77,12 +77,12 @@ def reach(dbs) -> None:
                 f"the {which} database ({db.describe()}) does not answer: {first_line(exc)}") from None
 
 
-def setup(write_env: bool = False, dbs=None):
+def setup(s: settings.Settings, write_env: bool = False, dbs=None):
     """Resolve the databases (unless given), check that both answer, apply the target schema. Only
     the ``setup`` command writes ``.env`` (mode 0600), and only once the schema is applied."""
     dbs = dbs or resolve()
     reach(dbs)
-    applied = apply_migrations(dbs.target.conninfo())
+    applied = apply_migrations(dbs.target.conninfo(), timeout_ms=s.migration_timeout_ms)
     if write_env:
         # dagster dev loads .env from its working directory; the file is git-ignored
         write_dotenv(dbs.env())
@@ -92,8 +92,8 @@ def setup(write_env: bool = False, dbs=None):
     return dbs
 
 
-def reports_dir() -> Path:
-    folder = settings.load().reports_dir
+def reports_dir(s: settings.Settings) -> Path:
+    folder = s.reports_dir
     return folder if folder.is_absolute() else Path.cwd() / folder
 
 
@@ -148,7 +148,7 @@ def run_job(instance, job_name: str):
         return execute_run(recon_job_from_origin(job.get_python_origin()), run, instance)
 
 
-def migrate(job_name: str = "full_migration") -> int:
+def migrate(s: settings.Settings, job_name: str = "full_migration") -> int:
     """Run ``job_name`` (run_job) in the instance under DAGSTER_HOME. Returns the exit code: 0 when
     every table loaded and every ERROR check passed, 1 when not, 130 when a signal stopped it."""
     from dagster import AssetCheckSeverity
@@ -166,7 +166,7 @@ def migrate(job_name: str = "full_migration") -> int:
         stopping.forget(result.run_id)
         print(f"\nrun {result.run_id}: CANCELED by a signal after {elapsed:.1f}s: the table in progress was rolled "
               "back, nothing was retried; re-run to finish (idempotent)")
-        summary(result.run_id)
+        summary(s, result.run_id)
         return 130
     failed_checks = sorted(f"{c.asset_key.to_user_string()}.{c.check_name}"
                            for c in result.get_asset_check_evaluations()
@@ -176,12 +176,13 @@ def migrate(job_name: str = "full_migration") -> int:
     if failed_checks:
         print(f"{len(failed_checks)} ERROR checks failed: {', '.join(failed_checks[:20])}"
               f"{' ...' if len(failed_checks) > 20 else ''}")
-    summary(result.run_id)
+    summary(s, result.run_id)
     return 0 if ok else 1
 
 
-def summary(run_id: str | None = None) -> None:
-    print("\n".join(summary_lines(resolve(refuse_same=False).target.conninfo(), run_id)))
+def summary(s: settings.Settings, run_id: str | None = None) -> None:
+    print("\n".join(summary_lines(resolve(refuse_same=False).target.conninfo(), run_id,
+                                  timeout_ms=s.migration_timeout_ms)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     from .target_schema import MigrationDrift, SetupError
 
     try:
-        settings.load()  # every setting checked before anything connects
-        return _run(a)
+        s = settings.load()  # every setting checked before anything connects
+        return _run(a, s)
     except (settings.SettingsError, SetupError, MigrationDrift, NotASimulatedDatabase, DatabaseUnreachable) as exc:
         print(f"migration-assets {a.cmd}: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -239,16 +240,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(a) -> int:
+def _run(a, s: settings.Settings) -> int:
     if a.cmd == "setup":
-        setup(write_env=True)
+        setup(s, write_env=True)
     elif a.cmd == "simulate":
         from .simulator import generate
 
         generate(resolve().source.conninfo(), a.scale, a.seed, force=a.force)
     elif a.cmd == "migrate":
-        setup()
-        return migrate()
+        setup(s)
+        return migrate(s)
     elif a.cmd == "mutate":
         from .simulator import mutate
 
@@ -256,9 +257,10 @@ def _run(a) -> int:
     elif a.cmd == "refresh":
         from .reports import write_differential_report
 
-        dbs = setup()
-        code = migrate("differential_refresh")
-        path, remaining = write_differential_report(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir())
+        dbs = setup(s)
+        code = migrate(s, "differential_refresh")
+        path, remaining = write_differential_report(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir(s),
+                                                    timeout_ms=s.migration_timeout_ms)
         print(f"\nwrote {path} (remaining difference: {remaining:,} rows)")
         return code
     elif a.cmd == "demo":
@@ -267,25 +269,26 @@ def _run(a) -> int:
 
         dbs = resolve()
         generate(dbs.source.conninfo(), a.scale, a.seed, force=a.force)  # refuses a database it did not create
-        setup(dbs=dbs)  # the same resolution: says whether the server is the embedded one
-        code = migrate()
-        folder = reports_dir()
+        setup(s, dbs=dbs)  # the same resolution: says whether the server is the embedded one
+        code = migrate(s)
+        folder = reports_dir(s)
         print(f"\nReports: {folder / COMPREHENSIVE_REPORT}\n         {folder / VALIDATION_REPORT}"
               f"\n         {folder / DIFFERENTIAL_REPORT}")
         print("Status:  .venv/bin/migration-assets status")
         print("Look at it in the Dagster UI:  ./run ui   (then open http://127.0.0.1:3000)")
         return code
     elif a.cmd == "summary":
-        summary()
+        summary(s)
     elif a.cmd == "report":
         from .reports import write_all
 
         dbs = resolve(refuse_same=False)
-        out = write_all(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir())
+        out = write_all(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir(s),
+                        timeout_ms=s.migration_timeout_ms)
         for path in out["paths"]:
             print(f"wrote {path}")
     elif a.cmd == "status":
-        return print_status()
+        return print_status(s)
     elif a.cmd == "server":
         from .config import embedded_server_status, stop_embedded_server
 
@@ -298,13 +301,13 @@ def _run(a) -> int:
     return 0
 
 
-def print_status() -> int:
+def print_status(s: settings.Settings) -> int:
     """The seed's daily status check, for cron: exit 0 when healthy, 1 when not, 2 when unreachable."""
     from .reports import status
 
     dbs = resolve(refuse_same=False)
     try:
-        rows, healthy = status(dbs.source.conninfo(), dbs.target.conninfo())
+        rows, healthy = status(dbs.source.conninfo(), dbs.target.conninfo(), timeout_ms=s.migration_timeout_ms)
     except psycopg.Error as exc:
         print(f"status: cannot read the databases: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         return 2

@@ -1,11 +1,9 @@
 """psycopg connections kept open between the 45 steps of a run, per process, database and role.
 
 A run materializes 45 tables one after the other; without reuse every load, legacy stream and
-check opened fresh connections. A fresh connection costs more than its ~2.4 ms handshake here:
-its new backend also has to load the catalog entries (tables, indexes, functions, types) of
-every statement it runs, which a warm backend has cached. Measured on the scale-1.0 benchmark
-databases, engine alone, alternated: a differential refresh of all 45 tables 8.86 -> 7.85 s
-(medians of 3), all checks of all 45 tables 6.95 -> 6.14 s (medians of 4).
+check opened fresh connections. A fresh connection costs more than its handshake: its new
+backend also has to load the catalog entries (tables, indexes, functions, types) of every
+statement it runs, which a warm backend has cached (BENCHMARKS.md, design measurements).
 
 Not psycopg_pool: it opens connections in a background thread, so an unreachable server shows up
 as a PoolTimeout after the pool's wait instead of libpq's own error at once; these steps connect
@@ -25,6 +23,9 @@ set-up; settings of one load are ``SET LOCAL``. A connection comes back rolled b
 is handed out again it must be idle, younger than IDLE_S since its last use and answer an empty
 query (the server may have closed it). At most KEEP_TOTAL idle connections per process. Keyed
 by process id: a forked executor process never uses its parent's sockets. All close at exit.
+
+The Arrow readers of the legacy stream (ADBC connections, which read the server's type catalog
+when they open) are kept the same way, at most two: :data:`readers`.
 """
 
 from __future__ import annotations
@@ -157,9 +158,61 @@ def borrowed(conninfo: str, role: str, setup: Callable[[psycopg.Connection], Non
 
 @atexit.register
 def close_all() -> None:
-    """Close this process's idle connections."""
+    """Close this process's idle connections, the Arrow readers included."""
     with _lock:
         mine = [_idle.pop(k) for k in [k for k in _idle if k[0] == os.getpid()]]
     for idle in mine:
         for conn, _ in idle:
             conn.close()
+    readers.close_all()
+
+
+class ArrowReaders:
+    """Reader connections kept open between loads (at most two in all, the last ones used).
+
+    Opening an ADBC connection makes the driver read the server's type catalog, which costs more
+    than a whole small table's load; 45 loads per run would pay it 45 times. A connection comes
+    back only after a read that ended cleanly, its transaction rolled back; any error closes it.
+    """
+
+    def __init__(self, keep: int = 2):
+        self._idle: list[tuple[str, object]] = []  # (conninfo, connection), oldest first
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    def take(self, conninfo: str):
+        with self._lock:
+            for i in range(len(self._idle) - 1, -1, -1):
+                if self._idle[i][0] == conninfo:
+                    return self._idle.pop(i)[1]
+        import adbc_driver_postgresql.dbapi as adbc
+
+        return adbc.connect(conninfo, autocommit=True)  # libpq takes key=value or a URI
+
+    def give_back(self, conninfo: str, conn) -> None:
+        try:
+            cur = conn.cursor()
+            cur.execute("ROLLBACK")  # end the read-only snapshot transaction
+            cur.close()
+        except Exception:
+            conn.close()
+            return
+        with self._lock:
+            self._idle.append((conninfo, conn))
+            surplus = self._idle[:-self._keep]
+            del self._idle[:-self._keep]
+        for _, c in surplus:  # a process that reads many databases (tests) keeps only the latest
+            c.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, c in idle:
+            try:
+                c.close()
+            except Exception:  # the server or the driver may be gone at exit
+                pass
+
+
+
+readers = ArrowReaders()

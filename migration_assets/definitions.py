@@ -1,33 +1,38 @@
-"""The code location: 45 table assets, their resources, the IO manager and the executor.
+"""The code location: 45 table assets, the reports asset, their resources, the IO manager, jobs,
+sensors, the schedule and the executor.
 
-Databases: the seed's variables (SOURCE_DB_URL or SOURCE_DB_HOST/PORT/NAME/USER/PASSWORD, same
-for TARGET_DB_*) are bound with ``EnvVar``, so their values are read at run time and never shown
-in the UI. Without them, config.resolve_databases() picks MIGRATION_PG_URL or starts the embedded
-server (``migration-assets setup`` writes a .env file that ``dagster dev`` loads, so normally the
+Nothing happens on import. Dagster calls :func:`defs` (``@definitions``) when it loads the code
+location; that call reads the settings once (settings.load: a bad value stops the load, named),
+bounds the process's native memory (engine.memory) and binds the databases. Databases: the
+seed's variables (SOURCE_DB_URL or SOURCE_DB_HOST/PORT/NAME/USER/PASSWORD, same for TARGET_DB_*)
+are bound with ``EnvVar``, so their values are read at run time and never shown in the UI.
+Without them, config.resolve_databases() picks MIGRATION_PG_URL or starts the embedded server
+(``migration-assets setup`` writes a .env file that ``dagster dev`` loads, so normally the
 variables are set).
 
-Executor: in-process. A migration step is one streaming COPY; the multiprocess executor's
-~1.8 s process start per step (measured: 168 s for 45 no-op assets + 45 checks, against 15.6 s
-in process) would dwarf the loads of the 40 small tables and, on 2 cores, steal CPU from the
-two database servers that do the real work. The connection budget follows from one step at a
-time: the load's target connection, the stream's source connection and its Arrow reader (two
-idle readers are kept between loads), the checks' source and target connections (all kept open
-between steps: connections.py), plus one short audit connection on failure: at most 7, under
-the seed's 10.
+Executor: in-process. A migration step is one streaming COPY; the multiprocess executor's process
+start and import per step would dwarf the loads of the 40 small tables (BENCHMARKS.md) and, on a
+small machine, steal CPU from the two database servers that do the real work. The connection
+budget follows from one step at a time: the load's target connection, the stream's source
+connection and its Arrow reader (two idle readers are kept between loads), the checks' source and
+target connections (all kept open between steps: connections.py), plus one short audit connection
+on failure: at most 7, under the seed's 10.
 """
 
 from __future__ import annotations
 
 import os
 
+import dagster as dg
 from dagster import Definitions, EnvVar, in_process_executor
 
-from .assets import IO_MANAGER_KEY, migration_reports, table_assets
 from . import settings
+from .assets import IO_MANAGER_KEY, build_table_assets, migration_reports
 from .config import DbSettings, resolve_databases
+from .engine.memory import bound_native_memory
 from .io_manager import PostgresArrowIOManager
-from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 from .jobs import differential_refresh, full_migration
+from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 from .sensors import legacy_changes, nightly_full_sync, record_run_failures
 
 
@@ -44,14 +49,14 @@ def _db_kwargs(prefix: str) -> dict | None:
     return kwargs
 
 
-def build_resources() -> dict:
-    """The resources, from the settings read once (settings.load: a bad value stops here, named).
+def build_resources(s: settings.Settings | None = None) -> dict:
+    """The resources, from the settings (read here when not given).
 
     Databases are bound by name (``EnvVar``): where none is configured, the databases that
     config.resolve_databases() picks go into this process's environment first, so a resolved
     connection string (with its password) is never a resource's config value, which Dagster
     keeps in every run's snapshot."""
-    s = settings.load()
+    s = s or settings.load()
     source, target = _db_kwargs("SOURCE_DB"), _db_kwargs("TARGET_DB")
     if source is None or target is None:
         dbs = resolve_databases()
@@ -73,11 +78,24 @@ def build_resources() -> dict:
     }
 
 
-defs = Definitions(
-    assets=[*table_assets, migration_reports],
-    jobs=[full_migration, differential_refresh],
-    sensors=[record_run_failures, legacy_changes],
-    schedules=[nightly_full_sync],
-    resources=build_resources(),
-    executor=in_process_executor,
-)
+def table_assets(s: settings.Settings | None = None) -> list:
+    """The 45 table assets, with the settings given (read here when not)."""
+    return build_table_assets(s or settings.load())
+
+
+def build_defs() -> Definitions:
+    s = settings.load()
+    bound_native_memory()
+    return Definitions(
+        assets=[*table_assets(s), migration_reports],
+        jobs=[full_migration, differential_refresh],
+        sensors=[record_run_failures, legacy_changes],
+        schedules=[nightly_full_sync],
+        resources=build_resources(s),
+        executor=in_process_executor,
+    )
+
+
+@dg.definitions
+def defs() -> Definitions:
+    return build_defs()

@@ -1,7 +1,7 @@
 """The Postgres Arrow IO manager: consumes an asset's record-batch stream into its target table.
 
-``handle_output`` receives the :class:`~migration_assets.engine.LegacyStream` an asset returns and
-loads it with :func:`~migration_assets.engine.load_stream` in ONE transaction on the target: the
+``handle_output`` receives the :class:`~migration_assets.engine.stream.LegacyStream` an asset returns and
+loads it with :func:`~migration_assets.engine.load.load_stream` in ONE transaction on the target: the
 COPY, the quarantine, the merge (or the empty-table fast path) and the audit row in
 ``migration_control.migration_runs`` commit together or not at all. It merges instead of
 deleting and re-inserting (unlike a generic DB IO manager), so children referencing a table keep
@@ -10,6 +10,11 @@ the fresh-migration rules (engine). A differential load that leaves legacy rows 
 is followed, in the same step, by a full-mode pass of the table. A signal (SIGINT, SIGTERM) rolls
 the load back and fails the step without a retry (stopping.py). The UI gets the counts as
 materialization metadata.
+
+The contract with the asset (assets.py): Dagster calls ``handle_output`` when the asset body
+yields its ``Output(stream)``, before the body goes on, so the load has committed when the body
+runs the table's checks next; a failed load raises there and the checks never run. The stream
+carries the run's options (``stream.opts``), which the asset built from the settings resource.
 
 ``load_input`` exists for users who want a table downstream: it streams the target table back as
 a ``pyarrow.RecordBatchReader`` in BATCH_SIZE batches, never the whole table at once. The 45
@@ -33,8 +38,11 @@ from dagster import (
 from psycopg import sql
 
 from . import connections, stopping
-from .engine import (LegacyStream, LoadResult, full_pass, load_stream, needs_full_pass, parse_copy_rows,
-                     target_columns, write_audit)
+from .engine.audit import LoadResult, write_audit
+from .engine.copy import parse_copy_rows
+from .engine.load import full_pass, load_stream, needs_full_pass
+from .engine.names import target_columns
+from .engine.stream import LegacyStream
 from .errors import ErrorKind, classify
 from .registry import entity
 from .resources import MigrationSettings, PostgresResource

@@ -12,6 +12,7 @@ import psycopg
 
 from . import stopping
 from .assets import MODE_TAG
+from .engine.audit import write_audit
 from .errors import classify
 from .registry import BY_NAME
 
@@ -22,8 +23,6 @@ def record_step_failure(context: HookContext) -> None:
     recovery the classification prescribes, unless the IO manager already did (it records the
     failures of the load itself; this catches the rest: pre-flight, stream set-up, checks).
     Dagster itself does not run the dependents of a failed step, CRITICAL entities included."""
-    from .engine import write_audit
-
     name = context.op.name
     if name not in BY_NAME or stopping.interrupted(context.run_id):
         return  # a signal: the interrupted table's audit row says CANCELED, the others never started

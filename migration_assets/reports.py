@@ -16,59 +16,60 @@ from psycopg import sql
 
 from .connections import connect, set_statement_timeout
 from .registry import ENTITIES, entity, topological_order
-from .settings import load as load_settings
+from .settings import DEFAULTS
 from .transforms import Kind
-from .target_schema import CONTROL_SCHEMA
+from .engine.names import CHECK_RESULTS, CONTROL_SCHEMA, MIGRATION_RUNS, QUARANTINE, not_soft_deleted_sql
 
 DIFFERENTIAL_REPORT = "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md"
+DEFAULT_TIMEOUT_MS = DEFAULTS["migration_timeout_ms"]
 
 
-def _connect(conninfo: str) -> psycopg.Connection:
-    """A connection for the reports' and the status's queries, bounded by MIGRATION_TIMEOUT:
-    aggregates over whole tables, run once, which JIT compilation made slower (all three reports
-    at scale 1.0: 2.16 -> 1.74 s, medians of 8, alternated)."""
+def _connect(conninfo: str, timeout_ms: int) -> psycopg.Connection:
+    """A connection for the reports' and the status's queries, bounded by ``timeout_ms`` (the
+    caller's MIGRATION_TIMEOUT): aggregates over whole tables, run once, which JIT compilation
+    only makes slower."""
     conn = connect(conninfo)
     conn.execute("SET LOCAL jit = off")  # the reports read in one transaction
-    set_statement_timeout(conn, load_settings().migration_timeout_ms)
+    set_statement_timeout(conn, timeout_ms)
     return conn
 
 
-def remaining_differences(source: str, target: str, soft_deleted_excluded: bool = True) -> dict[str, tuple[int, int, int]]:
+def remaining_differences(source: str, target: str, soft_deleted_excluded: bool = True, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict[str, tuple[int, int, int]]:
     """entity -> (legacy rows, target rows, open quarantine rows), counted now."""
-    with _connect(source) as src, _connect(target) as tgt:
+    with _connect(source, timeout_ms) as src, _connect(target, timeout_ms) as tgt:
         legacy = dict(src.execute(sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT {}::text, count(*) FROM {}").format(sql.Literal(e.name), sql.Identifier(e.legacy_table))
             for e in topological_order())).fetchall())
-        live = sql.SQL(" WHERE NOT (metadata ? 'deleted_at_source')") if soft_deleted_excluded else sql.SQL("")
+        live = sql.SQL(" WHERE {}").format(not_soft_deleted_sql()) if soft_deleted_excluded else sql.SQL("")
         loaded = dict(tgt.execute(sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT {}::text, count(*) FROM {}{}").format(
                 sql.Literal(e.name), sql.Identifier("public", e.target_table), live)
             for e in topological_order())).fetchall())
         quarantined = dict(tgt.execute(sql.SQL(
             "SELECT entity, count(*) FROM {} WHERE NOT resolved GROUP BY entity").format(
-            sql.Identifier(CONTROL_SCHEMA, "quarantine"))).fetchall())
+            QUARANTINE)).fetchall())
     return {e.name: (legacy[e.name], loaded[e.name], quarantined.get(e.name, 0)) for e in topological_order()}
 
 
-def latest_loads(target: str) -> dict[str, dict]:
+def latest_loads(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict[str, dict]:
     """The most recent successful load of every entity, with its quarantine rows first seen in it."""
-    with _connect(target) as conn:
+    with _connect(target, timeout_ms) as conn:
         rows = conn.execute(sql.SQL(
             "SELECT DISTINCT ON (r.entity) r.entity, r.run_id, r.mode, r.status, r.records_read, r.inserted, r.updated, "
             "r.deleted, r.quarantined, r.duration_ms, r.finished_at, r.details, r.load_path, "
             "(SELECT count(*) FROM {q} q WHERE q.entity = r.entity AND q.first_run_id = r.run_id) AS new_quarantined "
             "FROM {runs} r WHERE r.status NOT IN ('FAILED', 'CANCELED') ORDER BY r.entity, r.id DESC").format(
-            q=sql.Identifier(CONTROL_SCHEMA, "quarantine"),
-            runs=sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchall()
+            q=QUARANTINE,
+            runs=MIGRATION_RUNS)).fetchall()
     keys = ("run_id", "mode", "status", "read", "inserted", "updated", "deleted", "quarantined", "duration_ms",
             "finished_at", "details", "load_path", "new_quarantined")
     return {r[0]: dict(zip(keys, r[1:])) for r in rows}
 
 
-def differential_report(source: str, target: str) -> tuple[str, int]:
+def differential_report(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[str, int]:
     """(markdown, total remaining difference)."""
-    loads = latest_loads(target)
-    now = remaining_differences(source, target)
+    loads = latest_loads(target, timeout_ms=timeout_ms)
+    now = remaining_differences(source, target, timeout_ms=timeout_ms)
     lines = [
         "# Final differential migration report",
         "",
@@ -108,8 +109,8 @@ def differential_report(source: str, target: str) -> tuple[str, int]:
     return "\n".join(lines) + "\n", remaining
 
 
-def write_differential_report(source: str, target: str, folder: Path) -> tuple[Path, int]:
-    text, remaining = differential_report(source, target)
+def write_differential_report(source: str, target: str, folder: Path, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[Path, int]:
+    text, remaining = differential_report(source, target, timeout_ms=timeout_ms)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / DIFFERENTIAL_REPORT
     path.write_text(text)
@@ -122,13 +123,13 @@ VALIDATION_REPORT = "POST_MIGRATION_VALIDATION_REPORT.md"
 COMPREHENSIVE_REPORT = "COMPREHENSIVE_MIGRATION_REPORT.md"
 
 
-def latest_checks(target: str) -> dict[str, dict[str, dict]]:
+def latest_checks(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict[str, dict[str, dict]]:
     """entity -> check name -> the latest recorded result."""
-    with _connect(target) as conn:
+    with _connect(target, timeout_ms) as conn:
         rows = conn.execute(sql.SQL(
             "SELECT DISTINCT ON (entity, check_name) entity, check_name, passed, severity, metadata, run_id, checked_at "
             "FROM {} ORDER BY entity, check_name, id DESC").format(
-            sql.Identifier(CONTROL_SCHEMA, "check_results"))).fetchall()
+            CHECK_RESULTS)).fetchall()
     out: dict[str, dict[str, dict]] = {}
     for name, check, passed, severity, metadata, run_id, at in rows:
         out.setdefault(name, {})[check] = {"passed": passed, "severity": severity, "metadata": metadata,
@@ -153,9 +154,9 @@ def _check_numbers(check: str, m: dict) -> str:
     return "; ".join(parts)
 
 
-def validation_report(target: str) -> tuple[str, int, int]:
+def validation_report(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[str, int, int]:
     """(markdown, checks passed, checks in all) from the latest result of every check."""
-    checks = latest_checks(target)
+    checks = latest_checks(target, timeout_ms=timeout_ms)
     lines = ["# Post-migration validation report", "",
              f"Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC from "
              f"`{CONTROL_SCHEMA}.check_results`: the latest result of every asset check of every entity.", ""]
@@ -192,44 +193,44 @@ FINANCIAL = ("payments", "purchases")
 CLINICAL = ("patients", "cases", "treatment_plans")
 
 
-def _money(source: str, target: str, name: str) -> list[tuple[str, object, object, object]]:
+def _money(source: str, target: str, name: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[tuple[str, object, object, object]]:
     """(column, legacy total, target total, open-quarantine total) of each cents column, exact."""
     e = entity(name)
     out = []
-    with _connect(source) as src, _connect(target) as tgt:
+    with _connect(source, timeout_ms) as src, _connect(target, timeout_ms) as tgt:
         for c in (c for c in e.columns if c.kind is Kind.CENTS):
             (legacy,) = src.execute(sql.SQL("SELECT coalesce(sum({})::numeric, 0) / 100 FROM {}").format(
                 sql.Identifier(c.legacy_name), sql.Identifier(e.legacy_table))).fetchone()
             (loaded,) = tgt.execute(sql.SQL(
-                "SELECT coalesce(sum({}), 0) FROM {} WHERE NOT (metadata ? 'deleted_at_source')").format(
-                sql.Identifier(c.target), sql.Identifier("public", e.target_table))).fetchone()
+                "SELECT coalesce(sum({}), 0) FROM {} WHERE {}").format(
+                sql.Identifier(c.target), sql.Identifier("public", e.target_table), not_soft_deleted_sql())).fetchone()
             (held,) = tgt.execute(sql.SQL(
                 "SELECT coalesce(sum((raw->>{})::numeric), 0) / 100 FROM {} WHERE entity = %s AND NOT resolved").format(
-                sql.Literal(c.legacy_name), sql.Identifier(CONTROL_SCHEMA, "quarantine")), [name]).fetchone()
+                sql.Literal(c.legacy_name), QUARANTINE), [name]).fetchone()
             out.append((c.target, legacy, loaded, held))
     return out
 
 
-def comprehensive_report(source: str, target: str) -> tuple[str, dict]:
+def comprehensive_report(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[str, dict]:
     """(markdown, headline figures) of the migration as the audit trail and both databases show it now."""
-    loads = latest_loads(target)
-    now = remaining_differences(source, target)
-    checks = latest_checks(target)
-    with _connect(target) as conn:
+    loads = latest_loads(target, timeout_ms=timeout_ms)
+    now = remaining_differences(source, target, timeout_ms=timeout_ms)
+    checks = latest_checks(target, timeout_ms=timeout_ms)
+    with _connect(target, timeout_ms) as conn:
         reasons = conn.execute(sql.SQL(
             "SELECT entity, reason, count(*) FROM {} WHERE NOT resolved GROUP BY 1, 2 ORDER BY 3 DESC").format(
-            sql.Identifier(CONTROL_SCHEMA, "quarantine"))).fetchall()
+            QUARANTINE)).fetchall()
         resolved = dict(conn.execute(sql.SQL(
             "SELECT coalesce(resolution, 'loaded'), count(*) FROM {} WHERE resolved GROUP BY 1").format(
-            sql.Identifier(CONTROL_SCHEMA, "quarantine"))).fetchall())
+            QUARANTINE)).fetchall())
         failures = conn.execute(sql.SQL(
             "SELECT coalesce(error_class, 'UNKNOWN'), count(*), count(DISTINCT run_id), max(finished_at) FROM {} "
             "WHERE status = 'FAILED' GROUP BY 1 ORDER BY 2 DESC").format(
-            sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchall()
+            MIGRATION_RUNS)).fetchall()
         span = conn.execute(sql.SQL(
             "SELECT min(started_at), max(finished_at), count(DISTINCT run_id) FROM {} "
             "WHERE status NOT IN ('FAILED', 'CANCELED')").format(
-            sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchone()
+            MIGRATION_RUNS)).fetchone()
     legacy_total = sum(v[0] for v in now.values())
     loaded_total = sum(v[1] for v in now.values())
     held_total = sum(v[2] for v in now.values())
@@ -299,7 +300,7 @@ def comprehensive_report(source: str, target: str) -> tuple[str, dict]:
           "|---|---|---:|---:|---:|---:|"]
     money_ok = True
     for name in FINANCIAL:
-        for col, legacy, loaded, held in _money(source, target, name):
+        for col, legacy, loaded, held in _money(source, target, name, timeout_ms=timeout_ms):
             diff = legacy - loaded - held
             money_ok &= diff == 0
             L.append(f"| {name} | {col} | {legacy:,.2f} | {loaded:,.2f} | {held:,.2f} | {diff:,.2f} |")
@@ -312,31 +313,31 @@ def comprehensive_report(source: str, target: str) -> tuple[str, dict]:
     return "\n".join(L) + "\n", figures
 
 
-def write_all(source: str, target: str, folder: Path) -> dict:
+def write_all(source: str, target: str, folder: Path, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict:
     """Write the three reports into ``folder``; returns their paths and the headline figures."""
     folder.mkdir(parents=True, exist_ok=True)
-    text, figures = comprehensive_report(source, target)
+    text, figures = comprehensive_report(source, target, timeout_ms=timeout_ms)
     (folder / COMPREHENSIVE_REPORT).write_text(text)
-    text, passed, total = validation_report(target)
+    text, passed, total = validation_report(target, timeout_ms=timeout_ms)
     (folder / VALIDATION_REPORT).write_text(text)
-    diff_path, remaining = write_differential_report(source, target, folder)
+    diff_path, remaining = write_differential_report(source, target, folder, timeout_ms=timeout_ms)
     figures.update({"remaining_difference": remaining})
     return {"paths": [folder / COMPREHENSIVE_REPORT, folder / VALIDATION_REPORT, diff_path], **figures}
 
 
 # ------------------------------------------------------------------ status (the seed's daily status check)
 
-def status(source: str, target: str) -> tuple[list[dict], bool]:
+def status(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[list[dict], bool]:
     """Per entity: latest load, open quarantine, latest checks, remaining difference; and whether
     everything is healthy (every entity loaded, its last attempt not failed, every ERROR check of
     its latest results passing, legacy = target + quarantine)."""
-    with _connect(target) as conn:
+    with _connect(target, timeout_ms) as conn:
         last_attempt = dict(conn.execute(sql.SQL(
             "SELECT DISTINCT ON (entity) entity, status FROM {} ORDER BY entity, id DESC").format(
-            sql.Identifier(CONTROL_SCHEMA, "migration_runs"))).fetchall())
-    loads = latest_loads(target)
-    checks = latest_checks(target)
-    now = remaining_differences(source, target)
+            MIGRATION_RUNS)).fetchall())
+    loads = latest_loads(target, timeout_ms=timeout_ms)
+    checks = latest_checks(target, timeout_ms=timeout_ms)
+    now = remaining_differences(source, target, timeout_ms=timeout_ms)
     rows, healthy = [], True
     for e in topological_order():
         x = loads.get(e.name)
@@ -363,9 +364,9 @@ def status(source: str, target: str) -> tuple[list[dict], bool]:
     return rows, healthy
 
 
-def summary_lines(target: str, run_id: str | None = None) -> list[str]:
+def summary_lines(target: str, run_id: str | None = None, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[str]:
     """The per-entity summary table of one run (default: the latest) from the audit trail."""
-    with connect(target) as conn:
+    with _connect(target, timeout_ms) as conn:
         if run_id is None:
             row = conn.execute(f"SELECT run_id FROM {CONTROL_SCHEMA}.migration_runs ORDER BY id DESC LIMIT 1").fetchone()
             if not row:

@@ -20,7 +20,8 @@ from .config import DbSettings
 from .redaction import first_line
 from .settings import SETTINGS, Settings
 from .connections import connect
-from .engine import LegacyStream, LoadOptions
+from .engine.options import LoadOptions
+from .engine.stream import LegacyStream
 from .registry import Entity
 
 

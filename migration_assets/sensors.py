@@ -34,12 +34,13 @@ from psycopg import sql
 
 from .assets import MODE_TAG, REPORT_ASSET
 from .connections import set_statement_timeout
-from .engine import source_state_sql, write_audit
+from .engine.audit import write_audit
+from .engine.source_sql import source_state_sql
 from .errors import classify
 from .jobs import differential_refresh, full_migration
 from .registry import ENTITIES, topological_order
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
-from .target_schema import CONTROL_SCHEMA
+from .engine.names import ORPHAN_FK, QUARANTINE, WATERMARKS
 
 RUN_ENTITY = "(run)"
 
@@ -69,8 +70,8 @@ def legacy_states(conn, names=None) -> dict[str, tuple[int, int | None, str | No
         return {}
     parts = [sql.SQL("SELECT {}::text, s.* FROM ({}) AS s").format(sql.Literal(e.name), source_state_sql(e))
              for e in chosen]
-    # No JIT: the 45 counts add up to a plan costly enough to be compiled, and compiling it took
-    # longer than running it (scale 1.0: 0.65 s with JIT, 0.31 s without, medians of 5).
+    # No JIT: the 45 counts add up to a plan costly enough to be compiled, and compiling it takes
+    # longer than running it (BENCHMARKS.md, design measurements).
     conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL jit = off")
     return {name: (rows, max_id, hwm)
             for name, rows, _min_id, max_id, hwm in conn.execute(sql.SQL(" UNION ALL ").join(parts))}
@@ -117,7 +118,7 @@ def migrated_states(conn) -> dict[str, tuple[int, int | None, str | None]]:
     """The same triple as of each entity's last committed load (its watermark)."""
     return {name: (rows, max_id, hwm) for name, rows, max_id, hwm in conn.execute(sql.SQL(
         "SELECT entity, legacy_rows, max_legacy_id, (change_hwm AT TIME ZONE 'UTC')::text FROM {}").format(
-        sql.Identifier(CONTROL_SCHEMA, "watermarks")))}
+        WATERMARKS))}
 
 
 def entities_to_refresh(legacy: dict, migrated: dict, orphans_waiting: set[str]) -> list[str]:
@@ -157,8 +158,8 @@ def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, tar
         set_statement_timeout(tgt, settings.migration_timeout_ms)
         done = migrated_states(tgt)
         waiting = {r[0] for r in tgt.execute(sql.SQL(
-            "SELECT DISTINCT entity FROM {} WHERE NOT resolved AND reason = 'ORPHAN_FK'").format(
-            sql.Identifier(CONTROL_SCHEMA, "quarantine")))}
+            "SELECT DISTINCT entity FROM {} WHERE NOT resolved AND reason = {}").format(
+            QUARANTINE, sql.Literal(ORPHAN_FK)))}
     cursor["seen"] = seen
     if counted_all:
         cursor["counted_at"] = clock

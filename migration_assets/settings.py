@@ -119,6 +119,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+DEFAULTS: dict[str, Any] = {s.field: s.default for s in SETTINGS}  # by Settings field
+
+
 @dataclass(frozen=True)
 class Settings:
     """The values of :data:`SETTINGS`, one attribute each (their defaults live there only)."""

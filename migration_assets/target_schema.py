@@ -25,13 +25,14 @@ from psycopg import sql
 
 from .config import PROJECT_DIR
 from .connections import connect, set_statement_timeout
-from .settings import load as load_settings
+from .engine.names import CONTROL_SCHEMA
+from .settings import DEFAULTS
 from .registry import ENTITIES, Entity, topological_order
 from .transforms import EMAIL_REGEX, NAMESPACE_BYTES, Kind
 
 MIGRATIONS_DIR = PROJECT_DIR / "supabase" / "migrations"
-CONTROL_SCHEMA = "migration_control"
 ROLES = ("anon", "authenticated", "service_role")
+DEFAULT_TIMEOUT_MS = DEFAULTS["migration_timeout_ms"]
 _ADVISORY_LOCK = 7_318_221
 
 
@@ -297,7 +298,8 @@ def _roles_problem(conn, roles: tuple[str, ...]) -> str | None:
             f"run as a superuser: {statements}; then run setup again")
 
 
-def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
+                     timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[str]:
     """Apply the migration files not yet applied; return the versions applied now.
 
     The history is ``migration_control.schema_migrations`` (version, name, checksum): a file edited
@@ -307,13 +309,13 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[st
     until they are repaired away. One transaction under a transaction-level advisory lock:
     concurrent set-ups wait for each other, the lock cannot outlive the transaction (a session
     lock would stay on whichever server connection a transaction pooler gave it), and a failing
-    file leaves nothing applied."""
+    file leaves nothing applied. ``timeout_ms`` (MIGRATION_TIMEOUT) bounds every statement."""
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise FileNotFoundError(f"no migration files in {directory}")
     applied_now = []
     with connect(conninfo) as conn:
-        set_statement_timeout(conn, load_settings().migration_timeout_ms)
+        set_statement_timeout(conn, timeout_ms)
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(CONTROL_SCHEMA)))
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version text PRIMARY KEY, name text, checksum text, "

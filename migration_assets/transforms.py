@@ -57,7 +57,15 @@ TIMESTAMP_MIN, TIMESTAMP_END = "4714-11-24 00:00:00 BC", "10000-01-01 00:00:00"
 
 
 def legacy_uuid(entity: str, legacy_id: int) -> uuid.UUID:
-    """The target primary key of ``entity``'s legacy row ``legacy_id`` (reference implementation)."""
+    """The target primary key of ``entity``'s legacy row ``legacy_id`` (reference implementation).
+
+    The same UUID is spelled four more times, each where it is cheapest, and the tests hold them
+    equal to this one: :func:`uuid3_keys` / :func:`md5_of_ids` (vectorised over an Arrow column:
+    the stream's keys), :class:`ParentKeys` (the same, hashed once per parent id), the composed
+    SQL :func:`md5_key_sql` / :func:`uuid_sql` / :func:`uuid_from_md5_sql` (the checks and the
+    retry planner, which reuse the digest), and the target's SQL function
+    ``migration_control.legacy_uuid`` (target_schema; the engine calls it through
+    engine.names.legacy_uuid_sql for primary-key probes)."""
     return uuid.uuid3(NAMESPACE, f"{entity}:{legacy_id}")
 
 
@@ -222,10 +230,12 @@ class ParentKeys:
 
 
 class Kind(enum.Enum):
-    """Transform kinds. Value: (legacy SQL type, target SQL type)."""
+    """Transform kinds. Value: (legacy SQL type, target SQL type), plus a tag where two kinds share
+    both types: enum members with equal values would be aliases of one member (``Kind.FK is
+    Kind.PK``), and every foreign key would then be labelled a primary key."""
 
-    PK = ("integer", "uuid")
-    FK = ("integer", "uuid")
+    PK = ("integer", "uuid", "pk")
+    FK = ("integer", "uuid", "fk")
     TEXT = ("varchar(200)", "text")
     LONG_TEXT = ("text", "text")
     EMAIL = ("varchar(120)", "text")

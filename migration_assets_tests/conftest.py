@@ -116,7 +116,7 @@ def private_migration(databases, target, monkeypatch):
         generate(legacy, scale=scale, seed=seed, rates=rates or DirtyRates(), log=lambda *_: None)
         monkeypatch.setenv("SOURCE_DB_URL", legacy)
         monkeypatch.setenv("TARGET_DB_URL", target)
-        result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral())
+        result = materialize(table_assets(), resources=build_resources(), instance=DagsterInstance.ephemeral())
         assert result.success
         return legacy, target, result
 

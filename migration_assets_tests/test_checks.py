@@ -208,7 +208,7 @@ def test_preflight_names_table_and_column_and_stops_the_run_before_any_load(data
     assert "target column public.payments.amount is text, expected numeric" in str(info.value)
     monkeypatch.setenv("SOURCE_DB_URL", legacy)
     monkeypatch.setenv("TARGET_DB_URL", target)
-    result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral(),
+    result = materialize(table_assets(), resources=build_resources(), instance=DagsterInstance.ephemeral(),
                          raise_on_error=False)
     assert not result.success
     loaded = sum(query(target, f"SELECT count(*) FROM public.{x.name}")[0][0] for x in ENTITIES)

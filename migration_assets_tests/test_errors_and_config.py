@@ -42,7 +42,7 @@ def test_unreachable_target_fails_clearly_then_completes_once_it_is_back(monkeyp
     monkeypatch.setenv("SOURCE_DB_URL", legacy)
     monkeypatch.setenv("TARGET_DB_URL", "host=127.0.0.1 port=1 dbname=nowhere user=x connect_timeout=2")
     monkeypatch.setenv("MAX_RETRY_ATTEMPTS", "0")
-    offices = [a for a in table_assets if a.key.path[-1] == "offices"]
+    offices = [a for a in table_assets() if a.key.path[-1] == "offices"]
     result = materialize(offices, resources=build_resources(), instance=DagsterInstance.ephemeral(),
                          raise_on_error=False)
     assert not result.success

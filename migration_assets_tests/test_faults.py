@@ -44,7 +44,7 @@ def _kill_one_copy_during_a_full_run(admin, databases, target, monkeypatch, *, l
     killer = threading.Thread(target=_kill_when_copying, args=(admin, db, table, stop, killed, pattern, after_ms))
     killer.start()
     try:
-        result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral(),
+        result = materialize(table_assets(), resources=build_resources(), instance=DagsterInstance.ephemeral(),
                              raise_on_error=False)
     finally:
         stop.set()
@@ -99,7 +99,7 @@ def test_run_failure_sensor_records_the_failed_run(monkeypatch, legacy, target):
     monkeypatch.setenv("TARGET_DB_URL", "host=127.0.0.1 port=1 dbname=nowhere user=x connect_timeout=2")
     monkeypatch.setenv("MAX_RETRY_ATTEMPTS", "0")
     instance = DagsterInstance.ephemeral()
-    offices = [a for a in table_assets if a.key.path[-1] == "offices"]
+    offices = [a for a in table_assets() if a.key.path[-1] == "offices"]
     result = materialize(offices, resources=build_resources(), instance=instance, raise_on_error=False)
     assert not result.success
     failure = [ev for ev in result.all_events if ev.event_type == DagsterEventType.RUN_FAILURE][0]
@@ -120,7 +120,7 @@ def _job_run(job_name: str = "full_migration", selection=None):
     from migration_assets.definitions import build_resources, table_assets
     from migration_assets.jobs import differential_refresh, full_migration
 
-    defs = Definitions(assets=table_assets, jobs=[full_migration, differential_refresh],
+    defs = Definitions(assets=table_assets(), jobs=[full_migration, differential_refresh],
                        resources=build_resources(), executor=in_process_executor)
     job = defs.resolve_job_def(job_name)
     return job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False,

@@ -122,7 +122,7 @@ def test_migrate_twice_mutate_refresh_and_status_through_a_pooler(pooler, databa
         if mode is None:
             mutate(legacy, fraction=0.02, log=lambda *_: None)
             mode = "differential"
-        result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral(),
+        result = materialize(table_assets(), resources=build_resources(), instance=DagsterInstance.ephemeral(),
                              tags={MODE_TAG: mode}, raise_on_error=False)
         failures = [e.message for e in result.all_events if e.is_failure]
         assert result.success, failures[:3]
@@ -234,7 +234,7 @@ def test_a_check_that_times_out_is_a_timeout_and_never_reloads_its_table(databas
     monkeypatch.setenv("SOURCE_DB_URL", legacy)
     monkeypatch.setenv("TARGET_DB_URL", target)
     monkeypatch.setenv("MIGRATION_TIMEOUT", "1000")
-    offices = [a for a in table_assets if a.key.path[-1] == "offices"]
+    offices = [a for a in table_assets() if a.key.path[-1] == "offices"]
     with table_locked(target, "migration_control.check_results"):
         result = materialize(offices, resources=build_resources(), instance=DagsterInstance.ephemeral(),
                              raise_on_error=False)
@@ -256,7 +256,8 @@ def test_a_table_owned_by_another_role_that_references_a_target_table_turns_off_
 
     from psycopg import sql as psql
 
-    from migration_assets.engine import LoadOptions, migrate_entity
+    from migration_assets.engine.load import migrate_entity
+    from migration_assets.engine.options import LoadOptions
 
     owner, other = f"ma_owner_{uuid.uuid4().hex[:8]}", f"ma_other_{uuid.uuid4().hex[:8]}"
     legacy = databases.new("legacy_foreign_owner")

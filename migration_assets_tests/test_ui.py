@@ -94,7 +94,7 @@ def test_webserver_shows_the_registry_keeps_runs_and_renders_the_graph(deploymen
     from migration_assets.definitions import build_resources, table_assets
 
     instance = DagsterInstance.from_config(deployment["DAGSTER_HOME"])  # PostgreSQL-backed, per dagster.yaml
-    run = materialize([a for a in table_assets if a.key.path[-1] in ("roles", "offices")],
+    run = materialize([a for a in table_assets() if a.key.path[-1] in ("roles", "offices")],
                       resources=build_resources(), instance=instance, selection=["roles", "offices"])
     assert run.success
 

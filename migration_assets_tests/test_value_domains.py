@@ -18,13 +18,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_assets.engine import LoadOptions, migrate_entity
+from migration_assets.engine.load import migrate_entity
+from migration_assets.engine.options import LoadOptions
 from migration_assets.registry import ENTITIES, Entity, topological_order
 from migration_assets.simulator import DirtyRates, generate
 from migration_assets.target_schema import apply_migrations
 from migration_assets.transforms import Column, Kind, legacy_uuid
 
-from .test_differential import assert_equal_to_fresh
+from .test_plan_and_deletes import assert_equal_to_fresh
 
 INT4_MIN, INT4_MAX = -2**31, 2**31 - 1
 INT8_MIN, INT8_MAX = -2**63, 2**63 - 1

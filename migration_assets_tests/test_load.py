@@ -14,7 +14,9 @@ import pytest
 from dagster import DagsterInstance, materialize
 from psycopg import sql
 
-from migration_assets.engine import LoadOptions, migrate_entity, source_query
+from migration_assets.engine.load import migrate_entity
+from migration_assets.engine.options import LoadOptions
+from migration_assets.engine.source_sql import source_query
 from migration_assets.registry import ENTITIES, entity, topological_order
 from migration_assets.transforms import EMAIL_REGEX, Kind, legacy_uuid
 
@@ -65,7 +67,7 @@ def expected_value(c, v):
 def run_all(instance=None):
     from migration_assets.definitions import build_resources, table_assets
 
-    return materialize(table_assets, resources=build_resources(), instance=instance or DagsterInstance.ephemeral(),
+    return materialize(table_assets(), resources=build_resources(), instance=instance or DagsterInstance.ephemeral(),
                        raise_on_error=True)
 
 
@@ -274,9 +276,9 @@ def test_fixing_a_quarantined_row_at_the_source_resolves_it(migrated_private):
 
 def test_changed_transform_definition_forces_a_full_reread(migrated, monkeypatch):
     legacy, target, _ = migrated
-    import migration_assets.engine as engine
+    from migration_assets.engine import source_sql
 
-    monkeypatch.setattr(engine, "ENGINE_VERSION", "test-bump")
+    monkeypatch.setattr(source_sql, "ENGINE_VERSION", "test-bump")
     result = migrate_entity(legacy, target, "roles", LoadOptions(run_id="bump"))
     assert result.load_path.startswith("merge (1 of 1 id buckets changed")
     assert result.updated == result.existing  # the stored source hash changes on every row

@@ -145,7 +145,7 @@ def test_parent_joins_key_null_references_by_the_rows_own_id():
     of a right hash join in one bucket that no batch split divides (305 s instead of 0.5 s for
     a staged files table whose optional task_id is mostly NULL). The row's own id never matches
     a parent (another entity's name is hashed into it; no entity references itself)."""
-    from migration_assets.engine import parent_joins
+    from migration_assets.engine.rejects import parent_joins
 
     files = BY_NAME["files"]
     joins, flags = parent_joins(files, "s")

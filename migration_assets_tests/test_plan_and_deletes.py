@@ -15,7 +15,11 @@ from psycopg import sql
 
 from migration_assets.assets import MODE_TAG
 from migration_assets.checks import rows_reconcile
-from migration_assets.engine import SOFT_DELETED, LegacyStream, LoadOptions, migrate_entity
+from migration_assets.engine.load import migrate_entity
+from migration_assets.engine.names import SOFT_DELETED
+from migration_assets.engine.options import LoadOptions
+from migration_assets.engine.source_sql import gaps_sql
+from migration_assets.engine.stream import LegacyStream
 from migration_assets.registry import ENTITIES, entity, topological_order
 from migration_assets.reports import differential_report
 from migration_assets.simulator import mutate
@@ -54,7 +58,7 @@ def assert_equal_to_fresh(databases, legacy: str, target: str) -> None:
 def refresh(mode: str = "differential", selection=None):
     from migration_assets.definitions import build_resources, table_assets
 
-    result = materialize(table_assets, resources=build_resources(), instance=DagsterInstance.ephemeral(),
+    result = materialize(table_assets(), resources=build_resources(), instance=DagsterInstance.ephemeral(),
                          tags={MODE_TAG: mode}, selection=selection)
     assert result.success
     return result
@@ -82,7 +86,7 @@ def test_gaps_are_exactly_the_missing_ids(databases):
             lower, upper = rnd.randint(-300, 500), rnd.randint(500, 3200)
             stream = LegacyStream(conninfo, e, LoadOptions())
             found = set()
-            for lo, hi in stream.gaps(lower, upper):
+            for lo, hi in stream.query(*gaps_sql(e, lower, upper)):
                 found |= set(range(lo, hi + 1))
             stream.close()
             assert found == set(range(lower, upper + 1)) - set(ids)

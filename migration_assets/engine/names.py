@@ -1,0 +1,90 @@
+"""The names every phase of a load shares, spelled once: the helper columns the stream adds to
+the target's columns, the quarantine reason codes, the change-summary bucket, the reserved email
+domains, the control schema's tables and the target tables' identifiers.
+
+The legacy-id UUID has one SQL spelling here (:func:`legacy_uuid_sql`, the control schema's
+``legacy_uuid`` function); its Python reference, vectorised twin and composed SQL live in
+transforms.py, and tests hold the four equal.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from ..registry import Entity
+
+CONTROL_SCHEMA = "migration_control"  # the engine's own tables on the target (target_schema.py creates them)
+QUARANTINE = sql.Identifier(CONTROL_SCHEMA, "quarantine")
+WATERMARKS = sql.Identifier(CONTROL_SCHEMA, "watermarks")
+MIGRATION_RUNS = sql.Identifier(CONTROL_SCHEMA, "migration_runs")
+CHECK_RESULTS = sql.Identifier(CONTROL_SCHEMA, "check_results")
+
+# Helper columns of the stream's batches, after the target's own columns (stream.arrow_schema).
+LEGACY_ID = "_legacy_id"
+REJECT = "_reject"  # reason code of a row that cannot load, else NULL
+DETAIL = "_detail"
+RAW = "_raw"  # the legacy row as JSON, for rejected rows only
+NOTES = "_notes"  # the recovery rules the source query applied (metadata.recovered)
+SOURCE_HASH = "_source_hash"
+
+BUCKET = 1024  # legacy ids per bucket of the change summary
+HASH_MOD = 1 << 64  # bucket hash sums are compared modulo 2^64
+ENGINE_VERSION = "4"  # part of every source hash: bump when a transform or the hash changes meaning
+
+# Quarantine reason codes (documented in the README).
+REQUIRED_NULL = "REQUIRED_NULL"
+INVALID_VALUE = "INVALID_VALUE"
+INVALID_EMAIL = "INVALID_EMAIL"
+ORPHAN_FK = "ORPHAN_FK"
+DUPLICATE_KEY = "DUPLICATE_KEY"
+REASONS = (REQUIRED_NULL, INVALID_VALUE, INVALID_EMAIL, ORPHAN_FK, DUPLICATE_KEY)
+
+# metadata key of a soft-deleted target row, and the resolution of a quarantine row whose legacy row is gone
+SOFT_DELETED = "deleted_at_source"
+
+# Placeholders for emails that cannot be corrected live under this domain (RFC 2606 reserves
+# example.com), and a legacy address under it is never taken as valid: it becomes its own row's
+# placeholder (or INVALID_EMAIL without recovery), so a placeholder can never collide with it.
+PLACEHOLDER_DOMAIN = "invalid.example.com"
+SWAP_DOMAIN = "swap.invalid"  # reserved (RFC 2606): a unique email value in transit during a merge
+
+
+def target_columns(e: Entity) -> list[str]:
+    return ["id"] + [c.target for c in e.columns] + ["metadata"]
+
+
+def target_table(e: Entity) -> sql.Identifier:
+    return sql.Identifier("public", e.target_table)
+
+
+def table_named(name: str) -> sql.Identifier:
+    return sql.Identifier("public", name)
+
+
+def column_list(names) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def legacy_id_of(alias: str, staged: bool) -> sql.Composable:
+    """SQL: the legacy id of row ``alias``: its helper column in staging, its metadata in a target table."""
+    if staged:
+        return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(LEGACY_ID))
+    return sql.SQL("({}.metadata->>'legacy_id')::bigint").format(sql.Identifier(alias))
+
+
+def legacy_uuid_sql(entity_name: str, legacy_id: sql.Composable) -> sql.Composable:
+    """SQL: the target UUID of ``entity_name``'s legacy id ``legacy_id`` (the control schema's function)."""
+    return sql.SQL("{}.legacy_uuid({}, {})").format(sql.Identifier(CONTROL_SCHEMA), sql.Literal(entity_name), legacy_id)
+
+
+def not_soft_deleted_sql(alias: str | None = None) -> sql.Composable:
+    """SQL condition: the target row (``alias``, or the unqualified ``metadata``) is not marked
+    deleted at the source."""
+    metadata = sql.SQL("{}.metadata").format(sql.Identifier(alias)) if alias else sql.SQL("metadata")
+    return sql.SQL("NOT ({} ? {})").format(metadata, sql.Literal(SOFT_DELETED))
+
+
+def live_rows_sql(alias: str, delete_policy: str) -> sql.Composable:
+    """SQL condition: the row ``alias`` of a target table counts as present (under the soft delete
+    policy a row marked deleted at the source does not)."""
+    return not_soft_deleted_sql(alias) if delete_policy == "soft" else sql.SQL("true")

@@ -1,0 +1,264 @@
+"""The SQL run on the legacy database, built here and run by the stream and the planner.
+
+The load's one SELECT converts every column to its target type (transforms.py gives each kind's
+value and validity SQL), applies the recovery rules that need only the row itself (emails
+corrected or replaced by a placeholder, required NULLs given their default), flags the rows that
+cannot load with a reason code and a detail (carrying the raw legacy row as JSON for those rows
+only), and hashes each row's version for the change summaries. Text that only needs trimming and
+foreign keys (the legacy integer) travel raw: the stream finishes them on the Arrow batch, which
+is cheaper than doing it per row in SQL.
+
+The other statements read the same snapshot: the table's state (count, id range, change
+high-water mark), the per-bucket summaries the planner compares, the rows changed since a
+watermark, the gaps in the ids (where deleted rows are), and raw rows by id.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from psycopg import sql
+
+from ..registry import Entity
+from ..transforms import EMAIL_REGEX, Column, Kind, blank_sql
+from .names import (BUCKET, DETAIL, ENGINE_VERSION, INVALID_EMAIL, INVALID_VALUE, LEGACY_ID, NOTES,
+                    PLACEHOLDER_DOMAIN, RAW, REJECT, REQUIRED_NULL, SOURCE_HASH)
+from .options import LoadOptions
+
+
+def _src(c: Column) -> sql.Composable:
+    return sql.SQL("l.{}").format(sql.Identifier(c.legacy_name))
+
+
+def _email_fixed_sql(src: sql.Composable) -> sql.Composable:
+    """Email recovery: trim, lower-case, drop inner spaces, collapse '@@', fix ' at ', strip a trailing dot."""
+    return sql.SQL(
+        "rtrim(regexp_replace(replace(replace(lower(btrim({})), ' at ', '@'), ' ', ''), '@+', '@', 'g'), '.')"
+    ).format(src)
+
+
+def email_ok_sql(value: sql.Composable) -> sql.Composable:
+    """SQL: ``value`` is a valid address and not under the placeholders' reserved domain."""
+    domain = "@" + PLACEHOLDER_DOMAIN
+    return sql.SQL("({v} ~ {re} AND right({v}, {n}) <> {d})").format(
+        v=value, re=sql.Literal(EMAIL_REGEX), n=sql.Literal(len(domain)), d=sql.Literal(domain))
+
+
+def column_value_sql(e: Entity, c: Column, opts: LoadOptions) -> sql.Composable:
+    src = _src(c)
+    if c.kind is Kind.FK:
+        return src  # the legacy integer: the UUID is computed on the batch (uuid3_keys)
+    if c.kind is Kind.EMAIL and opts.error_recovery:
+        fixed = _email_fixed_sql(src)
+        placeholder = sql.SQL("{} || l.{} || {}").format(
+            sql.Literal(f"invalid+{e.name}.{c.target}."), sql.Identifier(e.legacy_pk),
+            sql.Literal("@" + PLACEHOLDER_DOMAIN))
+        v = c.value_sql(src)
+        return sql.SQL("CASE WHEN {v} IS NULL THEN NULL WHEN {v_ok} THEN {v} "
+                       "WHEN {f_ok} THEN {f} ELSE {p} END").format(
+            v=v, v_ok=email_ok_sql(v), f=fixed, f_ok=email_ok_sql(fixed), p=placeholder)
+    value = c.value_sql(src)
+    if opts.error_recovery and c.required and c.default is not None:
+        value = sql.SQL("coalesce({}, {})").format(value, sql.SQL(c.default))
+    return value
+
+
+def trimmed_in_arrow(c: Column, opts: LoadOptions) -> bool:
+    """Text whose ``nullif(btrim(..), '')`` the load applies to the batch (:func:`trim_text`)
+    instead of in the source query, where it cost more than the whole COPY of a long-text table.
+    A required column with a recovery default keeps the SQL (the default replaces the NULL)."""
+    return c.kind in (Kind.TEXT, Kind.LONG_TEXT) and not (opts.error_recovery and c.required and c.default is not None)
+
+
+def _wire_value_sql(e: Entity, c: Column, opts: LoadOptions) -> sql.Composable:
+    """What the source query sends for ``c``: the converted value, except where the batch does
+    the rest (the legacy integer of a key, raw text trimmed in Arrow)."""
+    if trimmed_in_arrow(c, opts):
+        return _src(c)
+    return column_value_sql(e, c, opts)
+
+
+def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """(reason, detail, recovery notes) expressions; reason NULL means the row is loadable."""
+    reasons: list[tuple[sql.Composable, str, sql.Composable]] = []
+    notes: list[sql.Composable] = []
+    for c in e.columns:
+        src = _src(c)
+        defaulted = opts.error_recovery and c.default is not None
+        if c.required and not defaulted:
+            # text kinds (text dates too) turn blank values into NULL, so a value of spaces only counts as missing:
+            # it must be quarantined, not reach the target's NOT NULL constraint
+            converted = c.kind in (Kind.TEXT, Kind.LONG_TEXT, Kind.EMAIL, Kind.TEXT_DATE)
+            missing = blank_sql(src) if converted else sql.SQL("{} IS NULL").format(src)
+            reasons.append((missing, REQUIRED_NULL,
+                            sql.Literal(f"{c.legacy_name} is NULL or blank; {c.target} is required")))
+        elif c.required and defaulted:
+            notes.append(sql.SQL("CASE WHEN {} IS NULL THEN {} END").format(
+                src, sql.Literal(f'"{c.target}": {{"rule": "default_for_null"}}')))
+        invalid = c.invalid_sql(src)
+        if invalid is not None:
+            reasons.append((invalid, INVALID_VALUE, sql.SQL("{} || {}::text").format(
+                sql.Literal(f"{c.legacy_name}: cannot convert to {c.target_type}: "), src)))
+        if c.kind is Kind.EMAIL:
+            cleaned = c.value_sql(src)
+            bad = sql.SQL("({v} IS NOT NULL AND NOT {ok})").format(v=cleaned, ok=email_ok_sql(cleaned))
+            if opts.error_recovery:
+                notes.append(sql.SQL("CASE WHEN {bad} THEN {k} || to_json({s}::text)::text || "
+                                     "CASE WHEN {f_ok} THEN ', \"rule\": \"email_corrected\"}}' "
+                                     "ELSE ', \"rule\": \"email_placeholder\"}}' END END").format(
+                    bad=bad, k=sql.Literal(f'"{c.target}": {{"original": '), s=src,
+                    f_ok=email_ok_sql(_email_fixed_sql(src))))
+            else:
+                reasons.append((bad, INVALID_EMAIL, sql.SQL("{} || {}::text").format(
+                    sql.Literal(f"{c.legacy_name}: not a valid email: "), src)))
+    if not reasons:
+        reason = detail = sql.SQL("NULL::text")
+    else:
+        reason = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+            sql.SQL("WHEN {} THEN {}").format(cond, sql.Literal(code)) for cond, code, _ in reasons))
+        detail = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+            sql.SQL("WHEN {} THEN {}").format(cond, d) for cond, _, d in reasons))
+    if notes:
+        note = sql.SQL("nullif(concat_ws(', ', {}), '')").format(sql.SQL(", ").join(notes))
+    else:
+        note = sql.SQL("NULL::text")
+    return reason, detail, note
+
+
+def source_query(e: Entity, opts: LoadOptions, where: sql.Composable | None = None) -> sql.Composable:
+    """The SELECT run on the legacy database (exposed for tests and the checksum check)."""
+    reason, detail, notes = _rejects_sql(e, opts)
+    cols = [sql.SQL("{} AS {}").format(_wire_value_sql(e, c, opts), sql.Identifier(c.target)) for c in e.columns]
+    cols += [
+        sql.SQL("l.{} AS {}").format(sql.Identifier(e.legacy_pk), sql.Identifier(LEGACY_ID)),
+        sql.SQL("r.reason AS {}").format(sql.Identifier(REJECT)),
+        sql.SQL("CASE WHEN r.reason IS NOT NULL THEN {} END AS {}").format(detail, sql.Identifier(DETAIL)),
+        sql.SQL("CASE WHEN r.reason IS NOT NULL THEN row_to_json(l)::text END AS {}").format(sql.Identifier(RAW)),
+        sql.SQL("{} AS {}").format(source_hash_sql(e, opts), sql.Identifier(SOURCE_HASH)),
+        sql.SQL("{} AS {}").format(notes, sql.Identifier(NOTES)),
+    ]
+    q = sql.SQL("SELECT {} FROM {} AS l CROSS JOIN LATERAL (SELECT {} AS reason) AS r").format(
+        sql.SQL(", ").join(cols), sql.Identifier(e.legacy_table), reason)
+    if where is not None:
+        q = sql.SQL("{} WHERE {}").format(q, where)
+    return q
+
+
+def hash_salt(e: Entity, opts: LoadOptions) -> int:
+    """Salt of the per-row source hash: changes with the entity's definition and the recovery mode,
+    so a changed transform makes every row look changed and get re-migrated."""
+    return zlib.crc32(f"{ENGINE_VERSION}|{opts.error_recovery}|{e!r}".encode())
+
+
+def source_hash_sql(e: Entity, opts: LoadOptions, alias: str = "l") -> sql.Composable:
+    """64-bit hash of the legacy row's version: its ``xmin``, the id of the transaction that wrote
+    it, salted with the entity's definition.
+
+    PostgreSQL never changes a row in place: every UPDATE writes a new version with a new xmin, so
+    a row whose content changed always changes its hash (so does one rewritten with the same
+    values, or every row after a logical dump and restore: re-read, then found unchanged by the
+    merge; a false alarm costs time, never a missed change). Hashing the values instead
+    (hash_record_extended of the row) would read every column of every row for each summary.
+    Only ever compared with values the same legacy database computed (a physical replica keeps
+    the xmins)."""
+    return sql.SQL("hashint8extended({}.xmin::text::bigint, {})").format(
+        sql.Identifier(alias), sql.Literal(hash_salt(e, opts)))
+
+
+# The legacy change columns are UTC timestamps without a time zone (Kind.TIMESTAMP); "now" is the
+# start of the reading transaction, so one snapshot sees one clock.
+SNAPSHOT_CLOCK = sql.SQL("(transaction_timestamp() AT TIME ZONE 'UTC')")
+
+
+def source_state_sql(e: Entity) -> sql.Composable:
+    """(rows, min id, max id, change high-water mark as text) of a legacy table: what a watermark
+    records, and what the sensor compares with it.
+
+    Four subqueries, not one aggregate: apart, the count can read the primary key's index and the
+    three extremes are index endpoints (the change column is indexed, like every change-tracking
+    column a differential refresh filters on); together they take a scan of the whole heap.
+
+    The high-water mark is the highest change mark not later than the snapshot's own clock: one
+    row marked in the future (a legacy clock gone wrong, a 9999-12-31 placeholder) would otherwise
+    move the mark past every later change, and a differential refresh would skip them all. Rows
+    marked in the future are re-read by every differential refresh instead (plan_differential)."""
+    return sql.SQL("SELECT (SELECT count(*) FROM {t}), (SELECT min({pk}) FROM {t}), (SELECT max({pk}) FROM {t}), "
+                   "(SELECT max({chg}) FROM {t} WHERE {chg} <= {now})::text").format(now=SNAPSHOT_CLOCK,
+        pk=sql.Identifier(e.legacy_pk), chg=sql.Identifier(e.legacy_change_column), t=sql.Identifier(e.legacy_table))
+
+
+def bucket_summary_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
+    """Per bucket of BUCKET legacy ids: (bucket, rows, sum of source hashes, NULL, NULL, NULL), and
+    one closing row (NULL, rows, NULL, min id, max id, change high-water mark) that is the
+    snapshot's state (the high-water mark capped at the snapshot's clock as in
+    :func:`source_state_sql`), so the planner does not scan the table twice."""
+    return sql.SQL(
+        "WITH s AS (SELECT l.{pk} / {b} AS b, count(*) AS n, sum({h}) AS h, min(l.{pk}) AS lo, max(l.{pk}) AS hi, "
+        "           max(l.{chg}) FILTER (WHERE l.{chg} <= {now}) AS chg FROM {t} AS l GROUP BY 1) "
+        "SELECT b, n, h, NULL, NULL, NULL FROM s "
+        "UNION ALL SELECT NULL, coalesce(sum(n), 0), NULL, min(lo), max(hi), max(chg)::text FROM s").format(
+        pk=sql.Identifier(e.legacy_pk), b=sql.Literal(BUCKET), h=source_hash_sql(e, opts),
+        chg=sql.Identifier(e.legacy_change_column), t=sql.Identifier(e.legacy_table), now=SNAPSHOT_CLOCK)
+
+
+def future_marks_sql(e: Entity) -> tuple[sql.Composable, sql.Composable]:
+    """(condition on alias ``l``, count query) of the rows whose change mark is later than the
+    snapshot's clock: never the high-water mark, so every differential refresh re-reads them."""
+    future = sql.SQL("l.{} > {}").format(sql.Identifier(e.legacy_change_column), SNAPSHOT_CLOCK)
+    return future, sql.SQL("SELECT count(*) FROM {} AS l WHERE {}").format(sql.Identifier(e.legacy_table), future)
+
+
+def changed_since_sql(e: Entity, since_iso: str) -> sql.Composable:
+    """Condition on alias ``l``: changed at or after ``since_iso``. The literal is untyped, so it
+    takes the change column's own type and the column's index applies."""
+    return sql.SQL("l.{} >= {}").format(sql.Identifier(e.legacy_change_column), sql.Literal(since_iso))
+
+
+def ids_sql(e: Entity, *, above: int | None = None, buckets: list[int] | None = None,
+            ids: list[int] | None = None) -> sql.Composable:
+    """Condition on alias ``l``: legacy id above ``above``, in one of ``buckets``, or in ``ids``
+    (each part only when given; none given: false)."""
+    pk = sql.SQL("l.{}").format(sql.Identifier(e.legacy_pk))
+    parts = []
+    if above is not None:
+        parts.append(sql.SQL("{} > {}").format(pk, sql.Literal(above)))
+    if buckets:
+        parts.append(sql.SQL("({} / {}) = ANY({})").format(pk, sql.Literal(BUCKET), sql.Literal(buckets)))
+    if ids:
+        parts.append(sql.SQL("{} = ANY({})").format(pk, sql.Literal(ids)))
+    return sql.SQL(" OR ").join(parts) if parts else sql.SQL("false")
+
+
+def gaps_sql(e: Entity, lower: int, upper: int) -> tuple[sql.Composable, dict]:
+    """(query, parameters): the ranges of legacy ids within [lower, upper] that do not exist.
+
+    Every deleted row lies in one. One aggregate over the primary key counts the rows per block
+    of 64 ids and records which of them exist (a 64-bit mask); runs of empty blocks are gaps as a
+    whole, and the missing ids of partly filled blocks are read off their masks, so the table is
+    read once. The arithmetic is in the legacy key's own integer type, unless the bounds come
+    within two blocks of int4's limits, where it would overflow: then in bigint."""
+    c = sql.SQL("") if -2**31 + 128 < lower and upper < 2**31 - 128 else sql.SQL("::bigint")
+    query = sql.SQL(
+        "WITH blocks AS (SELECT {pk}{c} >> 6 AS b, count(*) AS n, "
+        "                bit_or(1::bigint << ({pk}{c} & 63)::int) AS m "
+        "                FROM {t} WHERE {pk} BETWEEN %(lower)s{c} AND %(upper)s{c} GROUP BY 1), "
+        "empty AS (SELECT (b + 1) << 6 AS lo, "
+        "                 (lead(b, 1, (%(upper)s{c} >> 6) + 1) OVER (ORDER BY b) << 6) - 1 AS hi "
+        "          FROM blocks "
+        "          UNION ALL SELECT %(lower)s{c}, "
+        "                 (coalesce((SELECT min(b) FROM blocks), (%(upper)s{c} >> 6) + 1) << 6) - 1), "
+        "partial AS (SELECT b, m FROM blocks "
+        "            WHERE n < least(%(upper)s{c}, (b << 6) + 63) - greatest(%(lower)s{c}, b << 6) + 1) "
+        "SELECT greatest(lo, %(lower)s{c}), least(hi, %(upper)s{c}) FROM empty "
+        "WHERE least(hi, %(upper)s{c}) >= greatest(lo, %(lower)s{c}) "
+        "UNION ALL "
+        "SELECT (b << 6) + i, (b << 6) + i FROM partial, generate_series(0, 63) AS i "
+        "WHERE m & (1::bigint << i) = 0 AND (b << 6) + i BETWEEN %(lower)s{c} AND %(upper)s{c} "
+        "ORDER BY 1").format(pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table), c=c)
+    return query, {"lower": lower, "upper": upper}
+
+
+def raw_rows_sql(e: Entity) -> sql.Composable:
+    """(legacy id, the raw row as JSON text) of the ids given as the one parameter (an array)."""
+    return sql.SQL("SELECT l.{pk}, row_to_json(l)::text FROM {t} AS l WHERE l.{pk} = ANY(%s)").format(
+        pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table))

@@ -1,0 +1,123 @@
+"""The code location as Dagster loads it, without a database: a snapshot of the 45 table assets'
+specs, no import-time side effects, no import cycle (definitions, assets, engine)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from migration_assets.registry import BY_NAME, ENTITIES
+from migration_assets.settings import load
+
+PACKAGE = Path(__file__).resolve().parents[2] / "migration_assets"
+SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_specs.json"
+
+
+def _specs() -> dict:
+    from migration_assets.definitions import table_assets
+
+    out = {}
+    for a in table_assets(load({})):
+        (spec,) = a.specs
+        policy = a.op.retry_policy
+        out[spec.key.to_user_string()] = {
+            "deps": sorted(d.asset_key.to_user_string() for d in spec.deps),
+            "group": spec.group_name, "tags": dict(sorted(spec.tags.items())), "kinds": sorted(spec.kinds),
+            "owners": list(spec.owners), "io_manager_key": a.get_io_manager_key_for_asset_key(spec.key),
+            "checks": sorted(c.name + (" (blocking)" if c.blocking else "") for c in a.check_specs),
+            "retry": [policy.max_retries, policy.backoff.value, policy.jitter.value],
+        }
+    return out
+
+
+def test_the_asset_specs_match_the_snapshot():
+    """Any change to what the UI shows of the 45 assets (deps, groups, tags, kinds, checks,
+    retries) shows up here. After an intended change: UPDATE_SNAPSHOTS=1 ./run test --unit."""
+    specs = _specs()
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.write_text(json.dumps(specs, indent=1, sort_keys=True) + "\n")
+    assert specs == json.loads(SNAPSHOT.read_text())
+
+
+def test_the_snapshot_agrees_with_the_registry():
+    specs = json.loads(SNAPSHOT.read_text())
+    assert sorted(specs) == sorted(e.name for e in ENTITIES)
+    for name, spec in specs.items():
+        e = BY_NAME[name]
+        assert spec["deps"] == sorted(e.parents) and spec["group"] == e.group_name
+        assert spec["tags"] == {"dagster/kind/postgres": "", "level": str(e.level), "priority": e.priority}
+        assert "foreign_keys_resolve (blocking)" in spec["checks"]
+        assert ("emails_valid" in spec["checks"]) == bool(e.email_columns)
+
+
+def test_checks_off_removes_the_check_specs_only():
+    from migration_assets.definitions import table_assets
+
+    off = table_assets(load({"MIGRATION_ASSET_CHECKS": "false"}))
+    assert len(off) == 45 and all(not list(a.check_specs) for a in off)
+
+
+def test_importing_the_code_location_does_nothing(tmp_path):
+    """No server started, no allocator changed, no setting read: Dagster's @definitions call does that."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SOURCE_DB", "TARGET_DB", "MIGRATION_", "DAGSTER_PG"))}
+    env.update(MIGRATION_HOME=str(tmp_path), BATCH_SIZE="not-a-number")  # a bad setting: read at import, it would fail
+    probe = ("import pyarrow as pa, migration_assets.definitions, migration_assets.cli, migration_assets.engine.load;"
+             "print(pa.default_memory_pool().backend_name);"
+             "from migration_assets.engine.memory import bound_native_memory; bound_native_memory();"
+             "print(pa.default_memory_pool().backend_name)")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = out.stdout.split()
+    assert before != "system" and after == "system"
+    assert not (tmp_path / ".pgdata").exists()
+
+
+def _module_imports(path: Path) -> set[str]:
+    """The project modules ``path`` imports at module level (imports inside functions are calls)."""
+    name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rsplit(".", 1)[0]
+            module = (f"{base}.{node.module}" if node.module else base) if node.level else node.module
+            if module and module.startswith("migration_assets"):
+                found.add(module)
+                found |= {f"{module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("migration_assets")}
+    return found
+
+
+def test_no_import_cycle_and_the_engine_imports_no_dagster():
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in PACKAGE.rglob("*.py")}
+    graph = {m: {d for d in _module_imports(p) if d in modules and d != m} for m, p in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for d in graph[m]:
+            assert state.get(d) != 1, "import cycle: " + " -> ".join(path + [d])
+            if d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+    graph = {m: ds - {"migration_assets"} for m, ds in graph.items()}  # "from .. import x" names x, seen above
+    for m, p in modules.items():
+        if m.startswith("migration_assets.engine"):
+            assert "dagster" not in p.read_text(), m
+            assert not {d for d in graph[m] if not d.startswith("migration_assets.engine")} - {
+                "migration_assets.registry", "migration_assets.transforms", "migration_assets.settings",
+                "migration_assets.connections"}, m

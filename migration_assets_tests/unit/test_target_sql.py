@@ -1,0 +1,135 @@
+"""The SQL the load runs on the target, built without a database: plan, rejects, deletes, merge
+(engine.plan, engine.rejects, engine.deletes, engine.load)."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg import sql
+
+from migration_assets.engine.deletes import deleted_ids_sql, resolve_quarantine_sql, soft_delete_sql, target_rows_of_sql
+from migration_assets.engine.load import copy_sql, merge_sql, quarantine_rejects_sql, resolve_loaded_sql, stage_sql
+from migration_assets.engine.names import SOFT_DELETED, target_table
+from migration_assets.engine.options import LoadOptions
+from migration_assets.engine.plan import (READ_ALL, ReadPlan, accounted_sql, retry_rows_sql, save_watermark_sql,
+                                          target_summary_sql)
+from migration_assets.engine.rejects import (duplicates_sql, first_missing_parent_sql, orphan_detail, orphan_sql,
+                                             unique_swap_sql, upsert_quarantine_sql)
+from migration_assets.engine.stream import SourceState
+from migration_assets.registry import BY_NAME, ENTITIES
+
+from .conftest import render, with_fks
+
+QUARANTINE = '"migration_control"."quarantine"'
+SELECT_ONE = sql.SQL("SELECT 1")
+
+
+@pytest.mark.parametrize("e", ENTITIES, ids=lambda e: e.name)
+def test_the_merge_writes_only_rows_whose_content_differs(e):
+    text = render(merge_sql(e))
+    assert text.startswith(f'WITH up AS (INSERT INTO "public"."{e.target_table}" AS t')
+    assert "ON CONFLICT (id) DO UPDATE SET" in text and "IS DISTINCT FROM" in text
+    for c in [*(c.target for c in e.columns), "metadata"]:
+        assert f'"{c}" = EXCLUDED."{c}"' in text
+    assert '"id" = EXCLUDED."id"' not in text
+
+
+@pytest.mark.parametrize("e", with_fks(), ids=lambda e: e.name)
+def test_the_orphan_search_follows_the_recovery_rules(e):
+    on, off = orphan_sql(e, target_table(e), True, LoadOptions()), orphan_sql(e, target_table(e), True,
+                                                                             LoadOptions(error_recovery=False))
+    required = [c for c in e.foreign_keys if c.required]
+    optional = [c for c in e.foreign_keys if not c.required]
+    assert (on.quarantine is not None) == bool(required) and (on.set_null is not None) == bool(optional)
+    assert off.quarantine is not None and off.set_null is None  # without recovery every orphan is quarantined
+    text = render(on.search)
+    for i, c in enumerate(e.foreign_keys):
+        assert f'LEFT JOIN "public"."{c.parent}" AS "p{i}"' in text
+    for c in required:
+        assert orphan_detail(c) in render(on.quarantine)
+    if optional:
+        assert "orphan_fk_set_null" in render(on.set_null) and "ctid = ANY(ARRAY(" in render(on.set_null)
+
+
+@pytest.mark.parametrize("e", [e for e in ENTITIES if e.unique_columns], ids=lambda e: e.name)
+def test_duplicates_lose_to_the_lowest_legacy_id_and_target_rows_compete_on_the_merge_path(e):
+    for c in e.unique_columns:
+        staged = render(duplicates_sql(e, c, target_table(e), staged=True))
+        fast = render(duplicates_sql(e, c, target_table(e), staged=False))
+        for text in (staged, fast):
+            assert "row_number() OVER (PARTITION BY v ORDER BY legacy_id)" in text and "'DUPLICATE_KEY'" in text
+        assert "UNION ALL SELECT NULL::tid" in staged and "UNION ALL SELECT NULL::tid" not in fast
+    swaps = [render(s) for s in unique_swap_sql(e)]
+    assert len(swaps) == len(e.unique_columns)
+    assert all("s.{0} IS DISTINCT FROM t.{0}".format(f'"{c.target}"') in s for s, c in zip(swaps, e.unique_columns))
+
+
+def test_the_first_missing_parent_is_named_only_where_two_references_can_be_missing():
+    for e in ENTITIES:
+        blocking = [c for c in e.foreign_keys if c.required]
+        statement = first_missing_parent_sql(e, LoadOptions())
+        assert (statement is None) == (len(blocking) < 2), e.name
+        if statement is not None:
+            text = render(statement)
+            assert text.index(orphan_detail(blocking[0])) < text.index(orphan_detail(blocking[1]))
+
+
+def test_quarantine_writes_reopen_a_row_seen_again():
+    text = render(quarantine_rejects_sql(BY_NAME["roles"], "run-1"))
+    assert text.startswith(f"INSERT INTO {QUARANTINE} AS q") and "ON CONFLICT (entity, legacy_id) DO UPDATE" in text
+    assert "resolved = false" in text and "'run-1'::text AS run_id" in text
+    assert render(upsert_quarantine_sql(SELECT_ONE)).count("INSERT INTO") == 1
+
+
+def test_resolution_is_scoped_to_the_rows_this_load_wrote():
+    e = BY_NAME["roles"]
+    staged, fast = render(resolve_loaded_sql(e, "r", staged=True)), render(resolve_loaded_sql(e, "r", staged=False))
+    assert "IN (SELECT \"_legacy_id\" FROM _stage)" in staged and "_stage" not in fast
+    for text in (staged, fast):
+        assert "resolution = 'loaded'" in text and "\"migration_control\".legacy_uuid('roles', q.legacy_id)" in text
+    gone = render(resolve_quarantine_sql(e, "r", SOFT_DELETED, SELECT_ONE))
+    assert f"resolution = '{SOFT_DELETED}'" in gone
+
+
+@pytest.mark.parametrize("policy", ["hard", "soft"])
+def test_deleted_rows_are_found_among_present_rows_under_the_policy(policy):
+    e = BY_NAME["patients"]
+    for expand in (True, False):
+        text = render(deleted_ids_sql(e, LoadOptions(delete_policy=policy), expand=expand))
+        assert ("'deleted_at_source'" in text) == (policy == "soft")
+        assert ("generate_series(lo, hi)" in text) == expand
+    assert "jsonb_build_object('deleted_at_source'" in render(soft_delete_sql(e, "r", "_evict_deleted"))
+    assert 'CREATE TEMP TABLE "_x" ON COMMIT DROP' in render(target_rows_of_sql(e, "_x", SELECT_ONE))
+
+
+def test_the_plan_sql_counts_target_and_open_quarantine_per_bucket():
+    e = BY_NAME["tasks"]
+    text = render(target_summary_sql(e))
+    assert "/ 1024" in text and QUARANTINE in text and "NOT resolved" in text
+    soft, hard = render(accounted_sql(e, LoadOptions(delete_policy="soft"))), render(accounted_sql(e, LoadOptions()))
+    assert "deleted_at_source" in soft and "deleted_at_source" not in hard
+    retry = render(retry_rows_sql(e, LoadOptions()))
+    assert "'DUPLICATE_KEY'" in retry and "'ORPHAN_FK'" in retry and "'tasks'" in retry
+
+
+def test_the_watermark_is_one_parameterised_upsert():
+    state = SourceState(rows=3, min_id=1, max_id=9, change_hwm="2026-12-01 00:00:00")
+    statement, params = save_watermark_sql(BY_NAME["roles"], state, LoadOptions(run_id="r"), {2: (1, 5), 1: (2, 7)})
+    assert render(statement).count("%s") == len(params) == 10
+    assert params[0] == "roles" and params[7:] == [[1, 2], [2, 1], ["7", "5"]]
+    _, params = save_watermark_sql(BY_NAME["roles"], state, LoadOptions(), None)
+    assert params[7:] == [None, None, None]
+
+
+def test_a_plan_is_a_value():
+    assert READ_ALL == ReadPlan() and READ_ALL.where is None and not READ_ALL.read_nothing
+    with pytest.raises(AttributeError):
+        READ_ALL.note = "changed"  # frozen: handed along, never written into
+
+
+@pytest.mark.parametrize("e", ENTITIES[:3], ids=lambda e: e.name)
+def test_staging_and_copy_statements(e):
+    create, add = (render(s) for s in stage_sql(e))
+    assert f'(LIKE "public"."{e.target_table}" INCLUDING DEFAULTS) ON COMMIT DROP' in create
+    assert '"_legacy_id" bigint' in add
+    assert render(copy_sql(target_table(e), ["id", "metadata"], freeze=True)).endswith("(FORMAT binary, FREEZE)")
+    assert render(copy_sql(target_table(e), ["id"], freeze=False)).endswith("(FORMAT binary)")
