@@ -10,13 +10,14 @@ Without them, config.resolve_databases() picks MIGRATION_PG_URL or starts the em
 (``migration-assets setup`` writes a .env file that ``dagster dev`` loads, so normally the
 variables are set).
 
-Executor: in-process. A migration step is one streaming COPY; the multiprocess executor's process
-start and import per step would dwarf the loads of the 40 small tables (BENCHMARKS.md) and, on a
-small machine, steal CPU from the two database servers that do the real work. The connection
-budget follows from one step at a time: the load's target connection, the stream's source
-connection and its Arrow reader (two idle readers are kept between loads), the checks' source and
-target connections (all kept open between steps: connections.py), plus one short audit connection
-on failure: at most 7, under the seed's 10.
+Executor: MIGRATION_EXECUTOR (executors.py), in-process by default. A migration step is one
+streaming COPY; the multiprocess executor's process start and import per step would dwarf the
+loads of the 40 small tables (BENCHMARKS.md) and, on a small machine, steal CPU from the two
+database servers that do the real work. The connection budget of one step at a time: the load's
+target connection, the stream's source connection and its Arrow reader (two idle readers are kept
+between loads), the checks' source and target connections (all kept open between steps:
+connections.py), plus one short audit connection on failure: at most 7, under the seed's 10; each
+concurrent step of another executor adds its own.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from dagster import Definitions, EnvVar, in_process_executor
+from dagster import Definitions, EnvVar
 
 from . import settings
 from .assets import IO_MANAGER_KEY, build_table_assets, migration_reports
 from .config import DbSettings, resolve_databases
 from .engine.memory import bound_native_memory
+from .executors import build_executor
 from .io_manager import PostgresArrowIOManager
 from .jobs import differential_refresh, full_migration
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
@@ -92,7 +94,7 @@ def build_defs() -> Definitions:
         sensors=[record_run_failures, legacy_changes],
         schedules=[nightly_full_sync],
         resources=build_resources(s),
-        executor=in_process_executor,
+        executor=build_executor(s),
     )
 
 

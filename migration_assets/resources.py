@@ -88,6 +88,8 @@ class MigrationSettings(ConfigurableResource):
     sample_every: int = Field(ge=1, **_spec("CONTENT_CHECKSUM_SAMPLE_EVERY"))
     uuid_every: int = Field(ge=1, **_spec("UUID_CHECK_EVERY"))
     reports_dir: str = Field(**_spec("MIGRATION_REPORTS_DIR"))
+    executor: str = Field(**_spec("MIGRATION_EXECUTOR"))
+    max_concurrent: int = Field(ge=1, **_spec("MIGRATION_MAX_CONCURRENT"))
 
     @classmethod
     def from_settings(cls, s: Settings) -> "MigrationSettings":

@@ -116,6 +116,13 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=1, maximum=1_000_000),
     Setting("MIGRATION_REPORTS_DIR", "reports_dir", Path("reports"), "path",
             "folder of the three markdown reports (relative: to the working directory)"),
+    Setting("MIGRATION_EXECUTOR", "executor", "in_process", "choice",
+            "how a run's steps execute: in_process (one process); multiprocess (a process per step); celery "
+            "(steps queued to dagster-celery workers at CELERY_BROKER_URL, extra [celery]); k8s (a Kubernetes "
+            "job per step, dagster-k8s, extra [k8s]); README, 'Executors'",
+            choices=("in_process", "multiprocess", "celery", "k8s")),
+    Setting("MIGRATION_MAX_CONCURRENT", "max_concurrent", 2, "int",
+            "steps at a time under the multiprocess executor", minimum=1, maximum=256),
 )
 
 
@@ -140,9 +147,12 @@ class Settings:
     sample_every: int
     uuid_every: int
     reports_dir: Path
+    executor: str
+    max_concurrent: int
 
 
 DB_URL_VARIABLES = ("SOURCE_DB_URL", "TARGET_DB_URL", "MIGRATION_PG_URL", "DAGSTER_PG_URL")
+BROKER_URL_VARIABLE = "CELERY_BROKER_URL"  # the Celery executor's broker (dagster-celery's default when unset)
 
 
 def url_problem(url: str) -> str | None:
@@ -189,7 +199,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[s.field] = s.parse(raw)
         except ValueError as why:
             problems.append(f"{s.env}={raw!r} is {why}: allowed {s.allowed()}")
-    for name in DB_URL_VARIABLES + tuple(f"{p}_PASSWORD" for p in ("SOURCE_DB", "TARGET_DB")):
+    for name in DB_URL_VARIABLES + (BROKER_URL_VARIABLE,) + tuple(f"{p}_PASSWORD" for p in ("SOURCE_DB", "TARGET_DB")):
         if env.get(name):
             secret = env[name] if name.endswith("_PASSWORD") else _password_of(env[name])
             if secret:

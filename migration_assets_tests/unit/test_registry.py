@@ -1,6 +1,5 @@
 """Unit tests of the registry, the key function and the generated schema files (no database)."""
 
-import uuid
 
 import numpy as np
 import pyarrow as pa

@@ -1,0 +1,49 @@
+"""The executor of the code location's jobs, chosen by MIGRATION_EXECUTOR (no code edit).
+
+- ``in_process`` (default): every step in the run's own process, one after the other. On a small
+  machine this is the fastest: a step is one streaming COPY, and the database servers do the work.
+- ``multiprocess``: Dagster's multiprocess executor, MIGRATION_MAX_CONCURRENT steps at a time, each
+  in a new process that imports Dagster and the project first.
+- ``celery``: dagster-celery; the run's process queues each step to the broker at
+  CELERY_BROKER_URL (bound by name, so a password never reaches the run's snapshot; unset:
+  dagster-celery's default, ``pyamqp://guest@localhost:5672//``), and long-lived workers started
+  with ``dagster-celery worker start -A dagster_celery.app`` wherever the project is installed
+  execute them. Workers need the same databases and a Dagster instance (DAGSTER_HOME) in
+  PostgreSQL.
+- ``k8s``: dagster-k8s's ``k8s_job_executor``, a Kubernetes job per step; its namespace, image,
+  secrets and concurrency come from the run configuration's ``execution: config:`` (README,
+  "Executors").
+
+Every step is still one table's load in one transaction with its checks, so what holds in process
+holds on every executor: each step opens its own connections (connections.py keys them by
+process), the audit row commits with the load, and a crashed step re-runs alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
+
+from .settings import BROKER_URL_VARIABLE, Settings, SettingsError
+
+
+def build_executor(s: Settings) -> ExecutorDefinition:
+    if s.executor == "multiprocess":
+        return multiprocess_executor.configured({"max_concurrent": s.max_concurrent}, name="multiprocess")
+    if s.executor == "celery":
+        try:
+            from dagster_celery import celery_executor
+        except ImportError:
+            raise SettingsError("MIGRATION_EXECUTOR='celery' needs dagster-celery: pip install "
+                                "'migration_assets[celery]'") from None
+        broker = {"broker": {"env": BROKER_URL_VARIABLE}} if os.environ.get(BROKER_URL_VARIABLE) else {}
+        return celery_executor.configured(broker, name="celery")
+    if s.executor == "k8s":
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError:
+            raise SettingsError("MIGRATION_EXECUTOR='k8s' needs dagster-k8s: pip install 'migration_assets[k8s]'") \
+                from None
+        return k8s_job_executor
+    return in_process_executor

@@ -1,0 +1,60 @@
+"""MIGRATION_EXECUTOR builds the executor it names (executors.py), and the README's Kubernetes
+configuration is one the k8s executor and the job accept (it cannot run here)."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from migration_assets.executors import build_executor
+from migration_assets.settings import SettingsError, load
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.mark.parametrize("name", ["in_process", "multiprocess", "celery", "k8s"])
+def test_the_setting_names_the_executor(name):
+    assert build_executor(load({"MIGRATION_EXECUTOR": name})).name == name
+
+
+def test_an_unknown_executor_is_refused_by_name():
+    with pytest.raises(SettingsError, match="MIGRATION_EXECUTOR='dask'"):
+        load({"MIGRATION_EXECUTOR": "dask"})
+
+
+def test_the_broker_is_bound_by_name_never_by_value(monkeypatch):
+    monkeypatch.setenv("CELERY_BROKER_URL", "pyamqp://user:s3cret@broker.internal:5672//")
+    executor = build_executor(load({"MIGRATION_EXECUTOR": "celery"}))
+    assert "s3cret" not in repr(executor.config_schema) and "s3cret" not in repr(vars(executor))
+
+
+def _readme_k8s_config() -> dict:
+    blocks = re.findall(r"```yaml\n(.*?)^\s*```", README.read_text(), re.S | re.M)
+    (block,) = [b for b in blocks if "k8s" in b or "job_namespace" in b]
+    return yaml.safe_load(textwrap.dedent(block))
+
+
+def test_the_readme_k8s_configuration_validates(monkeypatch):
+    from dagster import validate_run_config
+    from dagster._config import validate_config
+    from dagster_k8s import k8s_job_executor
+
+    config = _readme_k8s_config()
+    checked = validate_config(k8s_job_executor.config_schema.config_type, config["execution"]["config"])
+    assert checked.success, checked.errors
+    # and the job of the code location built with MIGRATION_EXECUTOR=k8s accepts it as run config
+    monkeypatch.setenv("MIGRATION_EXECUTOR", "k8s")
+    monkeypatch.setenv("SOURCE_DB_URL", "postgresql://u@legacy.internal:5432/legacy")
+    monkeypatch.setenv("TARGET_DB_URL", "postgresql://u@db.supabase.internal:5432/postgres")
+    from migration_assets.definitions import build_defs
+
+    job = build_defs().resolve_job_def("full_migration")
+    assert job.executor_def.name == "k8s"
+    validate_run_config(job, config)
+    config["execution"]["config"]["max_concurrent"] = "four"
+    with pytest.raises(Exception, match="max_concurrent"):
+        validate_run_config(job, config)
