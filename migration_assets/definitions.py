@@ -94,7 +94,7 @@ def build_defs() -> Definitions:
         sensors=[record_run_failures, legacy_changes],
         schedules=[nightly_full_sync],
         resources=build_resources(s),
-        executor=build_executor(s),
+        executor=build_executor(s, broker_configured=bool(os.environ.get(settings.BROKER_URL_VARIABLE))),
     )
 
 

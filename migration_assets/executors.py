@@ -21,14 +21,14 @@ process), the audit row commits with the load, and a crashed step re-runs alone.
 
 from __future__ import annotations
 
-import os
-
 from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
 
 from .settings import BROKER_URL_VARIABLE, Settings, SettingsError
 
 
-def build_executor(s: Settings) -> ExecutorDefinition:
+def build_executor(s: Settings, broker_configured: bool = False) -> ExecutorDefinition:
+    """The executor ``s.executor`` names; ``broker_configured``: CELERY_BROKER_URL is set (the
+    definitions read the environment, this module does not)."""
     if s.executor == "multiprocess":
         return multiprocess_executor.configured({"max_concurrent": s.max_concurrent}, name="multiprocess")
     if s.executor == "celery":
@@ -37,7 +37,7 @@ def build_executor(s: Settings) -> ExecutorDefinition:
         except ImportError:
             raise SettingsError("MIGRATION_EXECUTOR='celery' needs dagster-celery: pip install "
                                 "'migration_assets[celery]'") from None
-        broker = {"broker": {"env": BROKER_URL_VARIABLE}} if os.environ.get(BROKER_URL_VARIABLE) else {}
+        broker = {"broker": {"env": BROKER_URL_VARIABLE}} if broker_configured else {}
         return celery_executor.configured(broker, name="celery")
     if s.executor == "k8s":
         try:

@@ -71,13 +71,13 @@ def instance_env(databases, legacy, target, tmp_path, monkeypatch):
     return env
 
 
-def _run_subset(executor: str) -> str:
+def _run_subset(executor: str, monkeypatch) -> str:
     """Execute full_migration restricted to the subset with ``executor``, as the code location
     defines it (reconstructable: step processes and workers load it by module)."""
     from dagster import AssetKey, DagsterInstance, execute_job
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    os.environ["MIGRATION_EXECUTOR"] = executor
+    monkeypatch.setenv("MIGRATION_EXECUTOR", executor)  # undone after the test, for the tests that follow
     repo = ReconstructableRepository.for_module("migration_assets.definitions", "defs",
                                                 working_directory=str(PROJECT_DIR))
     with DagsterInstance.get() as instance:
@@ -103,8 +103,7 @@ def _wait_ready(workers, names, logs, env, timeout_s: float = 120) -> None:
 
 def test_a_multiprocess_run_equals_an_in_process_migration(instance_env, target, reference, monkeypatch):
     monkeypatch.setenv("MIGRATION_MAX_CONCURRENT", "2")
-    run_id = _run_subset("multiprocess")
-    monkeypatch.delenv("MIGRATION_EXECUTOR")
+    run_id = _run_subset("multiprocess", monkeypatch)
     loaded = query(target, "SELECT count(*) FROM migration_control.migration_runs WHERE run_id = %s", [run_id])[0][0]
     assert loaded == len(SUBSET)
     _same(target, reference)
@@ -127,8 +126,7 @@ def test_a_celery_run_with_two_workers_equals_an_in_process_migration(instance_e
                for name, log in zip(names, logs)]
     try:
         _wait_ready(workers, names, logs, env)
-        run_id = _run_subset("celery")
-        monkeypatch.delenv("MIGRATION_EXECUTOR")
+        run_id = _run_subset("celery", monkeypatch)
         from dagster import DagsterInstance
 
         with DagsterInstance.get() as instance:

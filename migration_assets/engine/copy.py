@@ -123,19 +123,36 @@ def fast_path_blocker(conn, e: Entity) -> str | None:
     return f"{row[0]}, owned by {row[1]}, references it" if row else None
 
 
-def drop_constraints(conn, saved) -> None:
+def drop_constraints_sql(saved: list[tuple[str, str, str, str]]) -> list[sql.Composable]:
+    """Drop what :func:`capture_constraints` found: foreign keys first (they depend on the keys),
+    then indexes, unique constraints and the primary key."""
+    out = []
     for table, name, _, kind in sorted(saved, key=lambda s: {"f": 0, "i": 1, "u": 2, "p": 3}[s[3]]):
         if kind == "i":
-            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier("public", name)))
+            out.append(sql.SQL("DROP INDEX {}").format(sql.Identifier("public", name)))
+        else:  # table is a regclass text from the catalog (already quoted as needed)
+            out.append(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(table), sql.Identifier(name)))
+    return out
+
+
+def restore_constraints_sql(saved: list[tuple[str, str, str, str]]) -> list[sql.Composable]:
+    """Rebuild them from the catalog's definitions: the primary key first, foreign keys last
+    (re-adding a foreign key validates every row)."""
+    out = []
+    for table, name, definition, kind in sorted(saved, key=lambda s: {"p": 0, "u": 1, "i": 2, "f": 3}[s[3]]):
+        if kind == "i":
+            out.append(sql.SQL(definition))  # pg_get_indexdef output: a complete CREATE INDEX statement
         else:
-            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(table), sql.Identifier(name)))
+            out.append(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+    return out
+
+
+def drop_constraints(conn, saved) -> None:
+    for statement in drop_constraints_sql(saved):
+        conn.execute(statement)
 
 
 def restore_constraints(conn, saved) -> None:
-    for table, name, definition, kind in sorted(saved, key=lambda s: {"p": 0, "u": 1, "i": 2, "f": 3}[s[3]]):
-        if kind == "i":
-            conn.execute(sql.SQL(definition))  # pg_get_indexdef output: a complete CREATE INDEX statement
-        else:
-            # table is a regclass text from the catalog (already quoted as needed)
-            conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+    for statement in restore_constraints_sql(saved):
+        conn.execute(statement)

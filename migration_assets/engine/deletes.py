@@ -128,7 +128,24 @@ def apply_deletes(conn, e: Entity, stream: LegacyStream, opts: LoadOptions, resu
 _steps = iter(range(1, 1 << 62))  # cascade step numbers, unique within the process
 
 
-def evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOptions, result: "LoadResult") -> int:
+def cascade_step_sql(child: Entity, c, step: int, parent_ids: sql.Composable) -> sql.Composable:
+    """Register in ``_cascade`` (as ``step``) the rows of ``child`` whose required reference ``c``
+    points at one of ``parent_ids`` (a query of one uuid column), with the detail a fresh
+    migration gives them; a row already registered keeps its first registration."""
+    return sql.SQL(
+        "INSERT INTO _cascade SELECT {step}, {ent}, ch.id, (ch.metadata->>'legacy_id')::bigint, "
+        "(ch.metadata->>'source_hash')::bigint, {detail} FROM {ct} AS ch "
+        "WHERE ch.{col} = ANY(ARRAY({ids})) ON CONFLICT DO NOTHING").format(
+        step=sql.Literal(step), ent=sql.Literal(child.name), ct=target_table(child), col=sql.Identifier(c.target),
+        ids=parent_ids, detail=sql.Literal(orphan_detail(c)))
+
+
+def delete_ids_sql(e: Entity, ids: sql.Composable) -> sql.Composable:
+    """Delete the target rows of ``e`` whose id is one of ``ids`` (a query of one uuid column)."""
+    return sql.SQL("DELETE FROM {} WHERE id = ANY(ARRAY({}))").format(target_table(e), ids)
+
+
+def evict(conn, e: Entity, ids_table: str, stream: LegacyStream, opts: LoadOptions, result: LoadResult) -> int:
     """Remove the target rows of ``e`` listed (column ``id``) in the temp table ``ids_table``.
 
     Their descendants are treated as a fresh migration would treat them with that parent absent:
@@ -155,12 +172,7 @@ def evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOpt
                 ct, col = target_table(child), sql.Identifier(c.target)
                 if c.required or not opts.error_recovery:
                     step = next(_steps)
-                    moved = conn.execute(sql.SQL(
-                        "INSERT INTO _cascade SELECT {step}, {ent}, ch.id, (ch.metadata->>'legacy_id')::bigint, "
-                        "(ch.metadata->>'source_hash')::bigint, {detail} FROM {ct} AS ch "
-                        "WHERE ch.{col} = ANY(ARRAY({ids})) ON CONFLICT DO NOTHING").format(
-                        step=sql.Literal(step), ent=sql.Literal(child.name), ct=ct, col=col, ids=ids_sql,
-                        detail=sql.Literal(orphan_detail(c)))).rowcount
+                    moved = conn.execute(cascade_step_sql(child, c, step, ids_sql)).rowcount
                     if moved:
                         result.cascaded[child.name] = result.cascaded.get(child.name, 0) + moved
                         removals.append((child, sql.SQL("SELECT id FROM _cascade WHERE step = {}").format(
@@ -178,14 +190,13 @@ def evict(conn, e: Entity, ids_table: str, stream: "LegacyStream", opts: LoadOpt
     removed = 0
     for target_entity in sorted({ent.name: ent for ent, _ in removals}.values(), key=lambda x: -x.level):
         ids_sql = sql.SQL(" UNION ALL ").join(ids for ent, ids in removals if ent.name == target_entity.name)
-        removed = conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(ARRAY({}))").format(
-            target_table(target_entity), ids_sql)).rowcount
+        removed = conn.execute(delete_ids_sql(target_entity, ids_sql)).rowcount
     if len(removals) > 1:
         _quarantine_cascaded(conn, stream, opts, first_step)
     return removed  # the last DELETE is the one of ``e`` itself
 
 
-def _quarantine_cascaded(conn, stream: "LegacyStream", opts: LoadOptions, since_step: int) -> None:
+def _quarantine_cascaded(conn, stream: LegacyStream, opts: LoadOptions, since_step: int) -> None:
     """Quarantine the descendants removed by one eviction, with their raw legacy rows."""
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS _cascade_raw (entity text, legacy_id bigint, raw jsonb) "
                  "ON COMMIT DROP")

@@ -28,7 +28,7 @@ def test_an_unknown_executor_is_refused_by_name():
 
 def test_the_broker_is_bound_by_name_never_by_value(monkeypatch):
     monkeypatch.setenv("CELERY_BROKER_URL", "pyamqp://user:s3cret@broker.internal:5672//")
-    executor = build_executor(load({"MIGRATION_EXECUTOR": "celery"}))
+    executor = build_executor(load({"MIGRATION_EXECUTOR": "celery"}), broker_configured=True)
     assert "s3cret" not in repr(executor.config_schema) and "s3cret" not in repr(vars(executor))
 
 

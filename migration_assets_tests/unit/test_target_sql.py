@@ -133,3 +133,31 @@ def test_staging_and_copy_statements(e):
     assert '"_legacy_id" bigint' in add
     assert render(copy_sql(target_table(e), ["id", "metadata"], freeze=True)).endswith("(FORMAT binary, FREEZE)")
     assert render(copy_sql(target_table(e), ["id"], freeze=False)).endswith("(FORMAT binary)")
+
+
+def test_the_fast_path_drops_dependents_first_and_rebuilds_keys_first():
+    from migration_assets.engine.copy import drop_constraints_sql, restore_constraints_sql
+
+    saved = [("public.tasks", "tasks_pkey", "PRIMARY KEY (id)", "p"),
+             ("public.comments", "comments_task_id_fkey", "FOREIGN KEY (task_id) REFERENCES tasks(id)", "f"),
+             ("public.tasks", "tasks_case_idx", "CREATE INDEX tasks_case_idx ON public.tasks USING btree (case_id)", "i"),
+             ("public.tasks", "tasks_code_key", "UNIQUE (code)", "u")]
+    dropped = [render(s) for s in drop_constraints_sql(saved)]
+    assert dropped == ['ALTER TABLE public.comments DROP CONSTRAINT "comments_task_id_fkey"',
+                       'DROP INDEX "public"."tasks_case_idx"', 'ALTER TABLE public.tasks DROP CONSTRAINT "tasks_code_key"',
+                       'ALTER TABLE public.tasks DROP CONSTRAINT "tasks_pkey"']
+    rebuilt = [render(s) for s in restore_constraints_sql(saved)]
+    assert rebuilt[0] == 'ALTER TABLE public.tasks ADD CONSTRAINT "tasks_pkey" PRIMARY KEY (id)'
+    assert rebuilt[-1].startswith('ALTER TABLE public.comments ADD CONSTRAINT "comments_task_id_fkey" FOREIGN KEY')
+
+
+def test_an_eviction_cascades_with_the_fresh_migration_detail_and_deletes_by_id():
+    from migration_assets.engine.deletes import cascade_step_sql, delete_ids_sql
+
+    child = next(e for e in ENTITIES if any(c.required for c in e.foreign_keys))
+    c = next(c for c in child.foreign_keys if c.required)
+    text = render(cascade_step_sql(child, c, 7, SELECT_ONE))
+    assert text.startswith("INSERT INTO _cascade SELECT 7, " + f"'{child.name}'") and orphan_detail(c) in text
+    assert f'WHERE ch."{c.target}" = ANY(ARRAY(SELECT 1)) ON CONFLICT DO NOTHING' in text
+    assert render(delete_ids_sql(child, SELECT_ONE)) == \
+        f'DELETE FROM "public"."{child.target_table}" WHERE id = ANY(ARRAY(SELECT 1))'
