@@ -36,7 +36,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetK
 from psycopg import sql
 
 from .connections import borrowed, set_statement_timeout
-from .engine.names import BUCKET, CHECK_RESULTS, HASH_MOD, QUARANTINE, not_soft_deleted_sql
+from .engine.names import BUCKET, CHECK_RESULTS, HASH_MOD, QUARANTINE, legacy_id_of, not_soft_deleted_sql
 from .engine.options import LoadOptions
 from .engine.rejects import parent_joins
 from .engine.source_sql import column_value_sql
@@ -88,10 +88,6 @@ def check_specs(e: Entity) -> list[AssetCheckSpec]:
         specs.append(AssetCheckSpec("emails_valid", asset=key, description=CHECKS["emails_valid"]))
     specs.append(AssetCheckSpec("content_checksum", asset=key, description=CHECKS["content_checksum"]))
     return specs
-
-
-def _legacy_id(alias: str = "t") -> sql.Composable:
-    return sql.SQL("({}.metadata->>'legacy_id')::bigint").format(sql.Identifier(alias))
 
 
 @dataclass
@@ -178,7 +174,7 @@ def _recovered_references(target_conn, e: Entity) -> dict[str, list[int]]:
     t = sql.Identifier("public", e.target_table)
     cols = sql.SQL(", ").join(sql.SQL(
         "array_agg({lid} ORDER BY {lid}) FILTER (WHERE t.{c} IS NULL AND t.metadata->'recovered'->{k} ? 'was')").format(
-        lid=_legacy_id(), c=sql.Identifier(c.target), k=sql.Literal(c.target)) for c in optional)
+        lid=legacy_id_of("t", staged=False), c=sql.Identifier(c.target), k=sql.Literal(c.target)) for c in optional)
     row = target_conn.execute(sql.SQL("SELECT {} FROM {} t WHERE t.metadata->'recovered' ? 'retry'").format(
         cols, t)).fetchone()
     return {c.target: ids for c, ids in zip(optional, row) if ids}
@@ -193,7 +189,7 @@ def _parent_relation(target_conn, table: str) -> sql.Composable:
     hashes (id, lid); with the strict expression it hashed each parent row's whole metadata and
     read the id out of it after the join, for every child row. A parent whose metadata has no
     legacy id reads as -1, which no legacy id equals."""
-    lid, t = _legacy_id("p"), sql.Identifier("public", table)
+    lid, t = legacy_id_of("p", staged=False), sql.Identifier("public", table)
     if _enforcing_index(target_conn, table, "id"):
         return sql.SQL("(SELECT p.id, coalesce({}, -1) AS lid FROM {} p)").format(lid, t)
     return sql.SQL("(SELECT p.id, min({}) AS lid FROM {} p GROUP BY p.id)").format(lid, t)
@@ -240,7 +236,7 @@ def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
 def _target_rows(e: Entity, plan: _Plan) -> tuple[sql.Composable, sql.Composable, list[sql.Composable]]:
     """(FROM clause, row hash, dangling flags) of the target rows: alias t, each parent joined by
     its UUID to read its legacy id (hash joins). The hash matches ``_legacy_row_hash``."""
-    lid = _legacy_id()
+    lid = legacy_id_of("t", staged=False)
     values = [lid, sql.SQL("CASE WHEN {} THEN uuid_hash_extended(t.id, 0) END").format(_in_sample(lid, plan.uuid_every))]
     joins, flags = parent_joins(e, "t", lambda c: plan.parents[c.target])
     alias = {c.target: sql.Identifier(f"p{i}") for i, c in enumerate(e.foreign_keys)}
@@ -304,7 +300,7 @@ def _target_summary(target_conn, e: Entity, plan: _Plan):
     dangling references per foreign key (over all rows, soft-deleted ones included)."""
     target_conn.execute("SET LOCAL TimeZone = 'UTC'")
     source, h, flags = _target_rows(e, plan)
-    lid = _legacy_id()
+    lid = legacy_id_of("t", staged=False)
     live = not_soft_deleted_sql("t")
     names = [sql.Identifier(f"m{i}") for i in range(len(flags))]
     table_flags = sql.SQL("").join(sql.SQL(", {} AS {}").format(f, n) for f, n in zip(flags, names))
@@ -379,7 +375,8 @@ def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None
             SELECT (SELECT count(*) FROM missing), (SELECT count(*) FROM extra),
                    (SELECT array_agg(id ORDER BY id) FROM (SELECT id FROM missing ORDER BY id LIMIT {n}) s),
                    (SELECT array_agg(id ORDER BY id) FROM (SELECT id FROM extra ORDER BY id LIMIT {n}) s)""").format(
-            lid=_legacy_id(), t=t, q=QUARANTINE, ent=sql.Literal(e.name), live=not_soft_deleted_sql("t"),
+            lid=legacy_id_of("t", staged=False), t=t, q=QUARANTINE, ent=sql.Literal(e.name),
+            live=not_soft_deleted_sql("t"),
             b=sql.Literal(BUCKET), bs=buckets, n=sql.Literal(SAMPLE))).fetchone()
     passed = acc.legacy_rows == acc.target_rows + acc.quarantined and not acc.differing_buckets
     return AssetCheckResult(
@@ -396,7 +393,7 @@ def _offending_rows(target_conn, e: Entity, predicate: sql.Composable) -> tuple[
     """(count, first SAMPLE legacy ids) of the target rows of ``e`` matching ``predicate`` (alias t)."""
     return target_conn.execute(sql.SQL(
         "SELECT count(*), (array_agg({lid} ORDER BY {lid}))[1:{n}] FROM {t} t WHERE {pred}").format(
-        lid=_legacy_id(), t=sql.Identifier("public", e.target_table), pred=predicate,
+        lid=legacy_id_of("t", staged=False), t=sql.Identifier("public", e.target_table), pred=predicate,
         n=sql.Literal(SAMPLE))).fetchone()
 
 
@@ -417,7 +414,7 @@ def foreign_keys_resolve(target_conn, e: Entity, acc: IdAccounting | None = None
         row = target_conn.execute(sql.SQL(
             "SELECT {outputs} FROM (SELECT t.ctid AS rid, {lid} AS lid, {flags} FROM {t} AS t {joins} "
             "WHERE {any}) s").format(
-            outputs=sql.SQL(", ").join(outputs), lid=_legacy_id(),
+            outputs=sql.SQL(", ").join(outputs), lid=legacy_id_of("t", staged=False),
             flags=sql.SQL(", ").join(sql.SQL("{} AS {}").format(m, f) for m, f in zip(missing, flags)),
             t=sql.Identifier("public", e.target_table), joins=joins, any=sql.SQL(" OR ").join(missing))).fetchone()
         for i, c in enumerate(fks):
@@ -456,10 +453,10 @@ def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_
     if acc is None and source_conn is not None:
         acc = _summarize(source_conn, target_conn, e)
     if acc is None:
-        keys.append(("legacy_id", _legacy_id(), sql.SQL("true")))
+        keys.append(("legacy_id", legacy_id_of("t", staged=False), sql.SQL("true")))
     elif acc.differing_buckets:
-        keys.append(("legacy_id", _legacy_id(), sql.SQL("{} / {} = ANY({})").format(
-            _legacy_id(), sql.Literal(BUCKET), sql.Literal(acc.differing_buckets))))
+        keys.append(("legacy_id", legacy_id_of("t", staged=False), sql.SQL("{} / {} = ANY({})").format(
+            legacy_id_of("t", staged=False), sql.Literal(BUCKET), sql.Literal(acc.differing_buckets))))
     else:
         found["legacy_id"] = 0
         enforced["legacy_id"] = "id accounting: every bucket matches the legacy primary key"
@@ -478,7 +475,8 @@ def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_
                 "SELECT (array_agg(lid ORDER BY lid))[1:{n}] FROM ("
                 "  SELECT {lid} AS lid, count(*) OVER (PARTITION BY {k}) AS c FROM {t} t "
                 "  WHERE {k} IS NOT NULL AND {s}) s "
-                "WHERE c > 1").format(lid=_legacy_id(), k=expr, t=t, s=scope, n=sql.Literal(SAMPLE))).fetchone()
+                "WHERE c > 1").format(lid=legacy_id_of("t", staged=False), k=expr, t=t, s=scope,
+                                      n=sql.Literal(SAMPLE))).fetchone()
     dup = sum(found.values())
     return AssetCheckResult(
         check_name="keys_unique", asset_key=AssetKey(e.name), passed=dup == 0, severity=AssetCheckSeverity.ERROR,
@@ -538,7 +536,7 @@ def content_checksum(source_conn, target_conn, e: Entity, sample_above: int | No
             for chunk in out:
                 inp.write(chunk)
         source, h, _ = _target_rows(e, plan)
-        lid = _legacy_id()
+        lid = legacy_id_of("t", staged=False)
         # a row differs when its (id, hash) pair has no partner on the other side: a changed value,
         # a row missing on either side
         differing, sample = target_conn.execute(sql.SQL(

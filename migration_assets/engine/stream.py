@@ -202,10 +202,6 @@ class LegacyStream:
             rows, total = self.summary.get(b, (0, 0))
             self.summary[b] = (rows + n, (total + h) % HASH_MOD)
 
-    def reader(self) -> pa.RecordBatchReader:
-        """Every row, as one RecordBatchReader (for a consumer other than the load)."""
-        return pa.RecordBatchReader.from_batches(self.schema, self.batches())
-
     def fetch_raw(self, legacy_ids: list[int], of: Entity | None = None) -> Iterator[tuple[int, str]]:
         """Raw legacy rows (as JSON text) of ``legacy_ids`` of this entity (or of ``of``, a child
         whose rows a delete cascades to), streamed from the source in the stream's snapshot."""
