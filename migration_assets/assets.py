@@ -14,21 +14,38 @@ timeout, checks that cannot be evaluated after the table committed, a signal) ar
 """
 
 
+import time
+
 from dagster import (
+    AssetCheckKey,
     AssetExecutionContext,
-    Output,
     AssetKey,
+    AssetSpec,
+    AssetsDefinition,
     Backoff,
+    DynamicOut,
+    DynamicOutput,
     Failure,
+    GraphIn,
+    GraphOut,
+    In,
     Jitter,
     MaterializeResult,
     MetadataValue,
+    Nothing,
+    OpExecutionContext,
+    Out,
+    Output,
     RetryPolicy,
     asset,
+    graph,
+    multi_asset,
+    op,
 )
 
-from . import stopping
+from . import connections, stopping
 from .checks import check_specs, run_checks
+from .engine.slices import FinishSlices, load_slice, plan_slices, read_plan
 from .engine.stream import LegacyStream
 from .errors import classify
 from .preflight import DatabaseUnreachable, SchemaMismatch, validate_once
@@ -53,6 +70,18 @@ def _description(e: Entity) -> str:
             + (f"\n\nForeign keys: {fks}." if fks else ""))
 
 
+def _asset_metadata(e: Entity) -> dict:
+    return {
+        "legacy_table": e.legacy_table,
+        "legacy_primary_key": e.legacy_pk,
+        "dependency_level": e.level,
+        "priority": e.priority,
+        "expected_rows_at_scale_1": e.expected_rows,
+        "foreign_keys": MetadataValue.json({c.target: {"parent": c.parent, "required": c.required}
+                                            for c in e.foreign_keys}),
+    }
+
+
 def build_table_asset(e: Entity, s: Settings):
     @asset(
         name=e.name,
@@ -66,59 +95,232 @@ def build_table_asset(e: Entity, s: Settings):
         # checks run in the asset's own step, right after the load: no extra step per check
         check_specs=check_specs(e) if s.asset_checks else None,
         retry_policy=retry_policy(s),
-        metadata={
-            "legacy_table": e.legacy_table,
-            "legacy_primary_key": e.legacy_pk,
-            "dependency_level": e.level,
-            "priority": e.priority,
-            "expected_rows_at_scale_1": e.expected_rows,
-            "foreign_keys": MetadataValue.json({c.target: {"parent": c.parent, "required": c.required}
-                                                for c in e.foreign_keys}),
-        },
+        metadata=_asset_metadata(e),
     )
     def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                      settings: MigrationSettings):
-        stopping.raise_if_interrupted(context.run.run_id, e.name)
-        try:
-            # pre-flight: both schemas against the registry, at the run's first step
-            validate_once(context.run.run_id, legacy.connect, target.connect)
-        except (SchemaMismatch, DatabaseUnreachable) as exc:
-            raise Failure(description=f"{e.name}: pre-flight: {exc}", allow_retries=False) from None
-        try:
-            mode = context.run.tags.get(MODE_TAG)
-            stream: LegacyStream = legacy.stream(e, settings.load_options(context.run.run_id, mode))
-        except Exception as exc:
-            kind = classify(exc)
-            if kind.transient:
-                raise
-            raise Failure(description=f"{e.name}: {kind.name}: {kind.message}", allow_retries=False) from None
+        stream = _open_stream(context, e, legacy, target, settings)
         # the IO manager loads and commits the table when the output is yielded ...
         yield Output(stream)
         # ... so the checks below see the committed table
-        if context.selected_asset_check_keys:
-            try:
-                results = run_checks(legacy.conninfo(), target.conninfo(), e, run_id=context.run.run_id,
-                                     sample_above=settings.sample_above, sample_every=settings.sample_every,
-                                     uuid_every=settings.uuid_every, timeout_ms=settings.migration_timeout_ms,
-                                     error_recovery=settings.error_recovery)
-            except stopping.INTERRUPTS:
-                stopping.note(context.run.run_id)
-                raise Failure(description=f"{e.name}: checks stopped by a signal (the load was committed)",
-                              allow_retries=False) from None
-            except Exception as exc:
-                # the table is loaded and committed: a retry would reload it, so a check that
-                # cannot be evaluated fails the step for good, with its cause
-                kind = classify(exc)
-                raise Failure(description=f"{e.name}: checks could not be evaluated: {kind.name}: {kind.message}",
-                              allow_retries=False) from None
-            yield from results
+        yield from _table_checks(context, e, legacy, target, settings)
 
     return _table_asset
 
 
+def _preflight(context, e: Entity, legacy: LegacyDatabase, target: PostgresResource) -> None:
+    stopping.raise_if_interrupted(context.run.run_id, e.name)
+    try:
+        # pre-flight: both schemas against the registry, at the run's first step
+        validate_once(context.run.run_id, legacy.connect, target.connect)
+    except (SchemaMismatch, DatabaseUnreachable) as exc:
+        raise Failure(description=f"{e.name}: pre-flight: {exc}", allow_retries=False) from None
+
+
+def _permanent(e: Entity, exc: Exception, what: str = "") -> Exception:
+    """A transient error as it is (the RetryPolicy retries it); any other as a Failure without retry."""
+    kind = classify(exc)
+    if kind.transient:
+        return exc
+    return Failure(description=f"{e.name}: {what}{kind.name}: {kind.message}. {kind.recovery}", allow_retries=False)
+
+
+def _open_stream(context, e: Entity, legacy: LegacyDatabase, target: PostgresResource,
+                 settings: MigrationSettings) -> LegacyStream:
+    _preflight(context, e, legacy, target)
+    try:
+        mode = context.run.tags.get(MODE_TAG)
+        return legacy.stream(e, settings.load_options(context.run.run_id, mode))
+    except Exception as exc:
+        raise _permanent(e, exc) from None
+
+
+def _table_checks(context, e: Entity, legacy: LegacyDatabase, target: PostgresResource,
+                  settings: MigrationSettings):
+    """The table's selected checks, right after its load committed, in the same step."""
+    selected = {k for k in context.selected_asset_check_keys if k.asset_key == AssetKey(e.name)}
+    if not selected:
+        return
+    try:
+        results = run_checks(legacy.conninfo(), target.conninfo(), e, run_id=context.run.run_id,
+                             sample_above=settings.sample_above, sample_every=settings.sample_every,
+                             uuid_every=settings.uuid_every, timeout_ms=settings.migration_timeout_ms,
+                             error_recovery=settings.error_recovery)
+    except stopping.INTERRUPTS:
+        stopping.note(context.run.run_id)
+        raise Failure(description=f"{e.name}: checks stopped by a signal (the load was committed)",
+                      allow_retries=False) from None
+    except Exception as exc:
+        # the table is loaded and committed: a retry would reload it, so a check that
+        # cannot be evaluated fails the step for good, with its cause
+        kind = classify(exc)
+        raise Failure(description=f"{e.name}: checks could not be evaluated: {kind.name}: {kind.message}",
+                      allow_retries=False) from None
+    yield from (r for r in results if AssetCheckKey(AssetKey(e.name), r.check_name) in selected)
+
+
+WHOLE = "whole"  # the mapping key of a sliced asset's one step when its table loads in one step
+
+
+def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
+    """The asset of a large table as a graph of steps, for executors that run steps in parallel:
+    ``<table>__plan`` cuts the empty table into id ranges (engine/slices.py), one
+    ``<table>__slice`` step per range runs at the same time as the others (Dagster's dynamic
+    mapping: the ranges are known at run time only), and ``<table>__finish`` builds the keys once,
+    writes the audit row (through the IO manager) and runs the table's checks. A table that is
+    not empty, or not larger than a slice, loads in one step (mapping key ``whole``): a refresh
+    reads only what changed. Same key, deps, group, tags, metadata and checks as the one-step
+    asset; the steps pass nothing between them (the plan lives in the control schema), so any
+    step can run on any worker."""
+    policy = retry_policy(s)
+    specs = check_specs(e) if s.asset_checks else []
+    tags = {"priority": e.priority, "level": str(e.level)}
+
+    # one input per parent: Dagster cannot fan a graph's inputs into one op input
+    @op(name=f"{e.name}__plan", ins={f"after_{p}": In(Nothing) for p in e.parents}, out=DynamicOut(Nothing),
+        retry_policy=policy, tags=tags, description=f"{e.name}: plan the slices (or one step)")
+    def plan_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
+                  settings: MigrationSettings):
+        stream = _open_stream(context, e, legacy, target, settings)
+        try:
+            with connections.borrowed(target.conninfo(), "load", opener=target.connect) as conn:
+                connections.set_statement_timeout(conn, settings.migration_timeout_ms)
+                plan = plan_slices(conn, stream, stream.opts, settings.slice_rows)
+                conn.commit()
+        except stopping.INTERRUPTS:
+            stopping.note(context.run.run_id)
+            raise stopping.stopped(e.name) from None
+        except Exception as exc:
+            raise _permanent(e, exc, "planning slices: ") from None
+        finally:
+            stream.close()
+        if plan is None:
+            context.log.info(f"{e.name}: one step (the target holds rows, or the legacy table is not larger than "
+                             f"MIGRATION_SLICE_ROWS={settings.slice_rows:,})")
+            yield DynamicOutput(None, mapping_key=WHOLE)
+            return
+        done = len(plan.slices) - len(plan.pending())
+        context.log.info(f"{e.name}: {len(plan.slices)} slices of about {settings.slice_rows:,} legacy rows "
+                         f"(planned by run {plan.run_id}{f', {done} done already' if done else ''})")
+        for piece in plan.slices:
+            yield DynamicOutput(None, mapping_key=piece.key)
+
+    @op(name=f"{e.name}__slice", ins={"planned": In(Nothing)}, out=Out(Nothing), retry_policy=policy, tags=tags,
+        description=f"{e.name}: load one id range (its own transaction)")
+    def slice_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
+                   settings: MigrationSettings):
+        key = context.get_mapping_key()
+        if key == WHOLE:
+            return
+        number = int(key.removeprefix("slice_"))
+        stopping.raise_if_interrupted(context.run.run_id, e.name)
+        opts = settings.load_options(context.run.run_id, context.run.tags.get(MODE_TAG))
+        stream = legacy.stream(e, opts)
+        started, timeout_s = time.time(), settings.migration_timeout_ms / 1000
+
+        def progress(message: str) -> None:
+            if time.time() - started > timeout_s:
+                raise TimeoutError(f"{e.name}: MIGRATION_TIMEOUT of {timeout_s:.0f}s exceeded")
+            context.log.info(message)
+
+        try:
+            with connections.borrowed(target.conninfo(), "load", opener=target.connect) as conn:
+                connections.set_statement_timeout(conn, settings.migration_timeout_ms)
+                piece = load_slice(conn, stream, opts, number, on_progress=progress)
+                conn.commit()
+        except stopping.INTERRUPTS:
+            stopping.note(context.run.run_id)
+            raise stopping.stopped(f"{e.name} {key}") from None
+        except Exception as exc:
+            raise _permanent(e, exc, f"{key}: ") from None
+        finally:
+            stream.close()
+        context.log.info(f"{e.name} {key} (legacy ids {piece.lo:,}..{piece.hi:,}): read {piece.rows_read or 0:,}, "
+                         f"rejected {piece.rejected or 0:,}, by {piece.worker} in run {piece.run_id}")
+
+    outs = {"result": Out(io_manager_key=IO_MANAGER_KEY)}
+    outs.update({spec.get_python_identifier(): Out(is_required=False) for spec in specs})
+
+    @op(name=f"{e.name}__finish", ins={"slices": In(Nothing)}, out=outs, retry_policy=policy, tags=tags,
+        description=f"{e.name}: build the keys once, quarantine, audit, checks")
+    def finish_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
+                    settings: MigrationSettings):
+        stream = _open_stream(context, e, legacy, target, settings)
+        try:
+            with target.connect(connect_timeout=10) as conn:
+                sliced = read_plan(conn, e) is not None
+        except Exception as exc:
+            stream.close()
+            raise _permanent(e, exc) from None
+        # the IO manager finishes the sliced load (or loads the table in one step) and commits ...
+        yield Output(FinishSlices(stream) if sliced else stream, "result")
+        # ... so the checks see the committed table
+        yield from _table_checks(context, e, legacy, target, settings)
+
+    def compose(**parents):
+        planned = plan_step(**{f"after_{p}": v for p, v in parents.items()})
+        finished = finish_step(slices=planned.map(lambda p: slice_step(planned=p)).collect())
+        return dict(zip(outs, finished)) if len(outs) > 1 else finished
+
+    graph_def = graph(name=e.name, description=_description(e), ins={p: GraphIn() for p in e.parents},
+                      out={name: GraphOut() for name in outs})(compose)
+    return AssetsDefinition.from_graph(
+        graph_def,
+        keys_by_input_name={p: AssetKey(p) for p in e.parents},
+        keys_by_output_name={"result": AssetKey(e.name)},
+        group_name=e.group_name,
+        tags_by_output_name={"result": {**tags, "dagster/kind/postgres": ""}},
+        owners_by_output_name={"result": [OWNER]},
+        descriptions_by_output_name={"result": _description(e)},
+        metadata_by_output_name={"result": _asset_metadata(e)},
+        check_specs=specs or None,
+    )
+
+
+def build_level_asset(entities: list[Entity], s: Settings) -> AssetsDefinition:
+    """The tables of one level in one step, one after the other, for executors that start a
+    process per step (multiprocess, k8s): a table of a few hundred rows loads in less time than a
+    step process takes to start. Each table keeps its own asset (key, deps, group, tags, checks,
+    metadata) and its own load transaction, audit row and checks; the step is subsettable, so
+    materializing one table runs that table alone. A failure stops the step (the tables before it
+    stay committed), and its retry re-runs them all: a loaded table re-merges to no change."""
+    level = entities[0].level
+    specs = [AssetSpec(key=AssetKey(e.name), deps=[AssetKey(p) for p in e.parents], group_name=e.group_name,
+                       kinds={"postgres"}, tags={"priority": e.priority, "level": str(e.level)}, owners=[OWNER],
+                       description=_description(e), metadata=_asset_metadata(e)).with_io_manager_key(IO_MANAGER_KEY)
+             for e in entities]
+
+    @multi_asset(name=f"level_{level:02d}_tables", specs=specs, can_subset=True, retry_policy=retry_policy(s),
+                 check_specs=[c for e in entities for c in check_specs(e)] if s.asset_checks else None,
+                 description=f"The tables of level {level} in one step: {', '.join(e.name for e in entities)}")
+    def _level_tables(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
+                      settings: MigrationSettings):
+        for e in entities:
+            if AssetKey(e.name) in context.selected_asset_keys:
+                yield Output(_open_stream(context, e, legacy, target, settings), output_name=e.name)
+                yield from _table_checks(context, e, legacy, target, settings)
+
+    return _level_tables
+
+
+PROCESS_PER_STEP = ("multiprocess", "k8s")  # executors whose every step starts a process
+
+
 def build_table_assets(s: Settings) -> list:
-    """The 45 table assets, with the settings the definitions read (checks on or off, retries)."""
-    return [build_table_asset(e, s) for e in ENTITIES]
+    """The 45 table assets, with the settings the definitions read: checks on or off, retries,
+    which tables load in slices (``build_sliced_asset``) and, under an executor that starts a
+    process per step, the other tables of a level in one step (``build_level_asset``)."""
+    out, by_level = [], {}
+    for e in ENTITIES:
+        if s.sliced(e.name, e.expected_rows):
+            out.append(build_sliced_asset(e, s))
+        elif s.executor in PROCESS_PER_STEP:
+            by_level.setdefault(e.level, []).append(e)
+        else:
+            out.append(build_table_asset(e, s))
+    for entities in by_level.values():
+        out.append(build_level_asset(entities, s) if len(entities) > 1 else build_table_asset(entities[0], s))
+    return out
 
 
 REPORT_ASSET = "migration_reports"

@@ -47,6 +47,9 @@ def classify(exc: BaseException) -> ErrorKind:
         if "MIGRATION_TIMEOUT" not in msg:
             msg = f"MIGRATION_TIMEOUT exceeded: {msg}"
         return ErrorKind("TIMEOUT", False, msg, "raise MIGRATION_TIMEOUT or lower BATCH_SIZE; re-run (idempotent)")
+    if type(exc).__name__ == "SliceError":
+        return ErrorKind("SLICES", False, msg, "re-run the job: pending slices load, completed ones stay, the last "
+                         "step builds the keys")
     if type(exc).__name__ == "SchemaMismatch" or "pre-flight" in msg:
         return ErrorKind("SCHEMA", False, msg, "align the schema with the registry (apply the migrations), then re-run")
     if isinstance(exc, pgerr.UniqueViolation) or "duplicate key value" in msg:

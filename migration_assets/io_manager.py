@@ -1,7 +1,9 @@
 """The Postgres Arrow IO manager: consumes an asset's record-batch stream into its target table.
 
 ``handle_output`` receives the :class:`~migration_assets.engine.stream.LegacyStream` an asset returns and
-loads it with :func:`~migration_assets.engine.load.load_stream` in ONE transaction on the target: the
+loads it with :func:`~migration_assets.engine.load.load_stream` in ONE transaction on the target (a
+sliced asset's last step hands it :class:`~migration_assets.engine.slices.FinishSlices` instead:
+the slices are in, :func:`~migration_assets.engine.slices.finish_slices` builds the keys): the
 COPY, the quarantine, the merge (or the empty-table fast path) and the audit row in
 ``migration_control.migration_runs`` commit together or not at all. It merges instead of
 deleting and re-inserting (unlike a generic DB IO manager), so children referencing a table keep
@@ -42,6 +44,7 @@ from .engine.audit import LoadResult, write_audit
 from .engine.copy import parse_copy_rows
 from .engine.load import full_pass, load_stream, needs_full_pass
 from .engine.names import target_columns
+from .engine.slices import FinishSlices, finish_slices
 from .engine.stream import LegacyStream
 from .errors import ErrorKind, classify
 from .registry import entity
@@ -54,9 +57,9 @@ class PostgresArrowIOManager(ConfigurableIOManager):
     target: PostgresResource
     settings: MigrationSettings
 
-    def handle_output(self, context: OutputContext, obj: LegacyStream) -> None:
+    def handle_output(self, context: OutputContext, obj: LegacyStream | FinishSlices) -> None:
         e = entity(context.asset_key.path[-1])
-        if not isinstance(obj, LegacyStream):
+        if not isinstance(obj, (LegacyStream, FinishSlices)):
             raise TypeError(f"{e.name}: expected a LegacyStream from the asset, got {type(obj).__name__}")
         opts = obj.opts  # the asset opened the stream with the run's mode
         started = time.time()
@@ -73,7 +76,10 @@ class PostgresArrowIOManager(ConfigurableIOManager):
                         raise TimeoutError(f"{e.name}: MIGRATION_TIMEOUT of {timeout_s:.0f}s exceeded")
                     context.log.info(message)
 
-                result = load_stream(conn, obj, opts, on_progress=progress)
+                if isinstance(obj, FinishSlices):
+                    result = finish_slices(conn, obj.stream, opts, on_progress=progress)
+                else:
+                    result = load_stream(conn, obj, opts, on_progress=progress)
                 write_audit(conn, context.run_id, result, e.name)
                 conn.commit()
                 if needs_full_pass(result):

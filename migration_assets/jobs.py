@@ -23,7 +23,7 @@ def record_step_failure(context: HookContext) -> None:
     recovery the classification prescribes, unless the IO manager already did (it records the
     failures of the load itself; this catches the rest: pre-flight, stream set-up, checks).
     Dagster itself does not run the dependents of a failed step, CRITICAL entities included."""
-    name = context.op.name
+    name = context.op.name.split("__")[0]  # a sliced table's steps: <table>__plan, __slice, __finish
     if name not in BY_NAME or stopping.interrupted(context.run_id):
         return  # a signal: the interrupted table's audit row says CANCELED, the others never started
     kind = classify(context.op_exception) if context.op_exception else None

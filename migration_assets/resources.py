@@ -66,7 +66,8 @@ class PostgresResource(ConfigurableResource):
 def _spec(env: str) -> dict:
     """Default and description of a setting's resource field, from its one definition."""
     setting = BY_ENV[env]
-    default = str(setting.default) if setting.kind == "path" else setting.default
+    default = str(setting.default) if setting.kind == "path" else (
+        list(setting.default) if setting.kind == "tables" else setting.default)
     return {"default": default, "description": f"{env}: {setting.effect} (allowed: {setting.allowed()})"}
 
 
@@ -90,10 +91,15 @@ class MigrationSettings(ConfigurableResource):
     reports_dir: str = Field(**_spec("MIGRATION_REPORTS_DIR"))
     executor: str = Field(**_spec("MIGRATION_EXECUTOR"))
     max_concurrent: int = Field(ge=1, **_spec("MIGRATION_MAX_CONCURRENT"))
+    slice_rows: int = Field(ge=0, **_spec("MIGRATION_SLICE_ROWS"))
+    sliced_tables: list[str] = Field(**_spec("MIGRATION_SLICED_TABLES"))
 
     @classmethod
     def from_settings(cls, s: Settings) -> "MigrationSettings":
-        return cls(**{f.name: str(v) if isinstance(v, Path) else v for f in fields(s) for v in [getattr(s, f.name)]})
+        def plain(v):
+            return str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+
+        return cls(**{f.name: plain(getattr(s, f.name)) for f in fields(s)})
 
     def load_options(self, run_id: str, mode: str | None = None) -> LoadOptions:
         return LoadOptions(batch_size=self.batch_size, fast_path=self.fast_path, error_recovery=self.error_recovery,

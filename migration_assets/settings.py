@@ -33,7 +33,7 @@ class Setting:
     env: str  # environment variable
     field: str  # attribute of Settings
     default: Any
-    kind: str  # "int", "bool", "choice", "path"
+    kind: str  # "int", "bool", "choice", "path", "tables" (comma-separated entity names)
     effect: str
     choices: tuple[str, ...] = ()
     minimum: int | None = None
@@ -48,6 +48,8 @@ class Setting:
             low = "" if self.minimum is None else f"{self.minimum:_}".replace("_", ",")
             high = "" if self.maximum is None else f"{self.maximum:_}".replace("_", ",")
             return f"integer {low}..{high}" if high else f"integer >= {low}"
+        if self.kind == "tables":
+            return "comma-separated table names of the registry (assets)"
         return "a folder path"
 
     def parse(self, raw: str) -> Any:
@@ -72,6 +74,14 @@ class Setting:
             if value.lower() not in self.choices:
                 raise ValueError("not allowed")
             return value.lower()
+        if self.kind == "tables":
+            from .registry import BY_NAME  # the registry knows nothing of the settings
+
+            names = tuple(n.strip() for n in value.split(",") if n.strip())
+            unknown = [n for n in names if n not in BY_NAME]
+            if unknown:
+                raise ValueError(f"naming no table of the registry ({', '.join(unknown)})")
+            return names
         if not value:
             raise ValueError("empty")
         return Path(value)
@@ -123,6 +133,13 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("in_process", "multiprocess", "celery", "k8s")),
     Setting("MIGRATION_MAX_CONCURRENT", "max_concurrent", 2, "int",
             "steps at a time under the multiprocess executor", minimum=1, maximum=256),
+    Setting("MIGRATION_SLICE_ROWS", "slice_rows", 0, "int",
+            "legacy rows per slice: an empty sliced table loads in id ranges of about this many rows, each its "
+            "own step, keys built once after the last (0: no table is sliced); README, 'Executors'",
+            minimum=0, maximum=1_000_000_000),
+    Setting("MIGRATION_SLICED_TABLES", "sliced_tables", (), "tables",
+            "the tables loaded in slices when MIGRATION_SLICE_ROWS is set; empty: every table whose registry size "
+            "(expected rows at scale 1.0) is at least MIGRATION_SLICE_ROWS"),
 )
 
 
@@ -149,6 +166,14 @@ class Settings:
     reports_dir: Path
     executor: str
     max_concurrent: int
+    slice_rows: int
+    sliced_tables: tuple[str, ...]
+
+    def sliced(self, name: str, expected_rows: int) -> bool:
+        """Whether table ``name`` (registry size ``expected_rows``) is a sliced asset."""
+        if self.slice_rows <= 0:
+            return False
+        return name in self.sliced_tables if self.sliced_tables else expected_rows >= self.slice_rows
 
 
 DB_URL_VARIABLES = ("SOURCE_DB_URL", "TARGET_DB_URL", "MIGRATION_PG_URL", "DAGSTER_PG_URL")
@@ -211,6 +236,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         port = env.get(f"{prefix}_PORT")
         if port and not (port.strip().isdigit() and 0 < int(port) < 65536):
             problems.append(f"{prefix}_PORT={port!r} is not a port: allowed integer 1..65535")
+    if values.get("sliced_tables") and not values.get("slice_rows"):
+        problems.append("MIGRATION_SLICED_TABLES is set but MIGRATION_SLICE_ROWS is not: set the rows per slice "
+                        "(an integer >= 1)")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
     return Settings(**{s.field: values.get(s.field, s.default) for s in SETTINGS})
@@ -230,7 +258,8 @@ def markdown_table() -> str:
     rows = ["| variable | default | allowed | effect |", "|---|---|---|---|"]
     for s in SETTINGS:
         default = str(s.default).lower() if isinstance(s.default, bool) else (
-            f"{s.default:_}".replace("_", ",") if isinstance(s.default, int) else str(s.default))
+            f"{s.default:_}".replace("_", ",") if isinstance(s.default, int) else
+            ", ".join(s.default) if isinstance(s.default, tuple) else str(s.default))
         rows.append(f"| `{s.env}` | `{default}` | {s.allowed()} | {s.effect} |")
     return "\n".join(rows)
 

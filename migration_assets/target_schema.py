@@ -231,6 +231,49 @@ ALTER TABLE {CONTROL_SCHEMA}.migration_runs DROP CONSTRAINT IF EXISTS migration_
 ALTER TABLE {CONTROL_SCHEMA}.migration_runs ADD CONSTRAINT migration_runs_status_check
   CHECK (status IN ('COMPLETED', 'SKIPPED', 'FAILED', 'ALREADY_MIGRATED', 'CANCELED'));
 """,
+        "20261201000009_slices.sql": f"""-- A large empty table loaded in id-range slices, each its own step (engine/slices.py): the
+-- plan and the keys its first step dropped (rebuilt by its last step), one row per slice (which
+-- run and which worker loaded it, when), and the rows the slices rejected until the last step
+-- quarantines them. A plan stays after its table is finished, as the record of its slices.
+CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.slice_loads (
+  entity text PRIMARY KEY,
+  run_id text NOT NULL,
+  constraints jsonb NOT NULL,
+  legacy_rows bigint NOT NULL,
+  min_legacy_id bigint,
+  max_legacy_id bigint,
+  change_hwm text,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz,
+  finished_run_id text
+);
+CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.slices (
+  entity text NOT NULL REFERENCES {CONTROL_SCHEMA}.slice_loads ON DELETE CASCADE,
+  slice integer NOT NULL,
+  lo bigint NOT NULL,
+  hi bigint NOT NULL,
+  status text NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'COMPLETED')),
+  run_id text,
+  worker text,
+  rows_read bigint,
+  rejected bigint,
+  recoveries jsonb,
+  duration_ms bigint,
+  finished_at timestamptz,
+  PRIMARY KEY (entity, slice)
+);
+CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.slice_rejects (
+  entity text NOT NULL,
+  slice integer NOT NULL,
+  legacy_id bigint NOT NULL,
+  reason text NOT NULL,
+  detail text,
+  raw jsonb,
+  source_hash bigint,
+  FOREIGN KEY (entity, slice) REFERENCES {CONTROL_SCHEMA}.slices ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS slice_rejects_entity_idx ON {CONTROL_SCHEMA}.slice_rejects (entity, slice);
+""",
     }
 
 

@@ -3,7 +3,8 @@ one under the Celery executor with two workers started here against this machine
 leave the target exactly as an in-process migration does: an md5 per table over its rows ordered
 by id, and the open quarantine.
 
-The runs materialize levels 1 and 2 (11 tables, complete with their parents): every step under
+The runs materialize levels 1 and 2 (11 tables, complete with their parents), three of them in
+slices of 20 legacy rows, each slice its own step (assets.build_sliced_asset): every step under
 these executors pays a process start or a task round trip, and this is a test of correctness, not
 of speed (bench.run measures that)."""
 
@@ -28,6 +29,8 @@ from .conftest import query
 from .test_plan_and_deletes import open_quarantine, table_checksums
 
 SUBSET = [e for e in ENTITIES if e.level <= 2]
+SLICED = ("profiles", "patients", "addresses")  # unique emails and foreign keys across slices
+SLICE_ROWS = 20
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -65,7 +68,9 @@ def instance_env(databases, legacy, target, tmp_path, monkeypatch):
     home.mkdir()
     (home / "dagster.yaml").write_text((PROJECT_DIR / "dagster.yaml").read_text())
     env = {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": sqlalchemy_url(DbSettings(url=databases.new("dagster"))),
-           "SOURCE_DB_URL": legacy, "TARGET_DB_URL": target}
+           "SOURCE_DB_URL": legacy, "TARGET_DB_URL": target,
+           # three tables in slices of 20 legacy rows (4 to 9 slices each at the test scale)
+           "MIGRATION_SLICE_ROWS": str(SLICE_ROWS), "MIGRATION_SLICED_TABLES": ",".join(SLICED)}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
@@ -101,11 +106,22 @@ def _wait_ready(workers, names, logs, env, timeout_s: float = 120) -> None:
     raise AssertionError(f"the Celery workers did not answer within {timeout_s:.0f} s: {logs[0].read_text()[-3000:]}")
 
 
+def _slices_of(target: str, run_id: str) -> dict[str, tuple[int, set[str]]]:
+    """Per sliced table of the run: its slices, and the processes that loaded them."""
+    rows = query(target, "SELECT entity, count(*), array_agg(DISTINCT worker) FROM migration_control.slices "
+                         "WHERE run_id = %s AND status = 'COMPLETED' GROUP BY entity", [run_id])
+    return {name: (n, set(workers)) for name, n, workers in rows}
+
+
 def test_a_multiprocess_run_equals_an_in_process_migration(instance_env, target, reference, monkeypatch):
     monkeypatch.setenv("MIGRATION_MAX_CONCURRENT", "2")
     run_id = _run_subset("multiprocess", monkeypatch)
     loaded = query(target, "SELECT count(*) FROM migration_control.migration_runs WHERE run_id = %s", [run_id])[0][0]
-    assert loaded == len(SUBSET)
+    assert loaded == len(SUBSET)  # one audit row per table, the sliced ones' naming their slices
+    slices = _slices_of(target, run_id)
+    assert set(slices) == set(SLICED)
+    # each slice was its own step: its own process
+    assert all(n > 1 and len(workers) == n for n, workers in slices.values()), slices
     _same(target, reference)
 
 
@@ -136,6 +152,10 @@ def test_a_celery_run_with_two_workers_equals_an_in_process_migration(instance_e
         loaded = query(target, "SELECT count(*) FROM migration_control.migration_runs WHERE run_id = %s",
                           [run_id])[0][0]
         assert loaded == len(SUBSET)
+        slices = _slices_of(target, run_id)
+        assert set(slices) == set(SLICED) and all(n > 1 for n, _ in slices.values())
+        # the slices of the tables ran on both workers' processes
+        assert len(set().union(*(workers for _, workers in slices.values()))) >= 2, slices
         _same(target, reference)
     finally:
         for w in workers:

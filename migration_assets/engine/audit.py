@@ -36,6 +36,7 @@ class LoadResult:
     quarantine_by_reason: dict = field(default_factory=dict)
     phases: dict = field(default_factory=dict)  # seconds spent per load phase
     recoveries: dict = field(default_factory=dict)
+    slices: list = field(default_factory=list)  # a sliced load's slices: ids, rows, worker, run (slices.py)
     duration_s: float = 0.0
     peak_rss_mb: float = 0.0
     started_at: float = 0.0
@@ -64,6 +65,8 @@ def write_audit(conn, run_id: str, result: LoadResult | None, entity_name: str, 
                    "resolved": result.resolved, "peak_rss_mb": round(result.peak_rss_mb, 1),
                    "evicted": result.evicted, "cascaded": result.cascaded,
                    "remaining_difference": result.remaining_difference}
+        if result.slices:
+            details["slices"] = result.slices
         mode = result.mode
     r = result or LoadResult(entity_name, "n/a")
     started = started_at or r.started_at or time.time()

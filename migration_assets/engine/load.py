@@ -39,11 +39,11 @@ from ..registry import Entity, entity
 from .audit import LoadResult, write_audit
 from .copy import BinaryCopy, capture_constraints, drop_constraints, fast_path_blocker, restore_constraints, to_csv
 from .deletes import apply_deletes, evict, resolve_quarantine_sql, target_rows_of_sql
-from .names import (DETAIL, LEGACY_ID, NOTES, RAW, REJECT, SOFT_DELETED, SOURCE_HASH, column_list, legacy_uuid_sql,
+from .names import (DETAIL, LEGACY_ID, NOTES, RAW, REJECT, SLICE_LOADS, SOFT_DELETED, SOURCE_HASH, column_list, legacy_uuid_sql,
                     target_columns, target_table)
 from .options import LoadOptions
-from .plan import (READ_ALL, accounted, open_quarantine_rows, plan_changes, plan_differential, read_watermark,
-                   save_watermark)
+from .plan import (READ_ALL, ReadPlan, accounted, open_quarantine_rows, plan_changes, plan_differential,
+                   read_watermark, save_watermark)
 from .rejects import name_first_missing_parent, reject_target_side, unique_swap_sql, upsert_quarantine_sql
 from .stream import LegacyStream
 
@@ -133,6 +133,17 @@ SESSION_SQL = ("SET LOCAL TimeZone = 'UTC'; SET LOCAL synchronous_commit = off; 
                "SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL jit = off")
 
 
+class SliceError(RuntimeError):
+    """A sliced load (slices.py) cannot go on as asked, or blocks a one-step load of its table;
+    the message says which and what to do. Permanent: a retry of the same step meets the same
+    state."""
+
+
+def unfinished_slices_sql() -> sql.Composable:
+    """The run that planned the unfinished sliced load of an entity (parameter), if any."""
+    return sql.SQL("SELECT run_id FROM {} WHERE entity = %s AND finished_at IS NULL").format(SLICE_LOADS)
+
+
 def stage_sql(e: Entity) -> list[sql.Composable]:
     """The merge path's staging table: the target's columns and defaults, plus the legacy id."""
     return [sql.SQL("CREATE TEMP TABLE _stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(target_table(e)),
@@ -195,6 +206,10 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     conn.execute(SESSION_SQL)
     # 1. one loader per table at a time; readers are not blocked
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
+    if planned := conn.execute(unfinished_slices_sql(), [e.name]).fetchone():
+        # its keys are dropped until the sliced load's last step (slices.py) rebuilds them
+        raise SliceError(f"{e.name}: a sliced load planned by run {planned[0]} is unfinished (the table has no keys "
+                         "until it finishes): re-run the job, which loads its pending slices and builds the keys")
     has_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target)).fetchone()[0]
     fast = opts.fast_path and not has_rows
     blocker = fast_path_blocker(conn, e) if fast else None
@@ -236,14 +251,57 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     conn.execute(QUARANTINE_STAGE_SQL)
     watch.phase("prepare")
 
-    # 3. stream and COPY; the source's rejects are spooled aside
+    # 3. stream and COPY; the source's rejects go to _quarantine
+    batches = iter(()) if plan.read_nothing else stream.batches(plan.where)
     cols = target_columns(e) + ([] if fast else [LEGACY_ID])
+    source_rules = copy_stream(conn, stream, batches, cols, dest, fast, watch)
+    result.records_read = stream.rows_read + plan.verified_loaded + plan.verified_quarantined
+
+    # 4. what the target cannot take
+    recoveries = reject_target_side_with_raw(conn, e, dest, fast, opts, stream, watch)
+
+    # 5. keys (fast path) or the merge
+    if fast:
+        finish_fast_path(conn, e, opts, result, saved, watch)
+    else:
+        # rows that loaded before and no longer do (their legacy row now breaks a rule, or a row with a
+        # lower legacy id took their unique value): the old version leaves the target, before the
+        # merge (which may give its unique value to the winner), with its children
+        conn.execute(target_rows_of_sql(e, "_evict", sql.SQL("SELECT legacy_id FROM _quarantine")))
+        result.evicted = evict(conn, e, "_evict", stream, opts, result)
+        watch.phase("evict_requarantined")
+        for statement in unique_swap_sql(e):
+            conn.execute(statement)
+        result.inserted, result.updated = conn.execute(merge_sql(e)).fetchone()
+        watch.phase("merge")
+
+        # 6. the quarantine, then deletes
+        conn.execute(quarantine_rejects_sql(e, opts.run_id))
+        result.resolved = conn.execute(resolve_loaded_sql(e, opts.run_id, staged=True)).rowcount
+        watch.phase("quarantine_upsert_and_resolve")
+        apply_deletes(conn, e, stream, opts, result, state, previous, plan)
+        name_first_missing_parent(conn, e, opts)
+        if result.existing is None:  # not counted on the way (the plan read nothing)
+            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
+            result.existing = rows - result.inserted + result.evicted + result.deleted
+        watch.phase("deletes")
+
+    # 7. counts and the watermark
+    summary = plan.summary if plan.summary is not None else stream.summary
+    count_and_save(conn, e, opts, result, plan, state, summary, source_rules, recoveries, watch)
+    return result
+
+
+def copy_stream(conn: psycopg.Connection, stream: LegacyStream, batches, cols: list[str], dest: sql.Composable,
+                freeze: bool, watch: LoadObserver) -> dict[str, int]:
+    """Step 3: COPY the loadable rows of ``batches`` into ``dest`` (binary), spool the source's
+    rejects aside and copy them into ``_quarantine`` after. Returns the recovery rules the source
+    query applied to the rows sent, by rule."""
     rejects = tempfile.SpooledTemporaryFile(max_size=8 << 20)
     source_rules: dict[str, int] = {}
     n_rejects = 0
     encoder = BinaryCopy(pa.schema([stream.schema.field(c) for c in cols]))
-    batches = iter(()) if plan.read_nothing else stream.batches(plan.where)
-    with conn.cursor().copy(copy_sql(dest, cols, freeze=fast)) as copy:
+    with conn.cursor().copy(copy_sql(dest, cols, freeze=freeze)) as copy:
         copy.write(encoder.header())
         for batch in _prefetch(batches, depth=2):
             bad_mask = pc.is_valid(batch.column(REJECT))
@@ -257,7 +315,6 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
             watch.batch()
         copy.write(encoder.trailer())
     watch.phase("stream_and_copy")
-    result.records_read = stream.rows_read + plan.verified_loaded + plan.verified_quarantined
     if n_rejects:
         rejects.seek(0)
         with conn.cursor().copy("COPY _quarantine (legacy_id, reason, detail, raw, source_hash) FROM STDIN "
@@ -266,11 +323,17 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
                 qc.write(block)
     rejects.close()
     watch.phase("quarantine_copy")
+    return source_rules
 
-    # 4. what the target cannot take. Fresh statistics first: a just-loaded table (and any temp
-    # table: autovacuum never sees those) has none, and the orphan/duplicate queries would get
-    # nested-loop plans of millions of probes. Only the columns those queries join or group on:
-    # sampling every text column costs more than the queries it informs.
+
+def reject_target_side_with_raw(conn: psycopg.Connection, e: Entity, dest: sql.Composable, fast: bool,
+                                opts: LoadOptions, stream: LegacyStream, watch: LoadObserver) -> dict[str, int]:
+    """Step 4: orphans and duplicates of the rows in ``dest`` go to ``_quarantine`` (rejects.py),
+    with their raw legacy rows. Returns the recoveries applied on the way, by rule."""
+    # Fresh statistics first: a just-loaded table (and any temp table: autovacuum never sees
+    # those) has none, and the orphan/duplicate queries would get nested-loop plans of millions of
+    # probes. Only the columns those queries join or group on: sampling every text column costs
+    # more than the queries it informs.
     stat_cols = [c.target for c in e.foreign_keys + e.unique_columns]
     if stat_cols:
         conn.execute(sql.SQL("ANALYZE {} ({})").format(dest, column_list(stat_cols)))
@@ -289,48 +352,36 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         conn.execute("UPDATE _quarantine q SET raw = r.raw FROM _raw r WHERE r.legacy_id = q.legacy_id "
                      "AND q.raw IS NULL")
     watch.phase("raw_rows_of_rejects")
+    return recoveries
 
-    # 5. keys (fast path) or the merge
-    if fast:
-        restore_constraints(conn, saved)
-        result.inserted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
-        watch.phase("build_keys")
-    else:
-        # rows that loaded before and no longer do (their legacy row now breaks a rule, or a row with a
-        # lower legacy id took their unique value): the old version leaves the target, before the
-        # merge (which may give its unique value to the winner), with its children
-        conn.execute(target_rows_of_sql(e, "_evict", sql.SQL("SELECT legacy_id FROM _quarantine")))
-        result.evicted = evict(conn, e, "_evict", stream, opts, result)
-        watch.phase("evict_requarantined")
-        for statement in unique_swap_sql(e):
-            conn.execute(statement)
-        result.inserted, result.updated = conn.execute(merge_sql(e)).fetchone()
-        watch.phase("merge")
 
-    # 6. the quarantine, then deletes
+def finish_fast_path(conn: psycopg.Connection, e: Entity, opts: LoadOptions, result: LoadResult,
+                     saved: list, watch: LoadObserver) -> None:
+    """Steps 5 and 6 of the fast path: rebuild and validate the keys ``saved`` holds, then the
+    quarantine. Every legacy row of the snapshot was read, so an open quarantine row that this
+    load neither loaded nor quarantined again is of a legacy row that no longer exists (the table
+    was emptied by a cascade, or the source shrank), whatever its reason: it is resolved."""
+    target = target_table(e)
+    restore_constraints(conn, saved)
+    result.inserted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
+    watch.phase("build_keys")
     conn.execute(quarantine_rejects_sql(e, opts.run_id))
-    result.resolved = conn.execute(resolve_loaded_sql(e, opts.run_id, staged=not fast)).rowcount
-    if fast:
-        # The fast path read every legacy row of the snapshot: an open quarantine row that this
-        # load neither loaded nor quarantined again is of a legacy row that no longer exists (the
-        # table was emptied by a cascade, or the source shrank), whatever its reason.
-        gone = conn.execute(resolve_quarantine_sql(e, opts.run_id, SOFT_DELETED, sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM _quarantine x WHERE x.legacy_id = q.legacy_id)"))).rowcount
-        if gone:
-            log.info("%s: %d open quarantine rows of legacy rows that no longer exist resolved", e.name, gone)
-        # the table was empty: its rows are the ones just counted (none soft-deleted), so the
-        # accounting below needs only the quarantine's open rows, not a second scan of the table
-        result.accounted_after = result.inserted + open_quarantine_rows(conn, e)
+    result.resolved = conn.execute(resolve_loaded_sql(e, opts.run_id, staged=False)).rowcount
+    gone = conn.execute(resolve_quarantine_sql(e, opts.run_id, SOFT_DELETED, sql.SQL(
+        "NOT EXISTS (SELECT 1 FROM _quarantine x WHERE x.legacy_id = q.legacy_id)"))).rowcount
+    if gone:
+        log.info("%s: %d open quarantine rows of legacy rows that no longer exist resolved", e.name, gone)
+    # the table was empty: its rows are the ones just counted (none soft-deleted), so the
+    # accounting needs only the quarantine's open rows, not a second scan of the table
+    result.accounted_after = result.inserted + open_quarantine_rows(conn, e)
     watch.phase("quarantine_upsert_and_resolve")
-    if not fast:
-        apply_deletes(conn, e, stream, opts, result, state, previous, plan)
-        name_first_missing_parent(conn, e, opts)
-        if result.existing is None:  # not counted on the way (the plan read nothing)
-            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
-            result.existing = rows - result.inserted + result.evicted + result.deleted
-        watch.phase("deletes")
 
-    # 7. counts and the watermark
+
+def count_and_save(conn: psycopg.Connection, e: Entity, opts: LoadOptions, result: LoadResult, plan: ReadPlan,
+                   state, summary, source_rules: dict[str, int], recoveries: dict[str, int],
+                   watch: LoadObserver) -> None:
+    """Step 7: the counts, and the watermark in the load's transaction. ``summary``: the bucket
+    summary of the whole snapshot, when this load has one."""
     result.quarantine_by_reason = dict(conn.execute(
         "SELECT reason, count(*) FROM _quarantine GROUP BY reason ORDER BY reason").fetchall())
     result.quarantined = sum(result.quarantine_by_reason.values()) + plan.verified_quarantined
@@ -344,12 +395,10 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     result.remaining_difference = state.rows - after
     # The summary stays valid for the next full-mode load only when this load accounted for the
     # whole snapshot (target + open quarantine = legacy rows) from a summary of all of it.
-    summary = plan.summary if plan.summary is not None else stream.summary
     keep = summary if result.mode == "full" and result.remaining_difference == 0 else None
     save_watermark(conn, e, state, opts, keep)
     watch.phase("watermark")
     watch.finish()
-    return result
 
 
 def needs_full_pass(result: LoadResult) -> bool:

@@ -18,6 +18,9 @@ QUARANTINE = sql.Identifier(CONTROL_SCHEMA, "quarantine")
 WATERMARKS = sql.Identifier(CONTROL_SCHEMA, "watermarks")
 MIGRATION_RUNS = sql.Identifier(CONTROL_SCHEMA, "migration_runs")
 CHECK_RESULTS = sql.Identifier(CONTROL_SCHEMA, "check_results")
+SLICE_LOADS = sql.Identifier(CONTROL_SCHEMA, "slice_loads")  # a table loaded in id-range slices (slices.py)
+SLICES = sql.Identifier(CONTROL_SCHEMA, "slices")
+SLICE_REJECTS = sql.Identifier(CONTROL_SCHEMA, "slice_rejects")
 
 # Helper columns of the stream's batches, after the target's own columns (stream.arrow_schema).
 LEGACY_ID = "_legacy_id"

@@ -121,3 +121,68 @@ def test_no_import_cycle_and_the_engine_imports_no_dagster():
             assert not {d for d in graph[m] if not d.startswith("migration_assets.engine")} - {
                 "migration_assets.registry", "migration_assets.transforms", "migration_assets.settings",
                 "migration_assets.connections"}, m
+
+
+def test_a_sliced_asset_shows_the_same_spec_and_runs_as_plan_slices_finish():
+    """MIGRATION_SLICE_ROWS makes the large tables graphs of steps (assets.build_sliced_asset):
+    the UI's asset (key, deps, group, tags, kinds, owners, IO manager, checks) stays the same,
+    and each of its three steps carries the table's retry policy."""
+    from dagster import GraphDefinition
+
+    from migration_assets.definitions import table_assets
+
+    snapshot = json.loads(SNAPSHOT.read_text())
+    s = load({"MIGRATION_SLICE_ROWS": "300000"})
+    assets = table_assets(s)
+    sliced = {a.key.to_user_string(): a for a in assets if isinstance(a.node_def, GraphDefinition)}
+    assert set(sliced) == {e.name for e in ENTITIES if e.expected_rows >= 300_000} == {"system_messages", "tasks",
+                                                                                           "files"}
+    for name, a in sliced.items():
+        (spec,) = a.specs
+        seen = {"deps": sorted(d.asset_key.to_user_string() for d in spec.deps), "group": spec.group_name,
+                "tags": dict(sorted(spec.tags.items())), "kinds": sorted(spec.kinds), "owners": list(spec.owners),
+                "io_manager_key": a.get_io_manager_key_for_asset_key(spec.key),
+                "checks": sorted(c.name + (" (blocking)" if c.blocking else "") for c in a.check_specs)}
+        assert seen == {k: v for k, v in snapshot[name].items() if k != "retry"}
+        ops = {n.name: n for n in a.node_def.iterate_op_defs()}
+        assert sorted(ops) == [f"{name}__finish", f"{name}__plan", f"{name}__slice"]
+        assert {(o.retry_policy.max_retries, o.retry_policy.backoff.value) for o in ops.values()} == \
+            {tuple(snapshot[name]["retry"][:2])}
+    # a list of tables picks exactly those
+    chosen = table_assets(load({"MIGRATION_SLICE_ROWS": "1000", "MIGRATION_SLICED_TABLES": "profiles, tasks"}))
+    assert {a.key.to_user_string() for a in chosen if isinstance(a.node_def, GraphDefinition)} == {"profiles", "tasks"}
+
+
+def test_slicing_settings_are_checked_by_name():
+    import pytest
+
+    from migration_assets.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=r"MIGRATION_SLICED_TABLES='profiles,nope' is naming no table .*\(nope\)"):
+        load({"MIGRATION_SLICE_ROWS": "10", "MIGRATION_SLICED_TABLES": "profiles,nope"})
+    with pytest.raises(SettingsError, match="MIGRATION_SLICED_TABLES is set but MIGRATION_SLICE_ROWS is not"):
+        load({"MIGRATION_SLICED_TABLES": "profiles"})
+    with pytest.raises(SettingsError, match="MIGRATION_SLICE_ROWS='-1' is out of range"):
+        load({"MIGRATION_SLICE_ROWS": "-1"})
+    assert not any(load({}).sliced(e.name, e.expected_rows) for e in ENTITIES)  # the default slices nothing
+
+
+def test_under_a_process_per_step_executor_a_level_s_tables_share_a_step_and_keep_their_specs():
+    from migration_assets.definitions import table_assets
+
+    snapshot = json.loads(SNAPSHOT.read_text())
+    assets = table_assets(load({"MIGRATION_EXECUTOR": "multiprocess", "MIGRATION_SLICE_ROWS": "300000"}))
+    steps = {a.node_def.name: sorted(k.to_user_string() for k in a.keys) for a in assets}
+    assert len(assets) == 11 + 3  # a step per level, plus the three sliced tables
+    assert steps["level_01_tables"] == sorted(e.name for e in ENTITIES if e.level == 1)
+    seen = {}
+    for a in assets:
+        assert a.can_subset or len(a.keys) == 1
+        for spec in a.specs:
+            seen[spec.key.to_user_string()] = {
+                "deps": sorted(d.asset_key.to_user_string() for d in spec.deps), "group": spec.group_name,
+                "tags": dict(sorted(spec.tags.items())), "kinds": sorted(spec.kinds), "owners": list(spec.owners),
+                "io_manager_key": a.get_io_manager_key_for_asset_key(spec.key),
+                "checks": sorted(c.name + (" (blocking)" if c.blocking else "") for c in a.check_specs
+                                 if c.asset_key == spec.key)}
+    assert seen == {name: {k: v for k, v in spec.items() if k != "retry"} for name, spec in snapshot.items()}

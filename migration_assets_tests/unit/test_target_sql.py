@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from psycopg import sql
 
@@ -161,3 +163,17 @@ def test_an_eviction_cascades_with_the_fresh_migration_detail_and_deletes_by_id(
     assert f'WHERE ch."{c.target}" = ANY(ARRAY(SELECT 1)) ON CONFLICT DO NOTHING' in text
     assert render(delete_ids_sql(child, SELECT_ONE)) == \
         f'DELETE FROM "public"."{child.target_table}" WHERE id = ANY(ARRAY(SELECT 1))'
+
+
+def test_slice_ranges_cover_the_ids_once_and_the_builders_quote_names():
+    from migration_assets.engine.slices import Slice, slice_bounds_sql, slice_ranges, slice_where_sql
+    from migration_assets.engine.stream import SourceState
+
+    state = SourceState(rows=100, min_id=-5, max_id=2**31 - 1, change_hwm=None)
+    ranges = slice_ranges(state, [10, 10, 500, None, 2**31 - 1, -9])
+    assert ranges == [(-5, 10), (11, 500), (501, 2**31 - 1)]
+    assert slice_ranges(SourceState(1, 7, 7, None), []) == [(7, 7)]
+    hostile = replace(ENTITIES[0], legacy_table='we"ird', legacy_pk="i d")
+    assert render(slice_bounds_sql(hostile)) == \
+        'SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY "i d") FROM "we""ird"'
+    assert render(slice_where_sql(hostile, Slice(1, -5, 2**31 - 1))) == 'l."i d" BETWEEN  -5 AND 2147483647'  # psycopg spaces a negative literal
