@@ -233,6 +233,9 @@ def write_report(results: dict, path: Path) -> None:
     last = list(results.values())[-1][-1]["full"]["loads"]
     for name, (read, secs, path_) in sorted(last.items(), key=lambda kv: -kv[1][1])[:8]:
         lines.append(f"| {name} | {read:,} | {secs:.2f} | {read / secs if secs else 0:,.0f} | {path_} |")
+    executors = Path(__file__).parent / "executors.md"  # bench.executors writes it
+    if executors.exists():
+        lines += ["", executors.read_text().rstrip("\n")]
     lines += ["", (Path(__file__).parent / "design_measurements.md").read_text().rstrip("\n")]
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")

@@ -179,6 +179,15 @@ class ArrowReaders:
         self._idle: list[tuple[str, object]] = []  # (conninfo, connection), oldest first
         self._lock = threading.Lock()
         self._keep = keep
+        self._inherited: list = []  # a forked child's copies of its parent's connections: never used, never closed
+
+    def after_fork_in_child(self) -> None:
+        """A forked process (a process pool, a Celery prefork worker) must neither use nor close the
+        connections it inherited: they are its parent's sockets, and two processes reading one
+        socket garble both reads; closing would end the parent's session. They are set aside."""
+        self._lock = threading.Lock()
+        self._inherited.extend(self._idle)
+        self._idle = []
 
     def take(self, conninfo: str):
         with self._lock:
@@ -216,3 +225,4 @@ class ArrowReaders:
 
 
 readers = ArrowReaders()
+os.register_at_fork(after_in_child=readers.after_fork_in_child)

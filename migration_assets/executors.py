@@ -14,9 +14,11 @@
   secrets and concurrency come from the run configuration's ``execution: config:`` (README,
   "Executors").
 
-Every step is still one table's load in one transaction with its checks, so what holds in process
-holds on every executor: each step opens its own connections (connections.py keys them by
-process), the audit row commits with the load, and a crashed step re-runs alone.
+A table's load is still one transaction with its checks (a sliced table: one per slice, one to
+finish; engine/slices.py), so what holds in process holds on every executor: each step opens its
+own connections (connections.py keys them by process), the audit row commits with the load, and a
+crashed step re-runs alone. Which tables are sliced, and whether a level's other tables share a
+step, is the asset factory's choice (assets.build_table_assets).
 """
 
 from __future__ import annotations

@@ -73,3 +73,36 @@ def test_idle_connections_are_capped_per_process(databases, admin):
                 break
             time.sleep(0.1)
     assert left == 0
+
+
+def _reader_backend_in_child(conninfo: str) -> int:
+    reader = connections.readers.take(conninfo)
+    cur = reader.cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    pid = cur.fetchone()[0]
+    cur.close()
+    connections.readers.give_back(conninfo, reader)
+    return pid
+
+
+def test_a_forked_process_opens_its_own_arrow_reader_and_leaves_the_parents_alone(db):
+    """A process pool or a Celery prefork worker forks after the parent has read: the child must
+    not read on the parent's kept ADBC connection (two processes on one socket garbled a slice's
+    read: 'Expected field with one byte but found field with 148237 bytes')."""
+    import multiprocessing
+
+    reader = connections.readers.take(db)
+    cur = reader.cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    parent_pid = cur.fetchone()[0]
+    cur.close()
+    connections.readers.give_back(db, reader)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map_async(_reader_backend_in_child, [db, db]).get(timeout=60)
+    assert parent_pid not in children
+    again = connections.readers.take(db)  # the parent's connection, still in step with its server
+    cur = again.cursor()
+    cur.execute("SELECT pg_backend_pid(), 1")
+    assert cur.fetchone() == (parent_pid, 1)
+    cur.close()
+    connections.readers.give_back(db, again)

@@ -70,9 +70,15 @@ class Webserver:
         return body["data"]
 
     def stop(self) -> None:
+        """SIGTERM to the server's process group; `dagster dev` stops its daemon and code server
+        first, which on a busy machine can take longer than a minute: then SIGKILL."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, 15)
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(timeout=30)
 
 
 @pytest.fixture()
