@@ -14,7 +14,7 @@ from . import stopping
 from .assets import MODE_TAG
 from .engine.audit import write_audit
 from .errors import classify
-from .registry import BY_NAME
+from .registry import BY_NAME, ENTITIES
 
 
 @failure_hook(required_resource_keys={"target"})
@@ -23,12 +23,28 @@ def record_step_failure(context: HookContext) -> None:
     recovery the classification prescribes, unless the IO manager already did (it records the
     failures of the load itself; this catches the rest: pre-flight, stream set-up, checks).
     Dagster itself does not run the dependents of a failed step, CRITICAL entities included."""
-    name = context.op.name.split("__")[0]  # a sliced table's steps: <table>__plan, __slice, __finish
-    if name not in BY_NAME or stopping.interrupted(context.run_id):
+    step = context.op.name
+    if stopping.interrupted(context.run_id):
         return  # a signal: the interrupted table's audit row says CANCELED, the others never started
+    if step.startswith("level_") and step.endswith("_tables"):  # a level's tables in one step (assets.py)
+        level = int(step.split("_")[1])
+        run = context.instance.get_run_by_id(context.run_id)
+        selected = {k.to_user_string() for k in run.asset_selection} if run and run.asset_selection else None
+        candidates = [e.name for e in ENTITIES if e.level == level and (selected is None or e.name in selected)]
+    else:
+        candidates = [step.split("__")[0]]  # a sliced table's steps: <table>__plan, __slice, __finish
+    candidates = [n for n in candidates if n in BY_NAME]
+    if not candidates:
+        return
     kind = classify(context.op_exception) if context.op_exception else None
     try:
         with context.resources.target.connect(connect_timeout=5) as conn:
+            # the failed table: the step's first one this run has no audit row of (a level step
+            # commits its tables one after the other)
+            done = {n for (n,) in conn.execute("SELECT entity FROM migration_control.migration_runs WHERE run_id = %s "
+                                               "AND entity = ANY(%s) AND status <> 'FAILED'",
+                                               [context.run_id, candidates])}
+            name = next((n for n in candidates if n not in done), candidates[0])
             seen = conn.execute("SELECT 1 FROM migration_control.migration_runs WHERE run_id = %s AND entity = %s "
                                 "AND status = 'FAILED'", [context.run_id, name]).fetchone()
             if seen is None:
@@ -37,7 +53,7 @@ def record_step_failure(context: HookContext) -> None:
                             error=kind.message if kind else "step failed", recovery=kind.recovery if kind else None)
                 conn.commit()
     except psycopg.Error as exc:  # the target may be what failed: say so in one line
-        context.log.warning(f"{name}: could not record the failure in the audit trail: {classify(exc).message}")
+        context.log.warning(f"{step}: could not record the failure in the audit trail: {classify(exc).message}")
         return
     context.log.warning(f"{name} ({BY_NAME[name].priority}) failed: {kind.name if kind else 'UNKNOWN'}; "
                         "its dependents will not run in this run")

@@ -189,3 +189,25 @@ def test_migration_timeout_fails_clearly_without_retry_and_leaves_the_table_empt
                                           "WHERE run_id = %s AND status = 'FAILED'", [result.run_id])
     assert error_class == "TIMEOUT" and "MIGRATION_TIMEOUT" in error
     assert query(target, "SELECT count(*) FROM public.profiles") == [(0,)]
+
+
+def test_a_level_step_commits_its_tables_in_turn_and_stops_at_the_one_that_fails(monkeypatch, legacy, target):
+    """Under a process-per-step executor a level's tables share one step (assets.build_level_asset):
+    the tables before the failing one stay committed, the failing one is audited FAILED once (by
+    the load, not again by the failure hook), the ones after it are not started."""
+    from migration_assets.registry import ENTITIES
+
+    monkeypatch.setenv("SOURCE_DB_URL", legacy)
+    monkeypatch.setenv("TARGET_DB_URL", target)
+    monkeypatch.setenv("MIGRATION_EXECUTOR", "multiprocess")  # the level steps (the run itself is in process)
+    monkeypatch.setenv("MIGRATION_TIMEOUT", "1000")
+    level1 = [e.name for e in ENTITIES if e.level == 1]
+    failing = level1[3]
+    with table_locked(target, f"public.{failing}"):
+        result = _job_run(selection=[AssetKey(n) for n in level1])
+    assert not result.success
+    steps = {ev.step_key for ev in result.all_events if ev.event_type == DagsterEventType.STEP_FAILURE}
+    assert steps == {"level_01_tables"}
+    audit = query(target, "SELECT entity, status, error_class FROM migration_control.migration_runs "
+                          "WHERE run_id = %s ORDER BY id", [result.run_id])
+    assert audit == [(n, "COMPLETED", None) for n in level1[:3]] + [(failing, "FAILED", "TIMEOUT")]
