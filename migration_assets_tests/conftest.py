@@ -96,6 +96,19 @@ def table_locked(conninfo: str, table: str):
         holder.join()
 
 
+def migrated_in_process(databases, legacy: str, entities, label: str) -> str:
+    """A new target with ``entities`` migrated one after the other by the engine itself (the
+    reference the executor and slice tests compare with)."""
+    from migration_assets.engine.load import migrate_entity
+    from migration_assets.engine.options import LoadOptions
+
+    target = databases.new(label)
+    apply_migrations(target)
+    for e in sorted(entities, key=lambda e: e.level):
+        migrate_entity(legacy, target, e.name, LoadOptions(run_id="reference"))
+    return target
+
+
 def query(conninfo: str, q, params=None):
     with psycopg.connect(conninfo) as conn:
         return conn.execute(q, params).fetchall()

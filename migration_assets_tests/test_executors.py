@@ -20,12 +20,9 @@ from pathlib import Path
 import pytest
 
 from migration_assets.config import PROJECT_DIR, DbSettings, sqlalchemy_url
-from migration_assets.engine.load import migrate_entity
-from migration_assets.engine.options import LoadOptions
 from migration_assets.registry import ENTITIES
-from migration_assets.target_schema import apply_migrations
 
-from .conftest import query
+from .conftest import migrated_in_process, query
 from .test_plan_and_deletes import open_quarantine, table_checksums
 
 SUBSET = [e for e in ENTITIES if e.level <= 2]
@@ -45,11 +42,7 @@ def _broker_answers(host: str = "127.0.0.1", port: int = 5672) -> bool:
 @pytest.fixture(scope="module")
 def reference(databases, legacy) -> str:
     """The subset migrated in process by the engine itself."""
-    target = databases.new("executor_ref")
-    apply_migrations(target)
-    for e in sorted(SUBSET, key=lambda e: e.level):
-        migrate_entity(legacy, target, e.name, LoadOptions(run_id="reference"))
-    return target
+    return migrated_in_process(databases, legacy, SUBSET, "executor_ref")
 
 
 def _same(target: str, reference: str) -> None:

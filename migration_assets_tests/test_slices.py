@@ -25,9 +25,8 @@ from migration_assets.engine.options import LoadOptions
 from migration_assets.engine.slices import finish_slices, load_slice, plan_slices, read_plan
 from migration_assets.engine.stream import LegacyStream
 from migration_assets.registry import ENTITIES, entity
-from migration_assets.target_schema import apply_migrations
 
-from .conftest import query
+from .conftest import migrated_in_process, query
 from .test_plan_and_deletes import open_quarantine, table_checksums
 
 # levels 1 and 2; profiles and patients hold unique emails (duplicates across slices), addresses
@@ -39,11 +38,7 @@ SLICE_ROWS = 20
 
 @pytest.fixture(scope="module")
 def reference(databases, legacy) -> str:
-    target = databases.new("slices_ref")
-    apply_migrations(target)
-    for e in sorted(SUBSET, key=lambda e: e.level):
-        migrate_entity(legacy, target, e.name, LoadOptions(run_id="reference"))
-    return target
+    return migrated_in_process(databases, legacy, SUBSET, "slices_ref")
 
 
 def _same(target: str, reference: str, names=None) -> None:
