@@ -17,7 +17,10 @@ Flow of :func:`load_stream`:
      DO UPDATE ... WHERE IS DISTINCT FROM``, so an unchanged row is never written;
   6. upsert the quarantine, resolve the rows that loaded now; apply deletes (deletes.py);
   7. count, and advance the watermark in the same transaction (plan.save_watermark).
-A re-run over an unchanged source writes nothing.
+A re-run over an unchanged source writes nothing. Steps 3 to 7 are functions of their own
+(:func:`copy_stream`, :func:`reject_target_side_with_raw`, :func:`finish_fast_path`,
+:func:`count_and_save`): a sliced load (slices.py) runs step 3 once per slice and the rest once.
+While a sliced load of the table is unfinished (its keys dropped), :func:`load_stream` refuses.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from ..registry import Entity, entity
 from .audit import LoadResult, write_audit
 from .copy import BinaryCopy, capture_constraints, drop_constraints, fast_path_blocker, restore_constraints, to_csv
 from .deletes import apply_deletes, evict, resolve_quarantine_sql, target_rows_of_sql
-from .names import (DETAIL, LEGACY_ID, NOTES, RAW, REJECT, SLICE_LOADS, SOFT_DELETED, SOURCE_HASH, column_list, legacy_uuid_sql,
-                    target_columns, target_table)
+from .names import (DETAIL, LEGACY_ID, NOTES, RAW, REJECT, SLICE_LOADS, SOFT_DELETED, SOURCE_HASH, column_list,
+                    legacy_uuid_sql, target_columns, target_table)
 from .options import LoadOptions
 from .plan import (READ_ALL, ReadPlan, accounted, open_quarantine_rows, plan_changes, plan_differential,
                    read_watermark, save_watermark)

@@ -167,7 +167,8 @@ def keep_slice_rejects_sql(e: Entity, number: int) -> sql.Composable:
 
 def complete_slice_sql() -> sql.Composable:
     return sql.SQL("UPDATE {} SET status = 'COMPLETED', run_id = %s, worker = %s, rows_read = %s, rejected = %s, "
-                   "recoveries = %s, duration_ms = %s, finished_at = now() WHERE entity = %s AND slice = %s").format(SLICES)
+                   "recoveries = %s, duration_ms = %s, finished_at = now() "
+                   "WHERE entity = %s AND slice = %s").format(SLICES)
 
 
 def take_slice_rejects_sql(e: Entity) -> sql.Composable:
