@@ -32,7 +32,14 @@ def build_executor(s: Settings, broker_configured: bool = False) -> ExecutorDefi
     """The executor ``s.executor`` names; ``broker_configured``: CELERY_BROKER_URL is set (the
     definitions read the environment, this module does not)."""
     if s.executor == "multiprocess":
-        return multiprocess_executor.configured({"max_concurrent": s.max_concurrent}, name="multiprocess")
+        # forkserver, with Dagster and the code location imported once in the server: each step
+        # forks from it instead of starting a fresh interpreter that imports both again (the
+        # import cost per step is BENCHMARKS.md's "overhead per step"). Importing the code
+        # location opens nothing (definitions.py), so the forks inherit no connection.
+        return multiprocess_executor.configured(
+            {"max_concurrent": s.max_concurrent,
+             "start_method": {"forkserver": {"preload_modules": ["migration_assets.definitions"]}}},
+            name="multiprocess")
     if s.executor == "celery":
         try:
             from dagster_celery import celery_executor
