@@ -7,6 +7,12 @@ says postgres. The asset body is cheap: it opens the legacy table's record-batch
 yields it; the Postgres Arrow IO manager consumes the stream into the target in one
 transaction, committed before the body continues to the table's checks (io_manager.py).
 
+Three shapes, the same assets (key, deps, group, tags, checks) in each, chosen by the settings
+(``build_table_assets``): one step per table (the default); a large table as a graph of steps,
+plan -> one step per id-range slice -> finish (``build_sliced_asset``, MIGRATION_SLICE_ROWS;
+engine/slices.py); and, under an executor that starts a process per step, a level's other tables
+in one subsettable step (``build_level_asset``).
+
 Every asset carries a RetryPolicy (MAX_RETRY_ATTEMPTS, exponential backoff with jitter).
 Permanent errors (schema mismatch, a database that does not answer, bad configuration, a
 timeout, checks that cannot be evaluated after the table committed, a signal) are raised as
