@@ -212,7 +212,8 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     if planned := conn.execute(unfinished_slices_sql(), [e.name]).fetchone():
         # its keys are dropped until the sliced load's last step (slices.py) rebuilds them
         raise SliceError(f"{e.name}: a sliced load planned by run {planned[0]} is unfinished (the table has no keys "
-                         "until it finishes): re-run the job, which loads its pending slices and builds the keys")
+                         "until it finishes): re-run the job with the table still sliced (MIGRATION_SLICE_ROWS, "
+                         "MIGRATION_SLICED_TABLES): it loads the pending slices and builds the keys")
     has_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target)).fetchone()[0]
     fast = opts.fast_path and not has_rows
     blocker = fast_path_blocker(conn, e) if fast else None
