@@ -130,10 +130,12 @@ def run_executor(executor: str, env: dict, legacy: str, admin: str, slice_rows: 
     assert loads[0] == len(ENTITIES) and unfinished == 0, (executor, loads, unfinished)
     load_s = float(loads[1]) + float(slices[1])
     lanes = LANES[executor]
-    return {"executor": executor, "wall_s": run["wall_s"], "steps": run["steps"], "slices": slices[0],
-            "load_s": load_s, "idle_share": max(run["wall_s"] * lanes - load_s, 0) / (run["wall_s"] * lanes),
-            "per_step_overhead_s": max(run["wall_s"] * lanes - load_s, 0) / max(run["steps"], 1),
-            "per_table": per_table, "target": target}
+    out = {"executor": executor, "wall_s": run["wall_s"], "steps": run["steps"], "slices": slices[0],
+           "load_s": load_s, "idle_share": max(run["wall_s"] * lanes - load_s, 0) / (run["wall_s"] * lanes),
+           "per_step_overhead_s": max(run["wall_s"] * lanes - load_s, 0) / max(run["steps"], 1), "target": target}
+    if executor == "in_process":  # the projection's per-table phases
+        out["per_table"] = per_table
+    return out
 
 
 def _slice_in_process(args) -> dict:

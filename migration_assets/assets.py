@@ -20,8 +20,6 @@ timeout, checks that cannot be evaluated after the table committed, a signal) ar
 """
 
 
-import time
-
 from dagster import (
     AssetCheckKey,
     AssetExecutionContext,
@@ -54,6 +52,7 @@ from .checks import check_specs, run_checks
 from .engine.slices import FinishSlices, load_slice, plan_slices, read_plan
 from .engine.stream import LegacyStream
 from .errors import classify
+from .io_manager import bounded_progress
 from .preflight import DatabaseUnreachable, SchemaMismatch, validate_once
 from .registry import ENTITIES, Entity
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
@@ -76,6 +75,10 @@ def _description(e: Entity) -> str:
             + (f"\n\nForeign keys: {fks}." if fks else ""))
 
 
+def _tags(e: Entity) -> dict[str, str]:
+    return {"priority": e.priority, "level": str(e.level)}
+
+
 def _asset_metadata(e: Entity) -> dict:
     return {
         "legacy_table": e.legacy_table,
@@ -94,7 +97,7 @@ def build_table_asset(e: Entity, s: Settings):
         deps=[AssetKey(p) for p in e.parents],
         group_name=e.group_name,
         kinds={"postgres"},
-        tags={"priority": e.priority, "level": str(e.level)},
+        tags=_tags(e),
         owners=[OWNER],
         description=_description(e),
         io_manager_key=IO_MANAGER_KEY,
@@ -165,6 +168,26 @@ def _table_checks(context, e: Entity, legacy: LegacyDatabase, target: PostgresRe
     yield from (r for r in results if AssetCheckKey(AssetKey(e.name), r.check_name) in selected)
 
 
+def _committed_on_target(context, e: Entity, target: PostgresResource, settings: MigrationSettings,
+                         stream: LegacyStream, stopped_as: str, prefix: str, work):
+    """``work(conn)`` in one transaction on the target, every statement bounded by
+    MIGRATION_TIMEOUT, committed; ``stream`` closed after. A signal stops the run (``stopped_as``
+    names what stopped); an error is retried or not as :func:`_permanent` says (``prefix``)."""
+    try:
+        with connections.borrowed(target.conninfo(), "load", opener=target.connect) as conn:
+            connections.set_statement_timeout(conn, settings.migration_timeout_ms)
+            out = work(conn)
+            conn.commit()
+            return out
+    except stopping.INTERRUPTS:
+        stopping.note(context.run.run_id)
+        raise stopping.stopped(stopped_as) from None
+    except Exception as exc:
+        raise _permanent(e, exc, prefix) from None
+    finally:
+        stream.close()
+
+
 WHOLE = "whole"  # the mapping key of a sliced asset's one step when its table loads in one step
 
 
@@ -180,26 +203,16 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
     step can run on any worker."""
     policy = retry_policy(s)
     specs = check_specs(e) if s.asset_checks else []
-    tags = {"priority": e.priority, "level": str(e.level)}
+    tags = _tags(e)
 
     # one input per parent: Dagster cannot fan a graph's inputs into one op input
-    @op(name=f"{e.name}__plan", ins={f"after_{p}": In(Nothing) for p in e.parents}, out=DynamicOut(Nothing),
-        retry_policy=policy, tags=tags, description=f"{e.name}: plan the slices (or one step)")
+    @op(name=f"{e.name}{SLICED_STEP}plan", ins={f"after_{p}": In(Nothing) for p in e.parents},
+        out=DynamicOut(Nothing), retry_policy=policy, tags=tags, description=f"{e.name}: plan the slices (or one step)")
     def plan_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                   settings: MigrationSettings):
         stream = _open_stream(context, e, legacy, target, settings)
-        try:
-            with connections.borrowed(target.conninfo(), "load", opener=target.connect) as conn:
-                connections.set_statement_timeout(conn, settings.migration_timeout_ms)
-                plan = plan_slices(conn, stream, stream.opts, settings.slice_rows)
-                conn.commit()
-        except stopping.INTERRUPTS:
-            stopping.note(context.run.run_id)
-            raise stopping.stopped(e.name) from None
-        except Exception as exc:
-            raise _permanent(e, exc, "planning slices: ") from None
-        finally:
-            stream.close()
+        plan = _committed_on_target(context, e, target, settings, stream, e.name, "planning slices: ",
+                                    lambda conn: plan_slices(conn, stream, stream.opts, settings.slice_rows))
         if plan is None:
             context.log.info(f"{e.name}: one step (the target holds rows, or the legacy table is not larger than "
                              f"MIGRATION_SLICE_ROWS={settings.slice_rows:,})")
@@ -211,8 +224,8 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
         for piece in plan.slices:
             yield DynamicOutput(None, mapping_key=piece.key)
 
-    @op(name=f"{e.name}__slice", ins={"planned": In(Nothing)}, out=Out(Nothing), retry_policy=policy, tags=tags,
-        description=f"{e.name}: load one id range (its own transaction)")
+    @op(name=f"{e.name}{SLICED_STEP}slice", ins={"planned": In(Nothing)}, out=Out(Nothing), retry_policy=policy,
+        tags=tags, description=f"{e.name}: load one id range (its own transaction)")
     def slice_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                    settings: MigrationSettings):
         key = context.get_mapping_key()
@@ -222,32 +235,16 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
         stopping.raise_if_interrupted(context.run.run_id, e.name)
         opts = settings.load_options(context.run.run_id, context.run.tags.get(MODE_TAG))
         stream = legacy.stream(e, opts)
-        started, timeout_s = time.time(), settings.migration_timeout_ms / 1000
-
-        def progress(message: str) -> None:
-            if time.time() - started > timeout_s:
-                raise TimeoutError(f"{e.name}: MIGRATION_TIMEOUT of {timeout_s:.0f}s exceeded")
-            context.log.info(message)
-
-        try:
-            with connections.borrowed(target.conninfo(), "load", opener=target.connect) as conn:
-                connections.set_statement_timeout(conn, settings.migration_timeout_ms)
-                piece = load_slice(conn, stream, opts, number, on_progress=progress)
-                conn.commit()
-        except stopping.INTERRUPTS:
-            stopping.note(context.run.run_id)
-            raise stopping.stopped(f"{e.name} {key}") from None
-        except Exception as exc:
-            raise _permanent(e, exc, f"{key}: ") from None
-        finally:
-            stream.close()
+        progress = bounded_progress(e.name, settings.migration_timeout_ms, context.log.info)
+        piece = _committed_on_target(context, e, target, settings, stream, f"{e.name} {key}", f"{key}: ",
+                                     lambda conn: load_slice(conn, stream, opts, number, on_progress=progress))
         context.log.info(f"{e.name} {key} (legacy ids {piece.lo:,}..{piece.hi:,}): read {piece.rows_read or 0:,}, "
                          f"rejected {piece.rejected or 0:,}, by {piece.worker} in run {piece.run_id}")
 
     outs = {"result": Out(io_manager_key=IO_MANAGER_KEY)}
     outs.update({spec.get_python_identifier(): Out(is_required=False) for spec in specs})
 
-    @op(name=f"{e.name}__finish", ins={"slices": In(Nothing)}, out=outs, retry_policy=policy, tags=tags,
+    @op(name=f"{e.name}{SLICED_STEP}finish", ins={"slices": In(Nothing)}, out=outs, retry_policy=policy, tags=tags,
         description=f"{e.name}: build the keys once, quarantine, audit, checks")
     def finish_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                     settings: MigrationSettings):
@@ -292,11 +289,11 @@ def build_level_asset(entities: list[Entity], s: Settings) -> AssetsDefinition:
     stay committed), and its retry re-runs them all: a loaded table re-merges to no change."""
     level = entities[0].level
     specs = [AssetSpec(key=AssetKey(e.name), deps=[AssetKey(p) for p in e.parents], group_name=e.group_name,
-                       kinds={"postgres"}, tags={"priority": e.priority, "level": str(e.level)}, owners=[OWNER],
+                       kinds={"postgres"}, tags=_tags(e), owners=[OWNER],
                        description=_description(e), metadata=_asset_metadata(e)).with_io_manager_key(IO_MANAGER_KEY)
              for e in entities]
 
-    @multi_asset(name=f"level_{level:02d}_tables", specs=specs, can_subset=True, retry_policy=retry_policy(s),
+    @multi_asset(name=level_step_name(level), specs=specs, can_subset=True, retry_policy=retry_policy(s),
                  check_specs=[c for e in entities for c in check_specs(e)] if s.asset_checks else None,
                  description=f"The tables of level {level} in one step: {', '.join(e.name for e in entities)}")
     def _level_tables(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
@@ -310,6 +307,20 @@ def build_level_asset(entities: list[Entity], s: Settings) -> AssetsDefinition:
 
 
 PROCESS_PER_STEP = ("multiprocess", "k8s")  # executors whose every step starts a process
+SLICED_STEP = "__"  # a sliced table's steps: <table>__plan, <table>__slice, <table>__finish
+
+
+def level_step_name(level: int) -> str:
+    return f"level_{level:02d}_tables"
+
+
+def tables_of_step(step: str) -> list[str]:
+    """The tables a step of the table assets loads, in the order it loads them (the failure hook
+    names the failed table from these): a level step's, a sliced table's, or the step's own."""
+    levels = {level_step_name(e.level): e.level for e in ENTITIES}
+    if step in levels:
+        return [e.name for e in ENTITIES if e.level == levels[step]]
+    return [step.split(SLICED_STEP)[0]]
 
 
 def build_table_assets(s: Settings) -> list:

@@ -26,6 +26,7 @@ migration assets themselves depend on their parents with ``deps=`` and never loa
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import pyarrow as pa
 from dagster import (
@@ -51,6 +52,19 @@ from .registry import entity
 from .resources import MigrationSettings, PostgresResource
 
 
+def bounded_progress(name: str, timeout_ms: int, log: Callable[[str], None]) -> Callable[[str], None]:
+    """A load's progress callback: logs each line, and raises TimeoutError once MIGRATION_TIMEOUT
+    has passed since it was made (the per-statement timeout does not bound a whole load)."""
+    started, timeout_s = time.time(), timeout_ms / 1000
+
+    def progress(message: str) -> None:
+        if time.time() - started > timeout_s:
+            raise TimeoutError(f"{name}: MIGRATION_TIMEOUT of {timeout_s:.0f}s exceeded")
+        log(message)
+
+    return progress
+
+
 class PostgresArrowIOManager(ConfigurableIOManager):
     """Streams Arrow record batches into (and out of) the Supabase target database."""
 
@@ -63,18 +77,13 @@ class PostgresArrowIOManager(ConfigurableIOManager):
             raise TypeError(f"{e.name}: expected a LegacyStream from the asset, got {type(obj).__name__}")
         opts = obj.opts  # the asset opened the stream with the run's mode
         started = time.time()
-        timeout_s = self.settings.migration_timeout_ms / 1000
+        progress = bounded_progress(e.name, self.settings.migration_timeout_ms, context.log.info)
         try:
             with connections.borrowed(self.target.conninfo(), "load", opener=self.target.connect) as conn:
                 # MIGRATION_TIMEOUT bounds every statement of the load (LOCAL: until the commit;
                 # the connection is kept for the next load); the per-batch check below bounds the
                 # whole load.
                 connections.set_statement_timeout(conn, self.settings.migration_timeout_ms)
-
-                def progress(message: str) -> None:
-                    if time.time() - started > timeout_s:
-                        raise TimeoutError(f"{e.name}: MIGRATION_TIMEOUT of {timeout_s:.0f}s exceeded")
-                    context.log.info(message)
 
                 if isinstance(obj, FinishSlices):
                     result = finish_slices(conn, obj.stream, opts, on_progress=progress)

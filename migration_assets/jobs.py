@@ -11,10 +11,10 @@ from dagster import AssetSelection, HookContext, define_asset_job, failure_hook
 import psycopg
 
 from . import stopping
-from .assets import MODE_TAG
+from .assets import MODE_TAG, tables_of_step
 from .engine.audit import write_audit
 from .errors import classify
-from .registry import BY_NAME, ENTITIES
+from .registry import BY_NAME
 
 
 @failure_hook(required_resource_keys={"target"})
@@ -26,13 +26,10 @@ def record_step_failure(context: HookContext) -> None:
     step = context.op.name
     if stopping.interrupted(context.run_id):
         return  # a signal: the interrupted table's audit row says CANCELED, the others never started
-    if step.startswith("level_") and step.endswith("_tables"):  # a level's tables in one step (assets.py)
-        level = int(step.split("_")[1])
-        run = context.instance.get_run_by_id(context.run_id)
-        selected = {k.to_user_string() for k in run.asset_selection} if run and run.asset_selection else None
-        candidates = [e.name for e in ENTITIES if e.level == level and (selected is None or e.name in selected)]
-    else:
-        candidates = [step.split("__")[0]]  # a sliced table's steps: <table>__plan, __slice, __finish
+    # the run may have selected some of a level step's tables only
+    run = context.instance.get_run_by_id(context.run_id)
+    selected = {k.to_user_string() for k in run.asset_selection} if run and run.asset_selection else None
+    candidates = [n for n in tables_of_step(step) if selected is None or n in selected]
     candidates = [n for n in candidates if n in BY_NAME]
     if not candidates:
         return

@@ -75,14 +75,15 @@ def test_idle_connections_are_capped_per_process(databases, admin):
     assert left == 0
 
 
-def _reader_backend_in_child(conninfo: str) -> int:
+def _reader_backend(conninfo: str, query: str = "SELECT pg_backend_pid()") -> tuple:
+    """The row ``query`` gives on a kept Arrow reader connection (taken and given back)."""
     reader = connections.readers.take(conninfo)
     cur = reader.cursor()
-    cur.execute("SELECT pg_backend_pid()")
-    pid = cur.fetchone()[0]
+    cur.execute(query)
+    row = cur.fetchone()
     cur.close()
     connections.readers.give_back(conninfo, reader)
-    return pid
+    return row
 
 
 def test_a_forked_process_opens_its_own_arrow_reader_and_leaves_the_parents_alone(db):
@@ -91,18 +92,9 @@ def test_a_forked_process_opens_its_own_arrow_reader_and_leaves_the_parents_alon
     read: 'Expected field with one byte but found field with 148237 bytes')."""
     import multiprocessing
 
-    reader = connections.readers.take(db)
-    cur = reader.cursor()
-    cur.execute("SELECT pg_backend_pid()")
-    parent_pid = cur.fetchone()[0]
-    cur.close()
-    connections.readers.give_back(db, reader)
+    (parent_pid,) = _reader_backend(db)
     with multiprocessing.get_context("fork").Pool(2) as pool:
-        children = pool.map_async(_reader_backend_in_child, [db, db]).get(timeout=60)
-    assert parent_pid not in children
-    again = connections.readers.take(db)  # the parent's connection, still in step with its server
-    cur = again.cursor()
-    cur.execute("SELECT pg_backend_pid(), 1")
-    assert cur.fetchone() == (parent_pid, 1)
-    cur.close()
-    connections.readers.give_back(db, again)
+        children = pool.map_async(_reader_backend, [db, db]).get(timeout=60)
+    assert parent_pid not in {pid for (pid,) in children}
+    # the parent's connection, still in step with its server
+    assert _reader_backend(db, "SELECT pg_backend_pid(), 1") == (parent_pid, 1)

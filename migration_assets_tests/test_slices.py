@@ -49,38 +49,33 @@ def _same(target: str, reference: str, names=None) -> None:
         {r for r in open_quarantine(reference) if r[0] in names}
 
 
-def _plan(legacy: str, target: str, name: str, opts: LoadOptions):
+def _committed(legacy: str, target: str, name: str, opts: LoadOptions, work):
+    """``work(conn, stream)`` in one committed transaction on the target, with a stream of its own."""
     stream = LegacyStream(legacy, entity(name), opts)
     try:
         with psycopg.connect(target) as conn:
-            plan = plan_slices(conn, stream, opts, SLICE_ROWS)
+            out = work(conn, stream)
             conn.commit()
-        return plan
+        return out
     finally:
         stream.close()
+
+
+def _plan(legacy: str, target: str, name: str, opts: LoadOptions):
+    return _committed(legacy, target, name, opts, lambda conn, stream: plan_slices(conn, stream, opts, SLICE_ROWS))
 
 
 def _load_slice(legacy: str, target: str, name: str, number: int, opts: LoadOptions):
-    stream = LegacyStream(legacy, entity(name), opts)
-    try:
-        with psycopg.connect(target) as conn:
-            piece = load_slice(conn, stream, opts, number)
-            conn.commit()
-        return piece
-    finally:
-        stream.close()
+    return _committed(legacy, target, name, opts, lambda conn, stream: load_slice(conn, stream, opts, number))
 
 
 def _finish(legacy: str, target: str, name: str, opts: LoadOptions):
-    stream = LegacyStream(legacy, entity(name), opts)
-    try:
-        with psycopg.connect(target) as conn:
-            result = finish_slices(conn, stream, opts)
-            write_audit(conn, opts.run_id, result, name)
-            conn.commit()
+    def finish(conn, stream):
+        result = finish_slices(conn, stream, opts)
+        write_audit(conn, opts.run_id, result, name)
         return result
-    finally:
-        stream.close()
+
+    return _committed(legacy, target, name, opts, finish)
 
 
 def _migrate_sliced(legacy: str, target: str, opts: LoadOptions, workers: int = 3) -> dict:
