@@ -116,8 +116,9 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=0, maximum=31_536_000),
     Setting("MIGRATION_ASSET_CHECKS", "asset_checks", True, "bool",
             "evaluate the five checks of every table right after its load"),
-    Setting("CONTENT_CHECKSUM_SAMPLE_ABOVE", "sample_above", 500_000, "int",
-            "tables with more legacy rows compare a sample of ids in content_checksum (-1: never sample)",
+    Setting("CONTENT_CHECKSUM_SAMPLE_ABOVE", "sample_above", -1, "int",
+            "tables with more legacy rows compare a sample of ids in content_checksum (-1: never sample, every "
+            "row's content is compared)",
             minimum=-1),
     Setting("CONTENT_CHECKSUM_SAMPLE_EVERY", "sample_every", 50, "int",
             "content_checksum of a sampled table compares the ids divisible by this", minimum=1, maximum=1_000_000),
