@@ -42,6 +42,7 @@ equal them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -63,7 +64,7 @@ from migration_assets.registry import ENTITIES
 from migration_assets.simulator import generate, mutate
 from migration_assets.target_schema import apply_migrations
 
-from .run import migrate_child, raw_copy, recreate
+from .run import drop, legacy_counts, migrate_child, raw_copy, recreate
 
 HERE = Path(__file__).parent
 ENVS = HERE / ".envs"
@@ -99,6 +100,7 @@ def sling_binary() -> Path | None:
     return path if path.exists() else None
 
 
+@functools.cache  # importing dlt takes seconds: once per benchmark, not once per round
 def dlt_python() -> Path | None:
     python = ENVS / "dlt" / "bin" / "python"
     if not python.exists():
@@ -181,14 +183,18 @@ def _pg_url(conninfo: str) -> str:
     return f"postgresql://{auth}@{p.get('host', '127.0.0.1')}:{p.get('port', 5432)}/{p['dbname']}"
 
 
-def native_restore(source: str, dest: str) -> tuple[float, float]:
+def _dump_restore(source: str, dest: str, *restore_options: str) -> tuple[float, float]:
     return run_clients([["pg_dump", "-Fc", "--no-owner", "-d", _pg_url(source)],
-                        ["pg_restore", "--no-owner", "-d", _pg_url(dest)]])
+                        ["pg_restore", "--no-owner", *restore_options, "-d", _pg_url(dest)]])
+
+
+def native_restore(source: str, dest: str) -> tuple[float, float]:
+    return _dump_restore(source, dest)
 
 
 def target_restore(reference: str, dest: str) -> tuple[float, float]:
-    return run_clients([["pg_dump", "-Fc", "--no-owner", "-d", _pg_url(reference)],
-                        ["pg_restore", "--no-owner", "--no-privileges", "-d", _pg_url(dest)]])
+    # the target's grants name Supabase roles that a fresh database need not have
+    return _dump_restore(reference, dest, "--no-privileges")
 
 
 def pgloader(source: str, dest: str) -> tuple[float, float]:
@@ -228,12 +234,6 @@ def dlt(source: str, dest: str) -> tuple[float, float]:
 
 
 # -- verification ------------------------------------------------------------------------------
-
-def legacy_counts(source: str) -> dict[str, int]:
-    with psycopg.connect(source) as conn:
-        return {e.legacy_table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier(e.legacy_table))).fetchone()[0] for e in ENTITIES}
-
 
 def verify_copy(dest: str, schema: str, expected: dict[str, int]) -> list[str]:
     """Tables of a peer's copy whose row count differs from the legacy one (missing tables too)."""
@@ -307,9 +307,7 @@ def run_contender(name: str, admin: str, legacy: str, expected: dict[str, int], 
 
 
 def _drop(admin: str, conninfo: str) -> None:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])))
+    drop(admin, psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
 
 
 def main(argv=None) -> None:

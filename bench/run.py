@@ -33,10 +33,21 @@ from migration_assets.simulator import create_table_sql, generate, mutate
 from migration_assets.target_schema import apply_migrations
 
 
-def recreate(admin: str, name: str) -> str:
+def drop(admin: str, name: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def recreate(admin: str, name: str) -> str:
+    drop(admin, name)
     return ensure_database(admin, name).conninfo()
+
+
+def legacy_counts(source: str) -> dict[str, int]:
+    """Rows of every legacy table."""
+    with psycopg.connect(source) as conn:
+        return {e.legacy_table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(e.legacy_table))).fetchone()[0] for e in ENTITIES}
 
 
 def raw_copy(source: str, dest: str) -> float:
@@ -135,9 +146,7 @@ def main(argv=None) -> None:
             t = time.perf_counter()
             generate(legacy, scale=scale, seed=7, log=lambda *_: None)
             sim_s = time.perf_counter() - t
-            with psycopg.connect(legacy) as c:
-                rows = sum(c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(e.legacy_table)))
-                           .fetchone()[0] for e in ENTITIES)
+            rows = sum(legacy_counts(legacy).values())
             raw_s = raw_copy(legacy, recreate(admin, "bench_raw"))
             target = recreate(admin, "bench_target")
             apply_migrations(target)
