@@ -28,17 +28,41 @@ from dagster import ExecutorDefinition, in_process_executor, multiprocess_execut
 from .settings import BROKER_URL_VARIABLE, Settings, SettingsError
 
 
+# Modules a multiprocess step imports after the fork, besides the code location: the instance
+# and its storages (SQLAlchemy, Alembic, dagster-postgres when the instance is in PostgreSQL), the
+# loading of the job from its code pointer, the execution of the plan and the captured logs.
+# Without them in the forkserver, every step imported them again, which took longer than the
+# step's own Dagster work (BENCHMARKS.md, "overhead per step"; the commit that added this list).
+# Python's forkserver skips a module that cannot be imported (dagster-postgres not installed).
+STEP_PRELOAD = (
+    "migration_assets.definitions",
+    "dagster._core.instance.factory",
+    "dagster._core.storage.event_log",
+    "dagster._core.storage.runs",
+    "dagster._core.storage.schedules",
+    "dagster._core.storage.root",
+    "dagster._core.storage.local_compute_log_manager",
+    "dagster._core.secrets.loader",
+    "dagster._core.workspace.autodiscovery",
+    "dagster._core.execution.api",
+    "dagster._utils.test.definitions",
+    "dagster_postgres",
+    "alembic",
+    "upath",
+)
+
+
 def build_executor(s: Settings, broker_configured: bool = False) -> ExecutorDefinition:
     """The executor ``s.executor`` names; ``broker_configured``: CELERY_BROKER_URL is set (the
     definitions read the environment, this module does not)."""
     if s.executor == "multiprocess":
-        # forkserver, with Dagster and the code location imported once in the server: each step
-        # forks from it instead of starting a fresh interpreter that imports both again (the
-        # import cost per step is BENCHMARKS.md's "overhead per step"). Importing the code
-        # location opens nothing (definitions.py), so the forks inherit no connection.
+        # forkserver, with Dagster, the code location and what a step process needs imported
+        # once in the server (STEP_PRELOAD): each step forks from it instead of starting a fresh
+        # interpreter that imports them again. Importing opens nothing (definitions.py), so the
+        # forks inherit no connection.
         return multiprocess_executor.configured(
             {"max_concurrent": s.max_concurrent,
-             "start_method": {"forkserver": {"preload_modules": ["migration_assets.definitions"]}}},
+             "start_method": {"forkserver": {"preload_modules": list(STEP_PRELOAD)}}},
             name="multiprocess")
     if s.executor == "celery":
         try:
