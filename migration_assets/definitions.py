@@ -85,10 +85,27 @@ def table_assets(s: settings.Settings | None = None) -> list:
     return build_table_assets(s or settings.load())
 
 
+# The definitions built in this process, by the environment they were built from. Dagster calls
+# defs() each time it loads a job from its code pointer: twice per step in a step process of the
+# multiprocess executor (the step's plan, then its execution), and building the 45 assets is
+# most of a small step's own time. The environment is the whole input (settings.load and the
+# database bindings read nothing else), so an unchanged environment gets the same object, as a
+# module-level Definitions would; any change builds them again.
+_built: dict[tuple, Definitions] = {}
+
+
+def _environment() -> tuple:
+    return tuple(sorted(os.environ.items()))
+
+
 def build_defs() -> Definitions:
+    """The code location's definitions, built once per process and environment (``_built``)."""
+    before = _environment()
+    if before in _built:
+        return _built[before]
     s = settings.load()
     bound_native_memory()
-    return Definitions(
+    built = Definitions(
         assets=[*table_assets(s), migration_reports],
         jobs=[full_migration, differential_refresh],
         sensors=[record_run_failures, legacy_changes],
@@ -96,6 +113,10 @@ def build_defs() -> Definitions:
         resources=build_resources(s),
         executor=build_executor(s, broker_configured=bool(os.environ.get(settings.BROKER_URL_VARIABLE))),
     )
+    _built.clear()
+    # build_resources may have put the databases it resolved into the environment: both keys
+    _built[before] = _built[_environment()] = built
+    return built
 
 
 @dg.definitions

@@ -32,10 +32,9 @@ from .settings import BROKER_URL_VARIABLE, Settings, SettingsError
 # and its storages (SQLAlchemy, Alembic, dagster-postgres when the instance is in PostgreSQL), the
 # loading of the job from its code pointer, the execution of the plan and the captured logs.
 # Without them in the forkserver, every step imported them again, which took longer than the
-# step's own Dagster work (BENCHMARKS.md, "overhead per step"; the commit that added this list).
+# step's own Dagster work (BENCHMARKS.md, "orchestration per step"; the commit that added this list).
 # Python's forkserver skips a module that cannot be imported (dagster-postgres not installed).
 STEP_PRELOAD = (
-    "migration_assets.definitions",
     "dagster._core.instance.factory",
     "dagster._core.storage.event_log",
     "dagster._core.storage.runs",
@@ -49,6 +48,7 @@ STEP_PRELOAD = (
     "dagster_postgres",
     "alembic",
     "upath",
+    "migration_assets.step_preload",  # last: the definitions built, then the heap frozen (step_preload.py)
 )
 
 
@@ -56,10 +56,10 @@ def build_executor(s: Settings, broker_configured: bool = False) -> ExecutorDefi
     """The executor ``s.executor`` names; ``broker_configured``: CELERY_BROKER_URL is set (the
     definitions read the environment, this module does not)."""
     if s.executor == "multiprocess":
-        # forkserver, with Dagster, the code location and what a step process needs imported
-        # once in the server (STEP_PRELOAD): each step forks from it instead of starting a fresh
-        # interpreter that imports them again. Importing opens nothing (definitions.py), so the
-        # forks inherit no connection.
+        # forkserver, with Dagster, the code location (its definitions built) and what a step
+        # process needs imported once in the server (STEP_PRELOAD): each step forks from it
+        # instead of starting a fresh interpreter that imports and builds them again. Neither
+        # opens a connection (definitions.py), so the forks inherit none.
         return multiprocess_executor.configured(
             {"max_concurrent": s.max_concurrent,
              "start_method": {"forkserver": {"preload_modules": list(STEP_PRELOAD)}}},

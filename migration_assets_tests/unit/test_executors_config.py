@@ -58,3 +58,38 @@ def test_the_readme_k8s_configuration_validates(monkeypatch):
     config["execution"]["config"]["max_concurrent"] = "four"
     with pytest.raises(Exception, match="max_concurrent"):
         validate_run_config(job, config)
+
+
+def test_the_definitions_are_built_once_per_environment(monkeypatch):
+    # Dagster loads the job from its code pointer twice per multiprocess step; the second load and
+    # the steps forked from the forkserver (step_preload) reuse the build, a changed setting does not
+    monkeypatch.setenv("SOURCE_DB_URL", "postgresql://u@legacy.internal:5432/legacy")
+    monkeypatch.setenv("TARGET_DB_URL", "postgresql://u@db.supabase.internal:5432/postgres")
+    monkeypatch.setenv("MIGRATION_EXECUTOR", "multiprocess")
+    from migration_assets.definitions import build_defs
+
+    first = build_defs()
+    assert build_defs() is first
+    monkeypatch.setenv("MIGRATION_EXECUTOR", "in_process")
+    other = build_defs()
+    assert other is not first and other.resolve_job_def("full_migration").executor_def.name == "in_process"
+    monkeypatch.setenv("MIGRATION_EXECUTOR", "dask")
+    with pytest.raises(SettingsError, match="MIGRATION_EXECUTOR"):
+        build_defs()
+
+
+def test_the_forkserver_preloads_importable_modules_and_the_built_definitions(monkeypatch):
+    # Python's forkserver skips a preload module only when it raises ImportError; any other error
+    # would stop the server, so step_preload keeps a failed build to the step
+    import importlib
+    import sys
+
+    from migration_assets.executors import STEP_PRELOAD
+
+    assert STEP_PRELOAD[-1] == "migration_assets.step_preload"
+    monkeypatch.setenv("MIGRATION_EXECUTOR", "dask")  # a bad setting: the import must not raise
+    sys.modules.pop("migration_assets.step_preload", None)
+    importlib.import_module("migration_assets.step_preload")
+    for name in STEP_PRELOAD[:-1]:
+        if name != "dagster_postgres":  # optional (the instance may not be in PostgreSQL)
+            importlib.import_module(name)
