@@ -9,9 +9,12 @@ On one legacy database, in the same minutes:
    in process (the default: no slices, a step per table); multiprocess with 2 processes; Celery
    with 2 workers started here (skipped, with the reason, when no broker answers). The last two
    run with MIGRATION_SLICE_ROWS=--slice-rows (the large tables in slices) and, multiprocess, a
-   step per level for the others. Wall time, steps, and the share of worker time not spent in a
-   load: (wall x lanes - sum of the loads' and slices' own seconds) / (wall x lanes), which counts
-   process starts, imports, Dagster's events and waits on dependencies.
+   step per level for the others. Wall time, steps, and two shares of the lanes' time (wall x
+   lanes). Orchestration: the steps' spans in the run's event log (a step's first event to its
+   last) less the loads' and slices' own seconds: process starts, imports, resources, Dagster's
+   events. Idle: everything not spent in a load, so orchestration plus the waits on dependencies
+   (a level's steps wait for the level above). Per step: the orchestration seconds and the start
+   latency (first event to STEP_START).
 2. The largest table alone (system_messages), its parents loaded: cut into 1, 2, 4 and 8 slices
    loaded two at a time by two processes, then finished: each slice's rows/s, the slices' wall
    time and the last step's (keys) time; and the key build with PostgreSQL's parallel
@@ -130,9 +133,12 @@ def run_executor(executor: str, env: dict, legacy: str, admin: str, slice_rows: 
     assert loads[0] == len(ENTITIES) and unfinished == 0, (executor, loads, unfinished)
     load_s = float(loads[1]) + float(slices[1])
     lanes = LANES[executor]
+    orchestration_s = max(run["step_spans_s"] - load_s, 0)  # inside the steps, outside the loads
     out = {"executor": executor, "wall_s": run["wall_s"], "steps": run["steps"], "slices": slices[0],
            "load_s": load_s, "idle_share": max(run["wall_s"] * lanes - load_s, 0) / (run["wall_s"] * lanes),
-           "per_step_overhead_s": max(run["wall_s"] * lanes - load_s, 0) / max(run["steps"], 1), "target": target}
+           "orchestration_share": orchestration_s / (run["wall_s"] * lanes),
+           "per_step_overhead_s": orchestration_s / max(run["steps"], 1),
+           "start_latency_s": run["start_latency_s"] / max(run["steps"], 1), "target": target}
     if executor == "in_process":  # the projection's per-table phases
         out["per_table"] = per_table
     return out
@@ -257,22 +263,27 @@ def write(results: dict, md: Path) -> None:
              f"({results['legacy_rows']:,} legacy rows), {results['rounds']} round(s), the executors' order "
              "rotated; checks off, as in the full migration above. Multiprocess and Celery run with "
              f"MIGRATION_SLICE_ROWS={results['slice_rows']:,} (the tables above it in slices) and, "
-             "multiprocess, a step per level for the others. Idle share: worker time not spent in a load or "
-             "a slice ((wall x lanes - their seconds) / (wall x lanes)): process starts, imports, Dagster's "
-             "events, waits on dependencies. On these 2 shared cores the workers and both databases compete "
+             "multiprocess, a step per level for the others. Shares of the lanes' time (wall x lanes): "
+             "orchestration is the steps' spans in the run's event log (a step's first event to its last) "
+             "less the loads' and slices' own seconds (process starts, imports, resources, Dagster's events); "
+             "idle is all time not spent in a load or a slice, so orchestration plus the waits on dependencies "
+             "(a level waits for the level above). Start latency: a step's first event to its STEP_START. "
+             "On these 2 shared cores the workers and both databases compete "
              "for the same cores: no speed-up is expected, and none is claimed.", "",
-             "| executor | lanes | median wall s | wall / in process | steps | slices | loads' own s | idle share | "
-             "overhead per step s |", "|---|---|---|---|---|---|---|---|---|"]
+             "| executor | lanes | median wall s | wall / in process | steps | slices | loads' own s | "
+             "orchestration share | idle share | orchestration per step s | start latency per step s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     base = statistics.median(r["wall_s"] for r in runs if r["executor"] == "in_process")
     for name in ("in_process", "multiprocess", "celery"):
         mine = [r for r in runs if r["executor"] == name]
         if not mine:
-            lines.append(f"| {name} | - | skipped: {results.get('skipped', {}).get(name, 'not run')} | | | | | | |")
+            lines.append(f"| {name} | - | skipped: {results.get('skipped', {}).get(name, 'not run')} | | | | | | | | |")
             continue
         med = lambda k: statistics.median(r[k] for r in mine)  # noqa: E731
         lines.append(f"| {name} | {LANES[name]} | {med('wall_s'):.1f} | {med('wall_s') / base:.2f}x | "
-                     f"{mine[0]['steps']} | {mine[0]['slices']} | {med('load_s'):.1f} | {100 * med('idle_share'):.0f}% | "
-                     f"{med('per_step_overhead_s'):.2f} |")
+                     f"{mine[0]['steps']} | {mine[0]['slices']} | {med('load_s'):.1f} | "
+                     f"{100 * med('orchestration_share'):.0f}% | {100 * med('idle_share'):.0f}% | "
+                     f"{med('per_step_overhead_s'):.2f} | {med('start_latency_s'):.2f} |")
     lines += ["", f"**The largest table ({LARGEST}, {results['slices'][0]['rows']:,} rows) in slices**, loaded two "
               "at a time by two processes, then its keys built once:", "",
               "| slices | max_parallel_maintenance_workers | rows/s per slice (median) | slices wall s | "
@@ -291,7 +302,7 @@ def write(results: dict, md: Path) -> None:
               "parallel fraction implied by the measured speed-up of 2 maintenance workers over 0, at "
               "min(cores, 8) workers. Levels run one after another; a level takes the larger of its work "
               "divided by the lanes and its longest table (a sliced table: one slice, then its keys). Each step "
-              f"adds the overhead measured under multiprocess ({results['overhead_s']:.2f} s), divided by the lanes. "
+              f"adds the orchestration per step measured under multiprocess ({results['overhead_s']:.2f} s), divided by the lanes. "
               f"Slice size {results['projection_slice_rows']:,} rows.", "",
               "| data | target cores | workers | lanes | key-build speed-up | steps | projected wall | "
               "in process, projected the same way |", "|---|---|---|---|---|---|---|---|"]
