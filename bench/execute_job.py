@@ -33,7 +33,7 @@ def main() -> None:
                 continue  # Celery: the step's span starts when a worker takes it, not when it is queued
             first[e.step_key] = min(first.get(e.step_key, e.timestamp), e.timestamp)
             last[e.step_key] = max(last.get(e.step_key, e.timestamp), e.timestamp)
-            if e.dagster_event is not None and e.dagster_event.event_type_value == "STEP_START":
+            if event is not None and event.event_type_value == "STEP_START":
                 start[e.step_key] = e.timestamp
     print(json.dumps({"success": result.success, "wall_s": wall, "run_id": result.run_id, "steps": len(start),
                       "step_spans_s": sum(last[k] - first[k] for k in start),
