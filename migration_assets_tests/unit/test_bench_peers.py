@@ -26,3 +26,23 @@ def test_urls_keep_user_password_host_port_and_database():
     assert _pg_url("host=db.example port=6543 user=u password=p dbname=d") == "postgresql://u:p@db.example:6543/d"
     assert _pg_url("host=h user=u password='p@ss:/w' dbname=d") == "postgresql://u:p%40ss%3A%2Fw@h:5432/d"
     assert _pg_url("host=127.0.0.1 user=postgres dbname=x") == "postgresql://postgres@127.0.0.1:5432/x"
+
+
+def test_the_differential_report_splits_each_refresh_at_the_floor_of_its_own_round():
+    from bench.differential import report
+
+    def rnd(floor, small, large, wrong=()):
+        one = lambda s: {"wall_s": s, "orchestration_s": 1.0, "phases": {"deletes": s / 2, "merge": s / 4}}
+        return {"0.0": one(floor), "0.001": one(small), "0.01": one(large), "wrong": list(wrong)}
+
+    lines = report({"1.0": {"rows": 4_530_501, "full_s": 50.0,
+                            "rounds": [rnd(4.0, 6.0, 10.0), rnd(5.0, 6.5, 12.0), rnd(4.5, 9.0, 11.0)]}})
+    rows = {line.split(" | ")[3]: line.split(" | ") for line in lines if line.startswith("| 1.0 |")}
+    assert rows["0.0%"][4:7] == ["4.50", "9.0%", "-"]
+    # medians of the rounds' own differences (2.0, 1.5, 4.5 and 6.0, 7.0, 6.5), not of the medians
+    assert rows["0.1%"][4:7] == ["6.50", "13.0%", "2.00"]
+    assert rows["1.0%"][4:7] == ["11.00", "22.0%", "6.50"]
+    assert rows["1.0%"][8] == "deletes 5.5 s, merge 2.8 s"
+    assert rows["1.0%"][9] == "yes |"
+    broken = report({"1.0": {"rows": 1, "full_s": 50.0, "rounds": [rnd(4.0, 6.0, 10.0, wrong=["tasks: 1 of 2"])]}})
+    assert broken[-1].endswith("| NO |")
