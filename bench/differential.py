@@ -31,7 +31,7 @@ from migration_assets.simulator import generate, mutate
 from migration_assets.target_schema import apply_migrations
 
 from .peers import _top_phases, verify_migration
-from .run import drop, legacy_counts, migrate_child, recreate
+from .run import _median, drop, legacy_counts, migrate_child, recreate
 
 HERE = Path(__file__).resolve().parent
 NO_OVERLAP = {"DIFFERENTIAL_OVERLAP_SECONDS": "0"}
@@ -64,36 +64,33 @@ def measure(admin: str, scale: float, runs: int) -> dict:
     return out
 
 
-def _med(rounds: list[dict], fraction: float, f) -> float:
-    return statistics.median(f(r[str(fraction)]) for r in rounds)
-
-
 def report(results: dict) -> list[str]:
     """The section's lines: per scale and change, the refresh's median, its share of the full
     migration and its part above the same round's refresh with nothing changed."""
     lines = ["## How a differential refresh grows (bench.differential)", "",
              "Written by `.venv/bin/python -m bench.differential`. Per scale: one full migration, then rounds of "
              "three differential refreshes on the same target: nothing changed, 0.1% of every legacy table "
-             "changed, 1% changed (60% updates, 30% inserts, 10% deletes), no overlap window. Materialization time of the 45 assets "
-             "(in process, checks off); medians of the rounds. The part above the floor is the refresh minus "
-             "the refresh with nothing changed in the same round.", "",
+             "changed, 1% changed (60% updates, 30% inserts, 10% deletes), no overlap window. Materialization "
+             "time of the 45 assets (in process, checks off); medians of the rounds. The part above the floor "
+             "is the refresh minus the refresh with nothing changed in the same round.", "",
              "| scale | legacy rows | full s | changed | refresh s | / full | above the floor s | "
              "orchestration s | largest phases (summed over the tables) | rows verified |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for scale, res in results.items():
         rounds = res["rounds"]
         for fraction in CHANGES:
-            wall = _med(rounds, fraction, lambda r: r["wall_s"])
-            above = statistics.median(r[str(fraction)]["wall_s"] - r["0.0"]["wall_s"] for r in rounds)
+            key = str(fraction)
+            wall = _median(rounds, lambda r: r[key]["wall_s"])
+            above = _median(rounds, lambda r: r[key]["wall_s"] - r["0.0"]["wall_s"])
             phases: dict[str, list[float]] = {}
             for r in rounds:
-                for k, v in r[str(fraction)]["phases"].items():
+                for k, v in r[key]["phases"].items():
                     phases.setdefault(k, []).append(v)
             top = _top_phases({k: statistics.median(v) for k, v in phases.items()}, 3)
             lines.append(
                 f"| {scale} | {res['rows']:,} | {res['full_s']:.1f} | {fraction:.1%} | {wall:.2f} | "
                 f"{wall / res['full_s']:.1%} | {'-' if not fraction else f'{above:.2f}'} | "
-                f"{_med(rounds, fraction, lambda r: r['orchestration_s']):.2f} | {top} | "
+                f"{_median(rounds, lambda r: r[key]['orchestration_s']):.2f} | {top} | "
                 f"{'yes' if not any(r['wrong'] for r in rounds) else 'NO'} |")
     return lines
 
