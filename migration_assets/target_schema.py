@@ -341,6 +341,82 @@ def _roles_problem(conn, roles: tuple[str, ...]) -> str | None:
             f"run as a superuser: {statements}; then run setup again")
 
 
+_OTHER_RELATIONS_PRIVILEGES = sql.SQL("""
+    SELECT c.oid::regclass::text, a.grantee, a.privilege_type
+    FROM pg_class c CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND NOT (c.relname = ANY(%s))""")
+_PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+
+
+def _others_privileges(conn) -> set[tuple[str, int, str]]:
+    """(relation, grantee oid, privilege) on every relation in ``public`` the registry does not own."""
+    return set(conn.execute(_OTHER_RELATIONS_PRIVILEGES, [[e.target_table for e in ENTITIES]]).fetchall())
+
+
+def revoke_added_sql(added: set[tuple[str, int, str]], role_names: dict[int, str]) -> list[sql.Composable]:
+    """REVOKE statements taking back exactly the privileges in ``added`` ((relation as regclass
+    text, grantee oid, privilege); grantee 0 is PUBLIC)."""
+    out = []
+    for relation, grantee, privilege in sorted(added):
+        if privilege not in _PRIVILEGES:
+            raise ValueError(f"unexpected privilege {privilege!r} on {relation}")
+        who = sql.SQL("PUBLIC") if grantee == 0 else sql.Identifier(role_names[grantee])
+        # relation: regclass text from the catalog, already quoted and qualified as needed
+        out.append(sql.SQL("REVOKE {} ON TABLE {} FROM {}").format(sql.SQL(privilege), sql.SQL(relation), who))
+    return out
+
+
+def _keep_others_privileges(conn, before: set[tuple[str, int, str]]) -> list[str]:
+    """Take back what the files just granted on relations the project does not own.
+
+    The released file ``20261124000002_target_tables.sql`` ends with ``GRANT ... ON ALL TABLES IN
+    SCHEMA public``, which also reaches a user's own tables and views (a table whose SELECT was
+    revoked from ``authenticated`` became readable by every signed-in user). Applied files are never
+    edited (their checksums are the history), so the runner undoes that statement's effect on
+    every relation outside the registry, in the same transaction. Returns the relations restored."""
+    added = _others_privileges(conn) - before
+    if not added:
+        return []
+    roles = dict(conn.execute("SELECT oid::bigint, rolname FROM pg_roles WHERE oid = ANY(%s)",
+                              [[g for _, g, _ in added if g]]).fetchall())
+    for statement in revoke_added_sql(added, roles):
+        conn.execute(statement)
+    return sorted({relation for relation, _, _ in added})
+
+
+_TABLE_CREATED_BY = "20261124000002"  # the file that creates the registry's tables (CREATE TABLE IF NOT EXISTS)
+
+
+def foreign_shape_problems(conn) -> list[str]:
+    """Registry tables that already exist in ``public`` with another shape, before this project
+    created them (a Supabase quickstart's ``profiles``, say). ``CREATE TABLE IF NOT EXISTS`` would
+    keep such a table, comment it and wire foreign keys to it, and the loads would fail later."""
+    existing: dict[str, dict[str, str]] = {}
+    for table, column, data_type in conn.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_class c "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)",
+            [[e.target_table for e in ENTITIES]]):
+        existing.setdefault(table, {})[column] = data_type
+    problems = []
+    for e in ENTITIES:
+        have = existing.get(e.target_table)
+        if have is None:
+            continue
+        want = {"id": "uuid", "metadata": "jsonb"} | {c.target: c.target_type for c in e.columns}
+        differing = [f"{name} ({'missing' if name not in have else have[name] + ', expected ' + kind})"
+                     for name, kind in want.items() if have.get(name) != _canonical_type(kind)]
+        if differing:
+            problems.append(f"public.{e.target_table} already exists and is not the registry's {e.name} table: "
+                            f"{', '.join(differing[:6])}{' ...' if len(differing) > 6 else ''}")
+    return problems
+
+
+def _canonical_type(kind: str) -> str:
+    return {"timestamptz": "timestamp with time zone"}.get(kind, kind)
+
+
 def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
                      timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[str]:
     """Apply the migration files not yet applied; return the versions applied now.
@@ -365,6 +441,11 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
                              "applied_at timestamptz DEFAULT now())").format(HISTORY))
         _adopt_old_history(conn)
         done = dict(conn.execute(sql.SQL("SELECT version, checksum FROM {}").format(HISTORY)).fetchall())
+        if _TABLE_CREATED_BY not in done and (problems := foreign_shape_problems(conn)):
+            raise SetupError("cannot set up the target: " + "; ".join(problems) + ". Ways out: rename or move that "
+                             "table (ALTER TABLE public.<name> RENAME TO ..., or SET SCHEMA), or migrate into a "
+                             "database without it; nothing was changed")
+        others_before = _others_privileges(conn)
         for path in files:
             version, _, name = path.stem.partition("_")
             text = path.read_text()
@@ -378,6 +459,7 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
             conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(HISTORY),
                          [version, name, _checksum(text)])
             applied_now.append(version)
+        _keep_others_privileges(conn, others_before)
         conn.commit()
     return applied_now
 

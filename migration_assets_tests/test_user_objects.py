@@ -1,0 +1,67 @@
+"""A target that holds the user's own objects next to the migrated tables (Supabase teams add
+views, tables, columns, triggers): no command changes what the project does not own, and none of
+those objects stops a load."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from migration_assets import cli
+from migration_assets.engine.load import migrate_entity
+from migration_assets.engine.options import LoadOptions
+from migration_assets.simulator import generate, mutate
+from migration_assets.target_schema import apply_migrations
+
+from .conftest import query
+from .test_operator import _isolated
+
+USER_OBJECTS = [
+    "CREATE TABLE public.server_secrets (id int PRIMARY KEY, api_key text)",
+    "REVOKE ALL ON public.server_secrets FROM PUBLIC",
+    "CREATE TABLE public.app_notes (id int, body text)",
+    "GRANT SELECT ON public.app_notes TO PUBLIC",
+    "COMMENT ON TABLE public.app_notes IS 'the app''s own notes'",
+    "CREATE VIEW public.note_count AS SELECT count(*) AS n FROM public.app_notes",
+]
+
+
+def _privileges(conninfo: str) -> list[tuple]:
+    return query(conninfo, """
+        SELECT c.relname, a.grantee::regrole::text, a.privilege_type, obj_description(c.oid, 'pg_class')
+        FROM pg_class c CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+        WHERE c.relname IN ('server_secrets', 'app_notes', 'note_count') ORDER BY 1, 2, 3""")
+
+
+def test_setup_grants_and_comments_nothing_on_the_users_own_tables_and_views(databases):
+    target = databases.new("target_user_objects")
+    with psycopg.connect(target) as conn:
+        for statement in ["DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN "
+                          "CREATE ROLE authenticated NOLOGIN; END IF; END $$"] + USER_OBJECTS:
+            conn.execute(statement)
+    before = _privileges(target)
+    assert not [p for p in before if p[0] == "server_secrets" and p[1] in ("authenticated", "anon", "service_role")]
+    assert apply_migrations(target)
+    assert _privileges(target) == before
+    # the registry's own tables got theirs
+    assert query(target, "SELECT has_table_privilege('authenticated', 'public.profiles', 'SELECT'), "
+                         "has_table_privilege('service_role', 'public.profiles', 'DELETE')") == [(True, True)]
+
+
+def test_setup_refuses_a_quickstart_profiles_table_and_changes_nothing(databases, monkeypatch, tmp_path, capsys,
+                                                                       legacy):
+    """Supabase's quickstart creates public.profiles keyed to auth.users: setup must not adopt it."""
+    target = databases.new("target_quickstart")
+    quickstart = ("CREATE TABLE public.profiles (id uuid PRIMARY KEY, updated_at timestamptz, username text UNIQUE, "
+                  "full_name text, avatar_url text, website text)")
+    with psycopg.connect(target) as conn:
+        conn.execute(quickstart)
+        conn.execute("COMMENT ON TABLE public.profiles IS 'the app''s profiles'")
+    _isolated(monkeypatch, tmp_path, SOURCE_DB_URL=legacy, TARGET_DB_URL=target)
+    assert cli.main(["setup"]) == 2
+    err = capsys.readouterr().err
+    assert "public.profiles already exists and is not the registry's profiles table" in err
+    assert "email (missing)" in err and "rename or move that table" in err
+    assert query(target, "SELECT obj_description('public.profiles'::regclass, 'pg_class'), "
+                         "to_regclass('public.offices'), to_regclass('migration_control.schema_migrations')") \
+        == [("the app's profiles", None, None)]
