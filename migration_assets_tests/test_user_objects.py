@@ -65,3 +65,52 @@ def test_setup_refuses_a_quickstart_profiles_table_and_changes_nothing(databases
     assert query(target, "SELECT obj_description('public.profiles'::regclass, 'pg_class'), "
                          "to_regclass('public.offices'), to_regclass('migration_control.schema_migrations')") \
         == [("the app's profiles", None, None)]
+
+
+def _content(conninfo: str, table: str, columns: list[str]) -> str:
+    from psycopg import sql
+
+    return query(conninfo, sql.SQL("SELECT md5(string_agg(t::text, '|' ORDER BY t.id)) FROM (SELECT {} FROM {}) t")
+                 .format(sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier("public", table)))[0][0]
+
+
+def test_a_users_views_and_identity_and_generated_columns_never_stop_a_load_or_a_refresh(databases):
+    """A view grouping by the primary key (PostgreSQL ties it to the key) used to make the fast
+    path's key drop fail on every run; an identity column a user added broke every merge (the
+    staging table copied its NOT NULL). Both tables now load, refresh, and equal a target without
+    the user's objects, and the objects keep working."""
+    from migration_assets.registry import entity
+
+    legacy = databases.new("legacy_user_views")
+    generate(legacy, scale=0.002, seed=47, log=lambda *_: None)
+    target, reference = databases.new("target_user_views"), databases.new("target_user_views_ref")
+    for db in (target, reference):
+        apply_migrations(db)
+    with psycopg.connect(target) as conn:
+        conn.execute("CREATE VIEW public.office_names AS SELECT o.id, o.name, count(*) AS n FROM public.offices o "
+                     "GROUP BY o.id")
+        conn.execute("CREATE MATERIALIZED VIEW public.office_codes AS SELECT o.id, o.code, count(*) AS n "
+                     "FROM public.offices o GROUP BY o.id WITH NO DATA")
+        conn.execute("ALTER TABLE public.offices ADD COLUMN app_seq bigint GENERATED ALWAYS AS IDENTITY")
+        conn.execute("ALTER TABLE public.offices ADD COLUMN app_label text GENERATED ALWAYS AS (upper(code)) STORED")
+    columns = ["id"] + [c.target for c in entity("offices").columns] + ["metadata"]
+    for round_no in (0, 1, 2):
+        if round_no:
+            mutate(legacy, fraction=0.2, round_no=round_no, entities=["offices"], log=lambda *_: None)
+        opts = LoadOptions(run_id=f"user-objects-{round_no}", mode="differential" if round_no == 2 else "full")
+        result = migrate_entity(legacy, target, "offices", opts)
+        migrate_entity(legacy, reference, "offices", opts)
+        if round_no == 0:
+            assert result.load_path == ("merge (fast path not possible: its keys are used by materialized view "
+                                        "public.office_codes, view public.office_names)")
+        else:
+            assert result.inserted + result.updated > 0
+        assert result.remaining_difference == 0
+        assert _content(target, "offices", columns) == _content(reference, "offices", columns)
+    with psycopg.connect(target) as conn:
+        conn.execute("REFRESH MATERIALIZED VIEW public.office_codes")
+        rows, with_seq, labels_right, viewed, materialized = conn.execute(
+            "SELECT count(*), count(app_seq), count(*) FILTER (WHERE app_label = upper(code)), "
+            "(SELECT count(*) FROM public.office_names), (SELECT count(*) FROM public.office_codes) "
+            "FROM public.offices").fetchone()
+    assert rows > 0 and rows == with_seq == labels_right == viewed == materialized

@@ -11,7 +11,8 @@ the foreign keys on and to it dropped inside the load's transaction, then rebuil
 definitions the catalog gave (:func:`capture_constraints`). Building a b-tree once from the loaded
 rows is cheaper than maintaining it under random-UUID inserts, and re-adding a foreign key
 validates every row, so the result is the table the merge path would produce. A table that a role
-the loader does not own references cannot lose that foreign key (:func:`fast_path_blocker`).
+the loader does not own references, or whose keys a user's view depends on, takes the merge path
+instead (:func:`fast_path_blocker`).
 """
 
 from __future__ import annotations
@@ -110,17 +111,48 @@ def capture_constraints(conn, e: Entity) -> list[tuple[str, str, str]]:
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
+_DEPENDENTS_OF_KEYS = """
+    WITH dropped AS (  -- what the fast path drops: the table's keys and indexes, the foreign keys to it
+        SELECT 'pg_constraint'::regclass AS classid, oid AS objid FROM pg_constraint
+        WHERE (conrelid = %(t)s::regclass AND contype IN ('p', 'u', 'f'))
+           OR (confrelid = %(t)s::regclass AND contype = 'f')
+        UNION ALL
+        SELECT 'pg_class'::regclass, indexrelid FROM pg_index WHERE indrelid = %(t)s::regclass)
+    SELECT DISTINCT CASE WHEN d.classid = 'pg_rewrite'::regclass
+                         THEN (SELECT CASE r.relkind WHEN 'm' THEN 'materialized view ' ELSE 'view ' END
+                                      || format('%%I.%%I', r.relnamespace::regnamespace, r.relname)
+                               FROM pg_rewrite w JOIN pg_class r ON r.oid = w.ev_class WHERE w.oid = d.objid)
+                         ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END
+    FROM pg_depend d JOIN dropped k ON k.classid = d.refclassid AND k.objid = d.refobjid
+    WHERE d.deptype = 'n'
+      AND NOT EXISTS (SELECT FROM dropped x WHERE x.classid = d.classid AND x.objid = d.objid)
+    ORDER BY 1"""
+
+
 def fast_path_blocker(conn, e: Entity) -> str | None:
-    """Why the fast path cannot drop the keys of ``e``, or None: a table the loading role does not
-    own references it (Supabase's ``auth`` or ``storage`` schemas, a user's own table), and only
-    its owner may drop that foreign key."""
+    """Why the fast path cannot drop the keys of ``e``, or None.
+
+    - A table the loading role does not own references it (Supabase's ``auth`` or ``storage``
+      schemas, a user's own table): only its owner may drop that foreign key.
+    - Another object depends on a key or index it would drop, other than the foreign keys it
+      drops and rebuilds itself: a user's view grouping by ``id`` (PostgreSQL records the
+      primary key as what makes the other columns functionally dependent), a materialized view,
+      a rule. PostgreSQL would refuse the drop, and its advice (``DROP ... CASCADE``) would
+      destroy the user's object. pg_depend names them all, whatever their kind.
+    The merge path needs neither drop, so the table loads through it."""
+    table = f"public.{e.target_table}"
     row = conn.execute("""
         SELECT c.conrelid::regclass::text, pg_get_userbyid(r.relowner)
         FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
         WHERE c.confrelid = %s::regclass AND c.contype = 'f'
           AND NOT pg_has_role(current_user, r.relowner, 'USAGE')
-        ORDER BY 1 LIMIT 1""", [f"public.{e.target_table}"]).fetchone()
-    return f"{row[0]}, owned by {row[1]}, references it" if row else None
+        ORDER BY 1 LIMIT 1""", [table]).fetchone()
+    if row:
+        return f"{row[0]}, owned by {row[1]}, references it"
+    dependents = [d for (d,) in conn.execute(_DEPENDENTS_OF_KEYS, {"t": table})]
+    if dependents:
+        return f"its keys are used by {', '.join(dependents[:3])}{' ...' if len(dependents) > 3 else ''}"
+    return None
 
 
 def drop_constraints_sql(saved: list[tuple[str, str, str, str]]) -> list[sql.Composable]:

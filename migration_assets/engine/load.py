@@ -148,8 +148,12 @@ def unfinished_slices_sql() -> sql.Composable:
 
 
 def stage_sql(e: Entity) -> list[sql.Composable]:
-    """The merge path's staging table: the target's columns and defaults, plus the legacy id."""
-    return [sql.SQL("CREATE TEMP TABLE _stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(target_table(e)),
+    """The merge path's staging table: exactly the registry's columns of the target, with their
+    types (no constraint, default, identity or generated column: a column a user added to the
+    target table never reaches it, so an identity's NOT NULL cannot reject the COPY), plus the
+    legacy id."""
+    return [sql.SQL("CREATE TEMP TABLE _stage ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                column_list(target_columns(e)), target_table(e)),
             sql.SQL("ALTER TABLE _stage ADD COLUMN {} bigint").format(sql.Identifier(LEGACY_ID))]
 
 
