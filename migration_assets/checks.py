@@ -138,6 +138,17 @@ class _Plan:
     recovered: dict[str, list[int]]  # optional FK column -> legacy ids of rows where recovery set it NULL
     parents: dict[str, sql.Composable]  # FK column -> relation (id, lid) of the parent table
     error_recovery: bool = True  # the run's ERROR_RECOVERY_ENABLED: the transforms the legacy side applies
+    # The legacy server stores text in another encoding than the target's UTF-8 (LATIN1, WIN1252,
+    # SQL_ASCII...): a text hash on each server would hash different bytes for the same
+    # characters, so both sides hash the text's UTF-8 bytes instead.
+    text_as_utf8: bool = False
+
+
+def _text_value(c, v: sql.Composable, plan: _Plan) -> sql.Composable:
+    """``v`` as it enters the row hash: a text value as its UTF-8 bytes when the servers' encodings differ."""
+    if plan.text_as_utf8 and c.target_type == "text":
+        return sql.SQL("convert_to({}, 'UTF8')").format(v)
+    return v
 
 
 def _content_every(source_conn, e: Entity, sample_above: int | None, sample_every: int | None) -> int:
@@ -201,7 +212,8 @@ def _plan(source_conn, target_conn, e: Entity, sample_above: int | None, sample_
     return _Plan(every=every, uuid_every=max(uuid_every, 1), excluded=_open_quarantine(target_conn, e, every),
                  recovered=_recovered_references(target_conn, e),
                  parents={c.target: _parent_relation(target_conn, c.parent) for c in e.foreign_keys},
-                 error_recovery=error_recovery)
+                 error_recovery=error_recovery,
+                 text_as_utf8=source_conn.execute("SHOW server_encoding").fetchone()[0] != "UTF8")
 
 
 def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
@@ -227,7 +239,7 @@ def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
         elif c.kind is Kind.TEXT_DATE:
             v = _strict_date_sql(src)
         else:
-            v = sql.SQL("({})::{}").format(column_value_sql(e, c, opts), sql.SQL(c.target_type))
+            v = _text_value(c, sql.SQL("({})::{}").format(column_value_sql(e, c, opts), sql.SQL(c.target_type)), plan)
         values.append(v)
     return _row_hash(values)
 
@@ -242,7 +254,7 @@ def _target_rows(e: Entity, plan: _Plan) -> tuple[sql.Composable, sql.Composable
     for c in e.columns:
         col = sql.SQL("t.{}").format(sql.Identifier(c.target))
         if c.kind is not Kind.FK:
-            values.append(col)
+            values.append(_text_value(c, col, plan))
             continue
         v = sql.SQL("{}.lid").format(alias[c.target])
         if not c.required:

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import psycopg
+from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
@@ -64,9 +65,20 @@ def _usable(conn: psycopg.Connection, since: float) -> bool:
         return False
 
 
+CLIENT_ENCODING = "UTF8"
+
+
 def connect(conninfo: str, **kwargs) -> psycopg.Connection:
-    """``psycopg.connect`` without server-side prepared statements (pooler-safe, see above)."""
+    """``psycopg.connect`` without server-side prepared statements (pooler-safe, see above), in
+    UTF-8 whatever the server's encoding (a LATIN1 or WIN1252 legacy server converts its text)."""
+    kwargs.setdefault("client_encoding", CLIENT_ENCODING)
     return psycopg.connect(conninfo, prepare_threshold=None, **kwargs)
+
+
+def utf8_conninfo(conninfo: str) -> str:
+    """``conninfo`` with the client encoding set to UTF-8: for the Arrow readers (ADBC), which
+    otherwise receive a LATIN1 server's bytes as they are stored and pass them on unchecked."""
+    return pg_conninfo.make_conninfo(conninfo, client_encoding=CLIENT_ENCODING)
 
 
 def set_statement_timeout(conn: psycopg.Connection, timeout_ms: int) -> None:
@@ -196,7 +208,7 @@ class ArrowReaders:
                     return self._idle.pop(i)[1]
         import adbc_driver_postgresql.dbapi as adbc
 
-        return adbc.connect(conninfo, autocommit=True)  # libpq takes key=value or a URI
+        return adbc.connect(utf8_conninfo(conninfo), autocommit=True)  # libpq takes key=value or a URI
 
     def give_back(self, conninfo: str, conn) -> None:
         try:

@@ -19,7 +19,7 @@ import adbc_driver_manager
 import psycopg
 from psycopg import errors as pgerr
 
-from .redaction import redact
+from .redaction import redact, without_row_values
 
 TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "40")  # connection, operator intervention, rollback
 TRANSIENT_SQLSTATES = {"55P03", "57014", "53300"}  # lock not available, query canceled, too many connections
@@ -34,9 +34,23 @@ class ErrorKind:
 
 
 def _message(exc: BaseException) -> str:
-    # libpq can echo conninfo fragments, and a misread URL's password as a host or port name
-    text = redact(" ".join(str(exc).split()))
+    # libpq can echo conninfo fragments, and a misread URL's password as a host or port name;
+    # PostgreSQL's DETAIL can carry a row's values (personal data): both removed
+    text = redact(" ".join(without_row_values(str(exc)).split()))
     return text[:500] or type(exc).__name__
+
+
+def _users_foreign_key(exc: BaseException) -> str | None:
+    """The foreign key named by ``exc`` when it is not one of the registry's (a user's own table
+    referencing a migrated one), as ``constraint on table``; else None."""
+    diag = getattr(exc, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if not name:
+        return None
+    from .registry import ENTITIES
+
+    ours = {f"{e.target_table}_{c.target}_fkey" for e in ENTITIES for c in e.foreign_keys}
+    return None if name in ours else f"{name} on {diag.schema_name or 'public'}.{diag.table_name}"
 
 
 def classify(exc: BaseException) -> ErrorKind:
@@ -57,6 +71,10 @@ def classify(exc: BaseException) -> ErrorKind:
                          "duplicates are quarantined before the load; check for concurrent writers to the target")
     if (isinstance(exc, pgerr.CheckViolation) and "email_format" in msg) or "email_format" in msg:
         return ErrorKind("EMAIL_FORMAT", False, msg, "email rule mismatch between registry and target constraint")
+    if isinstance(exc, pgerr.ForeignKeyViolation) and (users := _users_foreign_key(exc)):
+        return ErrorKind("FOREIGN_KEY", False, msg, f"your own foreign key {users} (not the registry's) still "
+                         "references a row the legacy side deleted or changed: make it ON DELETE SET NULL or "
+                         "CASCADE, delete the referencing rows, or keep the row with DELETE_POLICY=soft; then re-run")
     if isinstance(exc, pgerr.ForeignKeyViolation) or "foreign key constraint" in msg:
         return ErrorKind("FOREIGN_KEY", False, msg, "materialize the parent entity first; orphans are quarantined")
     if "pool" in msg.lower() and ("closed" in msg.lower() or "after calling end" in msg.lower()):

@@ -40,6 +40,18 @@ def redact(text: str) -> str:
     return _URL_USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
 
 
+_FAILING_ROW = re.compile(r"Failing row contains \(.*", re.DOTALL)
+_KEY_VALUES = re.compile(r"\b(Key \((?P<cols>[^)]*)\)=)\(.*?\)(?=( is | already |$| conflicts ))", re.MULTILINE)
+
+
+def without_row_values(text: str) -> str:
+    """``text`` without the row values PostgreSQL puts in an error's DETAIL: ``Failing row contains
+    (...)`` goes whole, ``Key (email)=(a@b.c)`` keeps only the key's column names. A legacy row is
+    personal data; the audit trail, logs and events hold metadata only."""
+    text = _FAILING_ROW.sub("Failing row contains (values not shown)", text)
+    return _KEY_VALUES.sub(lambda m: m.group(1) + "(values not shown)", text)
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, redacted (libpq adds hints on later lines)."""
     text = str(exc).strip()

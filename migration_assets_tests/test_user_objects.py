@@ -114,3 +114,28 @@ def test_a_users_views_and_identity_and_generated_columns_never_stop_a_load_or_a
             "(SELECT count(*) FROM public.office_names), (SELECT count(*) FROM public.office_codes) "
             "FROM public.offices").fetchone()
     assert rows > 0 and rows == with_seq == labels_right == viewed == materialized
+
+
+def test_a_legacy_delete_blocked_by_the_users_foreign_key_names_it_as_the_users_and_stores_no_values(databases):
+    from migration_assets.errors import classify
+
+    legacy = databases.new("legacy_user_fk")
+    generate(legacy, scale=0.002, seed=53, log=lambda *_: None)
+    target = databases.new("target_user_fk")
+    apply_migrations(target)
+    migrate_entity(legacy, target, "offices", LoadOptions(run_id="user-fk-1"))
+    (office_id,) = query(target, "SELECT id FROM public.offices WHERE metadata->>'legacy_id' = "
+                                 "(SELECT min((metadata->>'legacy_id')::bigint)::text FROM public.offices)")[0]
+    with psycopg.connect(target) as conn:
+        conn.execute("CREATE TABLE public.app_visits (office_id uuid REFERENCES public.offices (id))")
+        conn.execute("INSERT INTO public.app_visits VALUES (%s)", [office_id])
+    with psycopg.connect(legacy) as conn:
+        conn.execute("DELETE FROM tbl_office WHERE office_id = (SELECT min(office_id) FROM tbl_office)")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation) as err:
+        migrate_entity(legacy, target, "offices", LoadOptions(run_id="user-fk-2"))
+    kind = classify(err.value)
+    assert (kind.name, kind.transient) == ("FOREIGN_KEY", False)
+    assert kind.recovery.startswith("your own foreign key app_visits_office_id_fkey on public.app_visits (not the "
+                                    "registry's) still references a row the legacy side deleted")
+    assert str(office_id) in str(err.value) and str(office_id) not in kind.message
+    assert "Key (id)=(values not shown) is still referenced from table \"app_visits\"" in kind.message

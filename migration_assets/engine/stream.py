@@ -114,7 +114,7 @@ class LegacyStream:
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except adbc.Error:  # an idle connection the server has closed since: one fresh attempt
                 reader_conn.close()
-                reader_conn = adbc.connect(self.conninfo, autocommit=True)
+                reader_conn = adbc.connect(connections.utf8_conninfo(self.conninfo), autocommit=True)
                 cur = reader_conn.cursor()
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(conn))
@@ -142,7 +142,12 @@ class LegacyStream:
         try:
             self.estimated_rows = self._estimate()
             reader_conn, cursor = self._open_reader(source_query(e, opts, where))
-            for n, table in enumerate(_rebatch(cursor.fetch_record_batch(), opts.batch_size), start=1):
+            # The driver's own reader, not fetch_record_batch(): that one is the bare pyarrow reader,
+            # whose errors are OSErrors without the SQLSTATE, so a server's data error (a byte the
+            # client encoding cannot take, say) looked like a lost connection and was retried.
+            # This one raises the driver's typed errors (DataError, with .sqlstate).
+            reader = cursor._results.reader
+            for n, table in enumerate(_rebatch(reader, opts.batch_size), start=1):
                 yield self._to_batch(table, meta_prefix, summarise=where is None)
                 if self._fail_after is not None and n >= self._fail_after:
                     raise RuntimeError(f"injected failure after {n} batches")
