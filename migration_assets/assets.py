@@ -154,7 +154,7 @@ def _table_checks(context, e: Entity, legacy: LegacyDatabase, target: PostgresRe
         results = run_checks(legacy.conninfo(), target.conninfo(), e, run_id=context.run.run_id,
                              sample_above=settings.sample_above, sample_every=settings.sample_every,
                              uuid_every=settings.uuid_every, timeout_ms=settings.migration_timeout_ms,
-                             error_recovery=settings.error_recovery)
+                             options=settings.load_options(context.run.run_id))
     except stopping.INTERRUPTS:
         stopping.note(context.run.run_id)
         raise Failure(description=f"{e.name}: checks stopped by a signal (the load was committed)",

@@ -39,7 +39,7 @@ from .connections import borrowed, set_statement_timeout
 from .engine.names import BUCKET, CHECK_RESULTS, HASH_MOD, QUARANTINE, legacy_id_of, not_soft_deleted_sql
 from .engine.options import LoadOptions
 from .engine.rejects import parent_joins
-from .engine.source_sql import column_value_sql
+from .engine.source_sql import column_value_sql, for_server
 from .registry import Entity
 from .settings import DEFAULTS
 from .transforms import EMAIL_REGEX, Kind, uuid_sql
@@ -137,7 +137,9 @@ class _Plan:
     excluded: list[int]  # open quarantine ids (within the sample): no content expected for them
     recovered: dict[str, list[int]]  # optional FK column -> legacy ids of rows where recovery set it NULL
     parents: dict[str, sql.Composable]  # FK column -> relation (id, lid) of the parent table
-    error_recovery: bool = True  # the run's ERROR_RECOVERY_ENABLED: the transforms the legacy side applies
+    # the run's load options (ERROR_RECOVERY_ENABLED, LEGACY_TEXT_ENCODING), for the legacy server
+    # read: the legacy side applies the transforms the load applied
+    options: LoadOptions = LoadOptions()
     # The legacy server stores text in another encoding than the target's UTF-8 (LATIN1, WIN1252,
     # SQL_ASCII...): a text hash on each server would hash different bytes for the same
     # characters, so both sides hash the text's UTF-8 bytes instead.
@@ -206,14 +208,15 @@ def _parent_relation(target_conn, table: str) -> sql.Composable:
 
 
 def _plan(source_conn, target_conn, e: Entity, sample_above: int | None, sample_every: int | None,
-          uuid_every: int | None, error_recovery: bool = True) -> _Plan:
+          uuid_every: int | None, options: LoadOptions | None = None) -> _Plan:
     every = _content_every(source_conn, e, sample_above, sample_every)
     uuid_every = UUID_CHECK_EVERY_DEFAULT if uuid_every is None else uuid_every
+    encoding = source_conn.execute("SHOW server_encoding").fetchone()[0]
     return _Plan(every=every, uuid_every=max(uuid_every, 1), excluded=_open_quarantine(target_conn, e, every),
                  recovered=_recovered_references(target_conn, e),
                  parents={c.target: _parent_relation(target_conn, c.parent) for c in e.foreign_keys},
-                 error_recovery=error_recovery,
-                 text_as_utf8=source_conn.execute("SHOW server_encoding").fetchone()[0] != "UTF8")
+                 options=for_server(options or LoadOptions(), encoding),
+                 text_as_utf8=encoding != "UTF8")
 
 
 def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
@@ -224,7 +227,7 @@ def _legacy_row_hash(e: Entity, plan: _Plan) -> sql.Composable:
     hashes its stored id). Typed values hashed with the types' own hash functions (no text
     rendering); the transforms are the engine's SQL."""
 
-    opts = LoadOptions(error_recovery=plan.error_recovery)
+    opts = plan.options
     pk = sql.SQL("l.{}::bigint").format(sql.Identifier(e.legacy_pk))
     values = [pk, sql.SQL("CASE WHEN {} THEN uuid_hash_extended({}, 0) END").format(
         _in_sample(pk, plan.uuid_every), uuid_sql(e.name, pk))]
@@ -333,13 +336,13 @@ def _target_summary(target_conn, e: Entity, plan: _Plan):
 
 def _summarize(source_conn, target_conn, e: Entity, sample_above: int | None = None,
                sample_every: int | None = None, meanwhile=None, uuid_every: int | None = None,
-               error_recovery: bool = True) -> IdAccounting:
+               options: LoadOptions | None = None) -> IdAccounting:
     """Both servers' summaries, computed at the same time: the legacy side in a worker thread on
     ``source_conn``, the target side here on ``target_conn``, followed by ``meanwhile(target_conn)``
     (the target-only checks) while the legacy server may still be working."""
     from concurrent.futures import ThreadPoolExecutor
 
-    plan = _plan(source_conn, target_conn, e, sample_above, sample_every, uuid_every, error_recovery)
+    plan = _plan(source_conn, target_conn, e, sample_above, sample_every, uuid_every, options)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="legacy-summary") as pool:
         legacy_future = pool.submit(_legacy_summary, source_conn, e, plan)
         target = _target_summary(target_conn, e, plan)
@@ -594,10 +597,10 @@ def _configure(conn) -> None:
 
 def run_checks(source_conninfo: str, target_conninfo: str, e: Entity, run_id: str | None = None,
                sample_above: int | None = None, sample_every: int | None = None, uuid_every: int | None = None,
-               timeout_ms: int | None = None, error_recovery: bool = True) -> list[AssetCheckResult]:
+               timeout_ms: int | None = None, options: LoadOptions | None = None) -> list[AssetCheckResult]:
     """All checks of ``e``; with ``run_id``, also recorded in migration_control.check_results.
     ``timeout_ms`` (MIGRATION_TIMEOUT) bounds each of the target's check statements;
-    ``error_recovery`` is the run's, so the legacy side applies the transforms the load applied."""
+    ``options`` are the run's load options, so the legacy side applies the transforms the load applied."""
     with borrowed(source_conninfo, "checks-source", _configure, autocommit=True) as src, \
             borrowed(target_conninfo, "checks-target") as tgt:
         _configure(tgt)  # LOCAL to the checks' transaction
@@ -610,7 +613,7 @@ def run_checks(source_conninfo: str, target_conninfo: str, e: Entity, run_id: st
                 target_only.append(emails_valid(conn, e))
 
         acc = _summarize(src, tgt, e, sample_above, sample_every, meanwhile=meanwhile,
-                         uuid_every=uuid_every, error_recovery=error_recovery)  # shared by the checks that compare both sides
+                         uuid_every=uuid_every, options=options)  # shared by the checks that compare both sides
         results = [rows_reconcile(src, tgt, e, acc), foreign_keys_resolve(tgt, e, acc), keys_unique(tgt, e, acc),
                    *target_only, content_checksum(src, tgt, e, acc=acc)]
         tgt.rollback()  # the checks only read: drop the temp tables

@@ -138,6 +138,11 @@ SETTINGS: tuple[Setting, ...] = (
             "legacy rows per slice: an empty sliced table loads in id ranges of about this many rows, each its "
             "own step, keys built once after the last (0: no table is sliced); README, 'Executors'",
             minimum=0, maximum=1_000_000_000),
+    Setting("LEGACY_TEXT_ENCODING", "text_encoding", "utf8", "choice",
+            "how the text of a SQL_ASCII legacy database (bytes with no declared encoding) is decoded: utf8 (a value "
+            "that is not valid UTF-8 is quarantined as INVALID_VALUE naming the column), latin1 or win1252 "
+            "(transcoded); a legacy server with a declared encoding (UTF8, LATIN1, WIN1252...) converts its own "
+            "text and this is not used", choices=("utf8", "latin1", "win1252")),
     Setting("MIGRATION_SLICED_TABLES", "sliced_tables", (), "tables",
             "the tables loaded in slices when MIGRATION_SLICE_ROWS is set; empty: every table whose registry size "
             "(expected rows at scale 1.0) is at least MIGRATION_SLICE_ROWS"),
@@ -168,6 +173,7 @@ class Settings:
     executor: str
     max_concurrent: int
     slice_rows: int
+    text_encoding: str
     sliced_tables: tuple[str, ...]
 
     def sliced(self, name: str, expected_rows: int) -> bool:

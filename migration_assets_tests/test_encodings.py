@@ -83,3 +83,38 @@ def test_a_legacy_server_in_another_encoding_loads_every_character_and_refresh_e
     _run(monkeypatch, legacy, fresh, "full")
     for table in TABLES:
         assert _content(target, table) == _content(fresh, table), table
+
+
+def test_sql_ascii_bytes_that_are_not_utf8_are_quarantined_by_column_or_transcoded_as_told(databases, monkeypatch):
+    """A SQL_ASCII server holds whatever bytes its application wrote (here Latin-1). Read as UTF-8
+    (the default) such a value cannot load: its row is quarantined as INVALID_VALUE naming the
+    column, with the bytes escaped, and no table stops. LEGACY_TEXT_ENCODING=latin1 transcodes
+    them, the quarantined rows load and leave the quarantine, and the result equals a fresh
+    migration with that setting."""
+    legacy = _legacy_in(databases, "SQL_ASCII")
+    generate(legacy, scale=0.002, seed=67, log=lambda *_: None)
+    with psycopg.connect(legacy) as conn:  # 'Renée' and 'Zoë' in Latin-1 bytes
+        conn.execute("UPDATE tbl_office SET office_name = convert_from('\\x52656ee965'::bytea, 'SQL_ASCII') "
+                     "|| ' ' || office_id WHERE office_id % 2 = 1")
+        conn.execute("UPDATE users SET first_nm = convert_from('\\x5a6feb'::bytea, 'SQL_ASCII') "
+                     "WHERE user_id % 2 = 1")
+    target = databases.new("target_sql_ascii")
+    apply_migrations(target)
+    _run(monkeypatch, legacy, target, "full")
+    quarantined = query(target, "SELECT entity, reason, detail FROM migration_control.quarantine "
+                                "WHERE NOT resolved AND detail LIKE '%%LEGACY_TEXT_ENCODING%%' ORDER BY 1, legacy_id")
+    offices = [q for q in quarantined if q[0] == "offices"]
+    assert offices and all(q[1:] == ("INVALID_VALUE", f"office_name: not utf8 text (LEGACY_TEXT_ENCODING): "
+                                     f"Ren\\351e {q[2].rsplit(' ', 1)[1]}") for q in offices)
+    assert any(q[0] == "profiles" and q[2] == "first_nm: not utf8 text (LEGACY_TEXT_ENCODING): Zo\\353"
+               for q in quarantined)
+    monkeypatch.setenv("LEGACY_TEXT_ENCODING", "latin1")
+    _run(monkeypatch, legacy, target, "full")
+    assert query(target, "SELECT count(*) FROM migration_control.quarantine WHERE NOT resolved "
+                         "AND detail LIKE '%%LEGACY_TEXT_ENCODING%%'") == [(0,)]
+    assert query(target, "SELECT count(*) FROM public.profiles WHERE first_name = 'Zoë'")[0][0] > 0
+    fresh = databases.new("target_sql_ascii_fresh")
+    apply_migrations(fresh)
+    _run(monkeypatch, legacy, fresh, "full")
+    for table in TABLES:
+        assert _content(target, table) == _content(fresh, table), table

@@ -11,6 +11,7 @@ from ..settings import DEFAULTS, SETTINGS
 
 MODES = next(s.choices for s in SETTINGS if s.field == "mode")
 DELETE_POLICIES = next(s.choices for s in SETTINGS if s.field == "delete_policy")
+TEXT_ENCODINGS = next(s.choices for s in SETTINGS if s.field == "text_encoding")
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,11 @@ class LoadOptions:
     mode: str = DEFAULTS["mode"]  # "full": compare everything; "differential": read changes since the watermark
     delete_policy: str = DEFAULTS["delete_policy"]  # what a legacy row deleted at the source does to its target row
     overlap_s: int = DEFAULTS["overlap_s"]  # differential: re-read this much before the watermark
+    # LEGACY_TEXT_ENCODING, and whether the legacy server is SQL_ASCII (its text then needs that
+    # decoding; any other server converts its own text): set by the stream and the checks from the
+    # server they read (source_sql.for_server), never by hand
+    text_encoding: str = DEFAULTS["text_encoding"]
+    sql_ascii: bool = False
     run_id: str = "manual"
     incremental: bool = True  # full mode: re-read only the legacy-id buckets whose content changed
     progress_every: int = 10  # batches between progress log lines
@@ -30,5 +36,7 @@ class LoadOptions:
             raise ValueError(f"BATCH_SIZE must be a positive integer, not {self.batch_size!r}")
         if self.mode not in MODES:
             raise ValueError(f"MIGRATION_MODE must be one of {MODES}, not {self.mode!r}")
+        if self.text_encoding not in TEXT_ENCODINGS:
+            raise ValueError(f"LEGACY_TEXT_ENCODING must be one of {TEXT_ENCODINGS}, not {self.text_encoding!r}")
         if self.delete_policy not in DELETE_POLICIES:
             raise ValueError(f"DELETE_POLICY must be one of {DELETE_POLICIES}, not {self.delete_policy!r}")

@@ -16,6 +16,7 @@ watermark, the gaps in the ids (where deleted rows are), and raw rows by id.
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
 from psycopg import sql
 
@@ -26,8 +27,66 @@ from .names import (BUCKET, DETAIL, ENGINE_VERSION, INVALID_EMAIL, INVALID_VALUE
 from .options import LoadOptions
 
 
-def _src(c: Column) -> sql.Composable:
-    return sql.SQL("l.{}").format(sql.Identifier(c.legacy_name))
+# Legacy columns stored as text (the kinds whose legacy type is a character type).
+TEXT_KINDS = (Kind.TEXT, Kind.LONG_TEXT, Kind.EMAIL, Kind.YN, Kind.CODE_CHAR, Kind.TEXT_DATE)
+_HIGH_BYTE = sql.Literal("[\\x80-\\xff]")
+_UTF8_TEXT = sql.Literal(  # well-formed UTF-8 (RFC 3629), byte by byte as a SQL_ASCII server matches it
+    "^([\\x01-\\x7f]|[\\xc2-\\xdf][\\x80-\\xbf]|\\xe0[\\xa0-\\xbf][\\x80-\\xbf]"
+    "|[\\xe1-\\xec\\xee\\xef][\\x80-\\xbf]{2}|\\xed[\\x80-\\x9f][\\x80-\\xbf]"
+    "|\\xf0[\\x90-\\xbf][\\x80-\\xbf]{2}|[\\xf1-\\xf3][\\x80-\\xbf]{3}"
+    "|\\xf4[\\x80-\\x8f][\\x80-\\xbf]{2})*$")
+_WIN1252_UNDEFINED = sql.Literal("[\\x81\\x8d\\x8f\\x90\\x9d]")  # no character in WIN1252
+
+
+def for_server(opts: LoadOptions, server_encoding: str) -> LoadOptions:
+    """``opts`` for a legacy server whose ``server_encoding`` is given. A server with a declared
+    encoding converts its text to the connection's UTF-8 itself; a SQL_ASCII one sends its bytes
+    as they were written, so the source query decodes them (LEGACY_TEXT_ENCODING)."""
+    sql_ascii = server_encoding == "SQL_ASCII"
+    return opts if opts.sql_ascii == sql_ascii else replace(opts, sql_ascii=sql_ascii)
+
+
+def decoded_sql(v: sql.Composable, encoding: str) -> sql.Composable:
+    """SQL on a SQL_ASCII server: text ``v`` as UTF-8 text, NULL where it cannot be decoded as
+    ``encoding`` (utf8: not well-formed; win1252: one of its five undefined bytes; latin1 decodes
+    every byte). Valid UTF-8 stays the same value, so what compares it elsewhere is unaffected."""
+    if encoding == "utf8":
+        return sql.SQL("CASE WHEN {v} !~ {high} OR {v} ~ {utf8} THEN {v} END").format(
+            v=v, high=_HIGH_BYTE, utf8=_UTF8_TEXT)
+    converted = sql.SQL("convert_from(convert(convert_to({}, 'SQL_ASCII'), {}, 'UTF8'), 'SQL_ASCII')").format(
+        v, sql.Literal(encoding.upper()))
+    if encoding == "win1252":
+        return sql.SQL("CASE WHEN {} !~ {} THEN {} END").format(v, _WIN1252_UNDEFINED, converted)
+    return converted
+
+
+def _decodes(c: Column, opts: LoadOptions) -> bool:
+    return opts.sql_ascii and c.kind in TEXT_KINDS
+
+
+def _src(c: Column, opts: LoadOptions | None = None) -> sql.Composable:
+    """The legacy value of ``c`` (alias ``l``), as UTF-8 text where the server is SQL_ASCII."""
+    raw = sql.SQL("l.{}").format(sql.Identifier(c.legacy_name))
+    return decoded_sql(raw, opts.text_encoding) if opts is not None and _decodes(c, opts) else raw
+
+
+def _escaped(c: Column) -> sql.Composable:
+    """The raw bytes of a text column as ASCII (octal escapes for bytes above 0x7f): what a
+    quarantine row's detail and raw row show of a value that could not be decoded."""
+    return sql.SQL("encode(convert_to(l.{}, 'SQL_ASCII'), 'escape')").format(sql.Identifier(c.legacy_name))
+
+
+def raw_row_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
+    """The legacy row as JSON text (the quarantine's ``raw``): the whole row, or on a SQL_ASCII
+    server the key and the columns the registry reads, decoded (escaped where they cannot be),
+    since the row's other bytes may not be text the target can store."""
+    if not opts.sql_ascii:
+        return sql.SQL("row_to_json(l)::text")
+    pairs = [sql.SQL("{}, l.{}").format(sql.Literal(e.legacy_pk), sql.Identifier(e.legacy_pk))]
+    for c in e.columns:
+        value = sql.SQL("coalesce({}, {})").format(_src(c, opts), _escaped(c)) if _decodes(c, opts) else _src(c)
+        pairs.append(sql.SQL("{}, {}").format(sql.Literal(c.legacy_name), value))
+    return sql.SQL("json_build_object({})::text").format(sql.SQL(", ").join(pairs))
 
 
 def _email_fixed_sql(src: sql.Composable) -> sql.Composable:
@@ -45,7 +104,7 @@ def email_ok_sql(value: sql.Composable) -> sql.Composable:
 
 
 def column_value_sql(e: Entity, c: Column, opts: LoadOptions) -> sql.Composable:
-    src = _src(c)
+    src = _src(c, opts)
     if c.kind is Kind.FK:
         return src  # the legacy integer: the UUID is computed on the batch (uuid3_keys)
     if c.kind is Kind.EMAIL and opts.error_recovery:
@@ -74,7 +133,7 @@ def _wire_value_sql(e: Entity, c: Column, opts: LoadOptions) -> sql.Composable:
     """What the source query sends for ``c``: the converted value, except where the batch does
     the rest (the legacy integer of a key, raw text trimmed in Arrow)."""
     if trimmed_in_arrow(c, opts):
-        return _src(c)
+        return _src(c, opts)
     return column_value_sql(e, c, opts)
 
 
@@ -82,8 +141,14 @@ def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Comp
     """(reason, detail, recovery notes) expressions; reason NULL means the row is loadable."""
     reasons: list[tuple[sql.Composable, str, sql.Composable]] = []
     notes: list[sql.Composable] = []
+    for c in e.columns:  # first: a value that is not text in LEGACY_TEXT_ENCODING (SQL_ASCII server)
+        if _decodes(c, opts):
+            reasons.append((sql.SQL("(l.{} IS NOT NULL AND {} IS NULL)").format(
+                sql.Identifier(c.legacy_name), _src(c, opts)), INVALID_VALUE, sql.SQL("{} || {}").format(
+                sql.Literal(f"{c.legacy_name}: not {opts.text_encoding} text (LEGACY_TEXT_ENCODING): "),
+                _escaped(c))))
     for c in e.columns:
-        src = _src(c)
+        src = _src(c, opts)
         defaulted = opts.error_recovery and c.default is not None
         if c.required and not defaulted:
             # text kinds (text dates too) turn blank values into NULL, so a value of spaces only counts as missing:
@@ -133,7 +198,7 @@ def source_query(e: Entity, opts: LoadOptions, where: sql.Composable | None = No
         sql.SQL("l.{} AS {}").format(sql.Identifier(e.legacy_pk), sql.Identifier(LEGACY_ID)),
         sql.SQL("r.reason AS {}").format(sql.Identifier(REJECT)),
         sql.SQL("CASE WHEN r.reason IS NOT NULL THEN {} END AS {}").format(detail, sql.Identifier(DETAIL)),
-        sql.SQL("CASE WHEN r.reason IS NOT NULL THEN row_to_json(l)::text END AS {}").format(sql.Identifier(RAW)),
+        sql.SQL("CASE WHEN r.reason IS NOT NULL THEN {} END AS {}").format(raw_row_sql(e, opts), sql.Identifier(RAW)),
         sql.SQL("{} AS {}").format(source_hash_sql(e, opts), sql.Identifier(SOURCE_HASH)),
         sql.SQL("{} AS {}").format(notes, sql.Identifier(NOTES)),
     ]
@@ -146,8 +211,11 @@ def source_query(e: Entity, opts: LoadOptions, where: sql.Composable | None = No
 
 def hash_salt(e: Entity, opts: LoadOptions) -> int:
     """Salt of the per-row source hash: changes with the entity's definition and the recovery mode,
-    so a changed transform makes every row look changed and get re-migrated."""
-    return zlib.crc32(f"{ENGINE_VERSION}|{opts.error_recovery}|{e!r}".encode())
+    so a changed transform makes every row look changed and get re-migrated. LEGACY_TEXT_ENCODING
+    is part of it when set (it changes what a SQL_ASCII server's text becomes; the default leaves
+    the salt, and so every existing summary, as it was)."""
+    decoding = "" if opts.text_encoding == "utf8" else f"|{opts.text_encoding}"
+    return zlib.crc32(f"{ENGINE_VERSION}|{opts.error_recovery}|{e!r}{decoding}".encode())
 
 
 def source_hash_sql(e: Entity, opts: LoadOptions, alias: str = "l") -> sql.Composable:
@@ -258,7 +326,7 @@ def gaps_sql(e: Entity, lower: int, upper: int) -> tuple[sql.Composable, dict]:
     return query, {"lower": lower, "upper": upper}
 
 
-def raw_rows_sql(e: Entity) -> sql.Composable:
+def raw_rows_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
     """(legacy id, the raw row as JSON text) of the ids given as the one parameter (an array)."""
-    return sql.SQL("SELECT l.{pk}, row_to_json(l)::text FROM {t} AS l WHERE l.{pk} = ANY(%s)").format(
-        pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table))
+    return sql.SQL("SELECT l.{pk}, {raw} FROM {t} AS l WHERE l.{pk} = ANY(%s)").format(
+        pk=sql.Identifier(e.legacy_pk), t=sql.Identifier(e.legacy_table), raw=raw_row_sql(e, opts))

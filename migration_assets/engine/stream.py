@@ -31,7 +31,7 @@ from ..registry import Entity
 from ..transforms import Kind, ParentKeys, parse_text_dates, trim_text, uuid3_keys
 from .names import BUCKET, DETAIL, HASH_MOD, INVALID_VALUE, LEGACY_ID, NOTES, RAW, REJECT, SOURCE_HASH
 from .options import LoadOptions
-from .source_sql import raw_rows_sql, source_query, source_state_sql, trimmed_in_arrow
+from .source_sql import for_server, raw_rows_sql, source_query, source_state_sql, trimmed_in_arrow
 
 READ_HINT_BYTES = 4 << 20  # the ADBC driver cuts its batches near this size (its default: 16 MB)
 
@@ -83,6 +83,8 @@ class LegacyStream:
             self.close()
         if self._conn is None:
             self._conn = connections.take(self.conninfo, "legacy-stream", _stream_setup)
+            # a SQL_ASCII server's text is decoded by the source query (LEGACY_TEXT_ENCODING)
+            self.opts = for_server(self.opts, self._conn.info.parameter_status("server_encoding") or "")
         return self._conn
 
     def query(self, query: sql.Composable, params=None) -> list[tuple]:
@@ -134,6 +136,7 @@ class LegacyStream:
     def batches(self, where: sql.Composable | None = None) -> Iterator[pa.RecordBatch]:
         """The batches of the rows ``where`` selects (alias ``l``; None: every row, and then the
         stream also sums up what it read per bucket in :attr:`summary`)."""
+        self._connect()  # first: it adapts the options to the server (for_server)
         e, opts = self.entity, self.opts
         meta_prefix = pa.scalar('{"legacy_id": ')
         if where is None:
@@ -211,7 +214,7 @@ class LegacyStream:
         """Raw legacy rows (as JSON text) of ``legacy_ids`` of this entity (or of ``of``, a child
         whose rows a delete cascades to), streamed from the source in the stream's snapshot."""
         with self._connect().cursor(name="raw_rows") as cur:
-            cur.execute(raw_rows_sql(of or self.entity), [legacy_ids])
+            cur.execute(raw_rows_sql(of or self.entity, self.opts), [legacy_ids])
             while rows := cur.fetchmany(10_000):
                 yield from rows
 

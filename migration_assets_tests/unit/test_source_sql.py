@@ -47,7 +47,7 @@ def test_recovery_changes_only_what_it_recovers(e):
 def test_a_hostile_identifier_is_quoted_everywhere():
     e = dataclasses.replace(BY_NAME["roles"], legacy_table=HOSTILE, legacy_pk=HOSTILE)
     for text in (render(source_query(e, LoadOptions(), ids_sql(e, above=5))), render(source_state_sql(e)),
-                 render(bucket_summary_sql(e, LoadOptions())), render(raw_rows_sql(e)),
+                 render(bucket_summary_sql(e, LoadOptions())), render(raw_rows_sql(e, LoadOptions())),
                  render(gaps_sql(e, 1, 10)[0]), render(future_marks_sql(e)[1])):
         assert '"we""ird name"' in text
         assert "we\"ird name" not in text.replace('"we""ird name"', "")
@@ -57,7 +57,7 @@ def test_values_are_literals_or_parameters_never_spliced_text():
     e = BY_NAME["roles"]
     assert render(changed_since_sql(e, "2026-01-01 00:00:00' OR true --")).endswith(
         "'2026-01-01 00:00:00'' OR true --'")
-    assert "%s" in render(raw_rows_sql(e))  # the ids travel as one array parameter
+    assert "%s" in render(raw_rows_sql(e, LoadOptions()))  # the ids travel as one array parameter
     query, params = gaps_sql(e, -7, 9)
     assert params == {"lower": -7, "upper": 9} and "%(lower)s" in render(query)
 
