@@ -121,7 +121,8 @@ def _preflight(context, e: Entity, legacy: LegacyDatabase, target: PostgresResou
     stopping.raise_if_interrupted(context.run.run_id, e.name)
     try:
         # pre-flight: both schemas against the registry, at the run's first step
-        validate_once(context.run.run_id, legacy.connect, target.connect)
+        for warning in validate_once(context.run.run_id, legacy.connect, target.connect):
+            context.log.warning(f"pre-flight: {warning}")
     except (SchemaMismatch, DatabaseUnreachable) as exc:
         raise Failure(description=f"{e.name}: pre-flight: {exc}", allow_retries=False) from None
 

@@ -5,7 +5,9 @@ transform expects (a legacy ``varchar`` where ``text`` is expected is fine, ``te
 integer key is expected is not). Target side: every table, column and exact type the loads
 write, the primary key on ``id``, one foreign key per registry reference to the right parent, and
 the unique constraints (those a sliced load in progress dropped excepted: it rebuilds them). One
-catalog query per database; the result names table and column.
+catalog query per database; the result names table and column. Warnings that do not stop the
+run: a legacy server that is not UTF-8 (what will be done about it), and triggers someone added
+to the registry's tables (what they will do to refreshes).
 
 The first asset step of a run validates all 45 entities (once per process and run), so a mismatch
 stops the run before any table loads, with ``Failure(allow_retries=False)``.
@@ -116,13 +118,44 @@ def target_problems(conn: psycopg.Connection) -> list[str]:
     return problems
 
 
+_USER_TRIGGERS = """
+    SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+    WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)
+    ORDER BY 1, 2"""
+
+
+def legacy_warnings(conn: psycopg.Connection) -> list[str]:
+    """What the run will do about the legacy server's text encoding, when it is not UTF-8."""
+    encoding = conn.info.parameter_status("server_encoding") or ""
+    if encoding in ("UTF8", ""):
+        return []
+    if encoding == "SQL_ASCII":
+        return ["the legacy server's encoding is SQL_ASCII (bytes with no declared encoding): its text is decoded as "
+                "LEGACY_TEXT_ENCODING (default utf8); a value that does not decode is quarantined as INVALID_VALUE "
+                "naming the column"]
+    return [f"the legacy server's encoding is {encoding}: its text is read as UTF-8 (the server converts it)"]
+
+
+def target_warnings(conn: psycopg.Connection) -> list[str]:
+    """Triggers someone added to the registry's tables: they fire on every row a load or refresh
+    writes, and one that changes the row (a ``moddatetime(updated_at)``) makes the table differ from
+    a fresh migration and fails content_checksum."""
+    return [f"trigger {name} on public.{table} ({definition.split(' ON ')[0].removeprefix('CREATE ')}) is not the "
+            "project's: it fires on every row a load or refresh writes; a trigger that changes the row (such as "
+            "moddatetime on updated_at) makes the table differ from its legacy rows and fails content_checksum. "
+            "Such triggers belong after cutover (README, 'Your own objects in public')"
+            for table, name, definition in conn.execute(_USER_TRIGGERS, [[e.target_table for e in ENTITIES]])]
+
+
 class SchemaMismatch(RuntimeError):
     """The legacy or target schema does not match the registry (permanent: fix the schema)."""
 
 
-def validate(source, target) -> None:
+def validate(source, target) -> list[str]:
     """``source``/``target``: conninfo strings, or callables returning a connection (the resources'
-    ``connect``, whose errors name the server without any secret)."""
+    ``connect``, whose errors name the server without any secret). Raises on a mismatch; returns
+    the warnings (legacy_warnings, target_warnings) for the run's log."""
     def connect(x):
         return x() if callable(x) else connections.connect(x)
 
@@ -134,9 +167,11 @@ def validate(source, target) -> None:
 
     with reach(source, "legacy") as src, reach(target, "target") as tgt:
         problems = legacy_problems(src) + target_problems(tgt)
+        warnings = legacy_warnings(src) + target_warnings(tgt)
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise SchemaMismatch("schema does not match the registry: " + "; ".join(problems[:10]) + more)
+    return warnings
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -147,17 +182,18 @@ class DatabaseUnreachable(RuntimeError):
 _validated: dict[str, BaseException | None] = {}
 
 
-def validate_once(run_id: str, source, target) -> None:
+def validate_once(run_id: str, source, target) -> list[str]:
     """Validate at the first step of a run (in-process executor: one process per run). A failure
     is remembered for the run, so the other steps fail at once with the same one line instead of
-    each reaching for an unreachable server."""
+    each reaching for an unreachable server. Returns the warnings at the first call only."""
     if run_id in _validated:
         if _validated[run_id] is not None:
             raise _validated[run_id]
-        return
+        return []
     try:
-        validate(source, target)
+        warnings = validate(source, target)
     except (SchemaMismatch, DatabaseUnreachable) as exc:
         _validated[run_id] = exc
         raise
     _validated[run_id] = None
+    return warnings

@@ -71,6 +71,13 @@ def test_a_legacy_server_in_another_encoding_loads_every_character_and_refresh_e
     _accent(legacy, TEXTS[encoding], 0)
     target = databases.new("target_enc")
     apply_migrations(target)
+    from migration_assets.preflight import validate
+
+    assert validate(legacy, target) == [
+        "the legacy server's encoding is SQL_ASCII (bytes with no declared encoding): its text is decoded as "
+        "LEGACY_TEXT_ENCODING (default utf8); a value that does not decode is quarantined as INVALID_VALUE naming "
+        "the column" if encoding == "SQL_ASCII" else
+        f"the legacy server's encoding is {encoding}: its text is read as UTF-8 (the server converts it)"]
     _run(monkeypatch, legacy, target, "full")
     office, person = TEXTS[encoding]
     assert query(target, "SELECT count(*) FROM public.offices WHERE name LIKE %s", [office + " %"])[0][0] > 0

@@ -139,3 +139,21 @@ def test_a_legacy_delete_blocked_by_the_users_foreign_key_names_it_as_the_users_
                                     "registry's) still references a row the legacy side deleted")
     assert str(office_id) in str(err.value) and str(office_id) not in kind.message
     assert "Key (id)=(values not shown) is still referenced from table \"app_visits\"" in kind.message
+
+
+def test_preflight_names_a_users_trigger_on_a_migrated_table_and_what_it_does_to_refreshes(databases, legacy):
+    from migration_assets.preflight import validate
+
+    target = databases.new("target_user_trigger")
+    apply_migrations(target)
+    assert validate(legacy, target) == []
+    with psycopg.connect(target) as conn:
+        conn.execute("CREATE FUNCTION public.app_touch() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN NEW.name := NEW.name || ' (edited)'; RETURN NEW; END $$")
+        conn.execute("CREATE TRIGGER app_touch BEFORE UPDATE ON public.offices FOR EACH ROW "
+                     "EXECUTE FUNCTION public.app_touch()")
+    assert validate(legacy, target) == [
+        "trigger app_touch on public.offices (TRIGGER app_touch BEFORE UPDATE) is not the project's: it fires on "
+        "every row a load or refresh writes; a trigger that changes the row (such as moddatetime on updated_at) "
+        "makes the table differ from its legacy rows and fails content_checksum. Such triggers belong after "
+        "cutover (README, 'Your own objects in public')"]
