@@ -125,3 +125,26 @@ def test_sql_ascii_bytes_that_are_not_utf8_are_quarantined_by_column_or_transcod
     _run(monkeypatch, legacy, fresh, "full")
     for table in TABLES:
         assert _content(target, table) == _content(fresh, table), table
+
+
+def test_unicode_spaces_are_kept_in_text_and_make_an_email_a_placeholder(databases):
+    """The decision (README, 'Nothing lost'): only ASCII spaces are trimmed, as the seed did and as
+    btrim does. A no-break or other Unicode space is kept in text (it can be meant: '10 mg'), and
+    an email holding one is not an address: with recovery it becomes its row's placeholder, the
+    original kept in metadata.recovered."""
+    from migration_assets.engine.load import migrate_entity
+    from migration_assets.engine.options import LoadOptions
+
+    legacy = databases.new("legacy_unicode_spaces")
+    generate(legacy, scale=0.002, seed=71, log=lambda *_: None)
+    name, email = "\u00a0Clinic\u2003 ", "ann@mail.test\u00a0"
+    with psycopg.connect(legacy) as conn:
+        (office_id,) = conn.execute("UPDATE tbl_office SET office_name = %s, contact_email = %s WHERE office_id = "
+                                    "(SELECT min(office_id) FROM tbl_office) RETURNING office_id",
+                                    [name, email]).fetchone()
+    target = databases.new("target_unicode_spaces")
+    apply_migrations(target)
+    migrate_entity(legacy, target, "offices", LoadOptions(run_id="unicode-spaces"))
+    assert query(target, "SELECT name, email, metadata->'recovered'->'email'->>'original' FROM public.offices "
+                         "WHERE metadata->>'legacy_id' = %s", [str(office_id)]) == [
+        ("\u00a0Clinic\u2003", f"invalid+offices.email.{office_id}@invalid.example.com", email)]
