@@ -14,3 +14,17 @@ def test_failing_row_and_key_values_are_removed_and_the_key_columns_kept():
     assert without_row_values('DETAIL:  Key (office_id, code)=(7, X) is not present in table "offices".') == \
         'DETAIL:  Key (office_id, code)=(values not shown) is not present in table "offices".'
     assert without_row_values("relation \"x\" does not exist") == "relation \"x\" does not exist"
+
+
+def test_a_data_error_the_arrow_reader_raises_is_data_and_never_retried():
+    """The stream reads through the driver's own reader, which raises typed errors carrying the
+    SQLSTATE (the bare pyarrow reader raised an OSError, classed as a lost connection and retried)."""
+    import adbc_driver_manager
+
+    from migration_assets.errors import classify
+
+    exc = adbc_driver_manager.DataError('INVALID_DATA: ERROR: invalid byte sequence for encoding "UTF8": 0xe9',
+                                        status_code=adbc_driver_manager.AdbcStatusCode.INVALID_DATA,
+                                        sqlstate="22021")
+    kind = classify(exc)
+    assert (kind.name, kind.transient) == ("DATA", False)
