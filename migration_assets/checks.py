@@ -211,7 +211,7 @@ def _plan(source_conn, target_conn, e: Entity, sample_above: int | None, sample_
           uuid_every: int | None, options: LoadOptions | None = None) -> _Plan:
     every = _content_every(source_conn, e, sample_above, sample_every)
     uuid_every = UUID_CHECK_EVERY_DEFAULT if uuid_every is None else uuid_every
-    encoding = source_conn.execute("SHOW server_encoding").fetchone()[0]
+    encoding = source_conn.info.parameter_status("server_encoding") or ""  # reported at connect: no query
     return _Plan(every=every, uuid_every=max(uuid_every, 1), excluded=_open_quarantine(target_conn, e, every),
                  recovered=_recovered_references(target_conn, e),
                  parents={c.target: _parent_relation(target_conn, c.parent) for c in e.foreign_keys},

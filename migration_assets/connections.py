@@ -206,6 +206,11 @@ class ArrowReaders:
             for i in range(len(self._idle) - 1, -1, -1):
                 if self._idle[i][0] == conninfo:
                     return self._idle.pop(i)[1]
+        return self.open(conninfo)
+
+    @staticmethod
+    def open(conninfo: str):
+        """A new reader connection, in UTF-8 (utf8_conninfo), autocommit."""
         import adbc_driver_postgresql.dbapi as adbc
 
         return adbc.connect(utf8_conninfo(conninfo), autocommit=True)  # libpq takes key=value or a URI

@@ -48,8 +48,9 @@ def _users_foreign_key(exc: BaseException) -> str | None:
     if not name:
         return None
     from .registry import ENTITIES
+    from .target_schema import constraint_names  # the registry's constraint names, spelled once
 
-    ours = {f"{e.target_table}_{c.target}_fkey" for e in ENTITIES for c in e.foreign_keys}
+    ours = {n for e in ENTITIES for key, n in constraint_names(e).items() if key.startswith("fk:")}
     return None if name in ours else f"{name} on {diag.schema_name or 'public'}.{diag.table_name}"
 
 

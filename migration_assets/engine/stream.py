@@ -116,7 +116,7 @@ class LegacyStream:
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except adbc.Error:  # an idle connection the server has closed since: one fresh attempt
                 reader_conn.close()
-                reader_conn = adbc.connect(connections.utf8_conninfo(self.conninfo), autocommit=True)
+                reader_conn = connections.readers.open(self.conninfo)
                 cur = reader_conn.cursor()
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(conn))
