@@ -117,11 +117,13 @@ def build_table_asset(e: Entity, s: Settings):
     return _table_asset
 
 
-def _preflight(context, e: Entity, legacy: LegacyDatabase, target: PostgresResource) -> None:
+def _preflight(context, e: Entity, legacy: LegacyDatabase, target: PostgresResource,
+               settings: MigrationSettings) -> None:
     stopping.raise_if_interrupted(context.run.run_id, e.name)
     try:
         # pre-flight: both schemas against the registry, at the run's first step
-        for warning in validate_once(context.run.run_id, legacy.connect, target.connect):
+        for warning in validate_once(context.run.run_id, legacy.connect, target.connect,
+                                     settings.legacy_timezone):
             context.log.warning(f"pre-flight: {warning}")
     except (SchemaMismatch, DatabaseUnreachable) as exc:
         raise Failure(description=f"{e.name}: pre-flight: {exc}", allow_retries=False) from None
@@ -137,7 +139,7 @@ def _permanent(e: Entity, exc: Exception, what: str = "") -> Exception:
 
 def _open_stream(context, e: Entity, legacy: LegacyDatabase, target: PostgresResource,
                  settings: MigrationSettings) -> LegacyStream:
-    _preflight(context, e, legacy, target)
+    _preflight(context, e, legacy, target, settings)
     try:
         mode = context.run.tags.get(MODE_TAG)
         return legacy.stream(e, settings.load_options(context.run.run_id, mode))

@@ -6,8 +6,9 @@ integer key is expected is not). Target side: every table, column and exact type
 write, the primary key on ``id``, one foreign key per registry reference to the right parent, and
 the unique constraints (those a sliced load in progress dropped excepted: it rebuilds them). One
 catalog query per database; the result names table and column. Warnings that do not stop the
-run: a legacy server that is not UTF-8 (what will be done about it), and triggers someone added
-to the registry's tables (what they will do to refreshes).
+run: a legacy server that is not UTF-8 (what will be done about it) or whose time zone is not
+LEGACY_TIMEZONE, and triggers someone added to the registry's tables (what they will do to
+refreshes).
 
 The first asset step of a run validates all 45 entities (once per process and run), so a mismatch
 stops the run before any table loads, with ``Failure(allow_retries=False)``.
@@ -63,9 +64,11 @@ def _columns(conn: psycopg.Connection, query: str) -> dict[str, dict[str, str]]:
     return found
 
 
-def legacy_problems(conn: psycopg.Connection) -> list[str]:
+def legacy_problems(conn: psycopg.Connection, zone: str = "UTC") -> list[str]:
     found = _columns(conn, _COLUMNS)
     problems = []
+    if not conn.execute("SELECT EXISTS (SELECT FROM pg_timezone_names WHERE name = %s)", [zone]).fetchone()[0]:
+        problems.append(f"the legacy server does not know the time zone LEGACY_TIMEZONE={zone} (its pg_timezone_names)")
     for e in ENTITIES:
         cols = found.get(e.legacy_table)
         if cols is None:
@@ -79,6 +82,11 @@ def legacy_problems(conn: psycopg.Connection) -> list[str]:
             elif _family(cols[name]) != _family(want):
                 problems.append(f"legacy column {e.legacy_table}.{name} (-> {e.name}) is {cols[name]}, "
                                 f"expected {want}")
+            elif cols[name] == "timestamp with time zone" and zone != "UTC":
+                # its values are instants already: reading them in another zone would shift them
+                problems.append(f"legacy column {e.legacy_table}.{name} (-> {e.name}) is timestamp with time zone, "
+                                f"which LEGACY_TIMEZONE={zone} would shift: that setting is for timestamps without "
+                                "time zone; leave it at UTC for this database")
     return problems
 
 
@@ -125,16 +133,33 @@ _USER_TRIGGERS = """
     ORDER BY 1, 2"""
 
 
-def legacy_warnings(conn: psycopg.Connection) -> list[str]:
-    """What the run will do about the legacy server's text encoding, when it is not UTF-8."""
+# Whether two zones showed the same wall clock on every day of the last two years (UTC and
+# Etc/UTC, Europe/Berlin and Europe/Paris do): names alone would warn about aliases.
+_SAME_CLOCK = """
+    SELECT bool_and((t AT TIME ZONE %(a)s) = (t AT TIME ZONE %(b)s))
+    FROM generate_series(now() - interval '2 years', now(), interval '1 day') AS t"""
+
+
+def legacy_warnings(conn: psycopg.Connection, zone: str = "UTC") -> list[str]:
+    """What the run will do about the legacy server's text encoding, when it is not UTF-8, and a
+    legacy server whose own time zone is not LEGACY_TIMEZONE (the zone its sessions start in:
+    an application that writes ``now()`` into timestamps without time zone writes that clock)."""
+    warnings = []
+    server_zone = conn.execute("SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'").fetchone()[0]
+    known = conn.execute("SELECT EXISTS (SELECT FROM pg_timezone_names WHERE name = %s)", [zone]).fetchone()[0]
+    if known and not conn.execute(_SAME_CLOCK, {"a": server_zone, "b": zone}).fetchone()[0]:
+        warnings.append(f"the legacy server's time zone is {server_zone} but LEGACY_TIMEZONE is {zone}: timestamps "
+                        f"without time zone are read as {zone} time; if the legacy application writes its server's "
+                        f"local time, set LEGACY_TIMEZONE={server_zone} (a change re-migrates every row)")
     encoding = conn.info.parameter_status("server_encoding") or ""
     if encoding in ("UTF8", ""):
-        return []
+        return warnings
     if encoding == "SQL_ASCII":
-        return ["the legacy server's encoding is SQL_ASCII (bytes with no declared encoding): its text is decoded as "
-                "LEGACY_TEXT_ENCODING (default utf8); a value that does not decode is quarantined as INVALID_VALUE "
-                "naming the column"]
-    return [f"the legacy server's encoding is {encoding}: its text is read as UTF-8 (the server converts it)"]
+        return warnings + [
+            "the legacy server's encoding is SQL_ASCII (bytes with no declared encoding): its text is decoded as "
+            "LEGACY_TEXT_ENCODING (default utf8); a value that does not decode is quarantined as INVALID_VALUE "
+            "naming the column"]
+    return warnings + [f"the legacy server's encoding is {encoding}: its text is read as UTF-8 (the server converts it)"]
 
 
 def target_warnings(conn: psycopg.Connection) -> list[str]:
@@ -152,10 +177,11 @@ class SchemaMismatch(RuntimeError):
     """The legacy or target schema does not match the registry (permanent: fix the schema)."""
 
 
-def validate(source, target) -> list[str]:
+def validate(source, target, zone: str = "UTC") -> list[str]:
     """``source``/``target``: conninfo strings, or callables returning a connection (the resources'
-    ``connect``, whose errors name the server without any secret). Raises on a mismatch; returns
-    the warnings (legacy_warnings, target_warnings) for the run's log."""
+    ``connect``, whose errors name the server without any secret); ``zone``: LEGACY_TIMEZONE.
+    Raises on a mismatch; returns the warnings (legacy_warnings, target_warnings) for the run's
+    log."""
     def connect(x):
         return x() if callable(x) else connections.connect(x)
 
@@ -166,8 +192,8 @@ def validate(source, target) -> list[str]:
             raise DatabaseUnreachable(f"the {which} database does not answer: {first_line(exc)}") from None
 
     with reach(source, "legacy") as src, reach(target, "target") as tgt:
-        problems = legacy_problems(src) + target_problems(tgt)
-        warnings = legacy_warnings(src) + target_warnings(tgt)
+        problems = legacy_problems(src, zone) + target_problems(tgt)
+        warnings = legacy_warnings(src, zone) + target_warnings(tgt)
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise SchemaMismatch("schema does not match the registry: " + "; ".join(problems[:10]) + more)
@@ -182,7 +208,7 @@ class DatabaseUnreachable(RuntimeError):
 _validated: dict[str, BaseException | None] = {}
 
 
-def validate_once(run_id: str, source, target) -> list[str]:
+def validate_once(run_id: str, source, target, zone: str = "UTC") -> list[str]:
     """Validate at the first step of a run (in-process executor: one process per run). A failure
     is remembered for the run, so the other steps fail at once with the same one line instead of
     each reaching for an unreachable server. Returns the warnings at the first call only."""
@@ -191,7 +217,7 @@ def validate_once(run_id: str, source, target) -> list[str]:
             raise _validated[run_id]
         return []
     try:
-        warnings = validate(source, target)
+        warnings = validate(source, target, zone)
     except (SchemaMismatch, DatabaseUnreachable) as exc:
         _validated[run_id] = exc
         raise

@@ -93,6 +93,7 @@ class MigrationSettings(ConfigurableResource):
     max_concurrent: int = Field(ge=1, **_spec("MIGRATION_MAX_CONCURRENT"))
     slice_rows: int = Field(ge=0, **_spec("MIGRATION_SLICE_ROWS"))
     text_encoding: str = Field(**_spec("LEGACY_TEXT_ENCODING"))
+    legacy_timezone: str = Field(**_spec("LEGACY_TIMEZONE"))
     sliced_tables: list[str] = Field(**_spec("MIGRATION_SLICED_TABLES"))
 
     @classmethod
@@ -105,7 +106,8 @@ class MigrationSettings(ConfigurableResource):
     def load_options(self, run_id: str, mode: str | None = None) -> LoadOptions:
         return LoadOptions(batch_size=self.batch_size, fast_path=self.fast_path, error_recovery=self.error_recovery,
                            run_id=run_id, mode=mode or self.mode, delete_policy=self.delete_policy,
-                           overlap_s=self.overlap_s, text_encoding=self.text_encoding)
+                           overlap_s=self.overlap_s, text_encoding=self.text_encoding,
+                           legacy_timezone=self.legacy_timezone)
 
 
 class LegacyDatabase(PostgresResource):

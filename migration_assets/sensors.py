@@ -62,13 +62,14 @@ def record_run_failures(context: RunFailureSensorContext, target: PostgresResour
 
 # ------------------------------------------------------------------ differential refresh
 
-def legacy_states(conn, names=None) -> dict[str, tuple[int, int | None, str | None]]:
+def legacy_states(conn, zone: str, names=None) -> dict[str, tuple[int, int | None, str | None]]:
     """(rows, max legacy id, change high-water mark) of every legacy table (or of ``names``), in
-    ONE query. The row count scans each table: the only figure that shows a delete for certain."""
+    ONE query, the marks capped at the legacy clock in ``zone`` (LEGACY_TIMEZONE). The row count
+    scans each table: the only figure that shows a delete for certain."""
     chosen = [e for e in ENTITIES if names is None or e.name in names]
     if not chosen:
         return {}
-    parts = [sql.SQL("SELECT {}::text, s.* FROM ({}) AS s").format(sql.Literal(e.name), source_state_sql(e))
+    parts = [sql.SQL("SELECT {}::text, s.* FROM ({}) AS s").format(sql.Literal(e.name), source_state_sql(e, zone))
              for e in chosen]
     # No JIT: the 45 counts add up to a plan costly enough to be compiled, and compiling it takes
     # longer than running it (BENCHMARKS.md, design measurements).
@@ -100,14 +101,14 @@ def legacy_signatures(conn) -> dict[str, list] | None:
 EXACT_EVERY_S = 600  # the sensor recounts every table at least this often, whatever the signatures say
 
 
-def observe_legacy(conn, seen: dict, counted_at: float, now: float) -> tuple[dict, dict, bool]:
+def observe_legacy(conn, seen: dict, counted_at: float, now: float, zone: str) -> tuple[dict, dict, bool]:
     """The legacy states, counting only the tables whose signature moved since ``seen`` (the last
     evaluation's {name: {"sig": ..., "state": ...}}), or every table when the last full count is
     older than EXACT_EVERY_S (or there is none). Returns (states, what to remember, counted all)."""
     sigs = legacy_signatures(conn)
     full = sigs is None or not seen or not 0 <= now - counted_at < EXACT_EVERY_S  # (a clock set back too)
     stale = None if full else {name for name, sig in sigs.items() if (seen.get(name) or {}).get("sig") != sig}
-    states = legacy_states(conn, stale)
+    states = legacy_states(conn, zone, stale)
     if not full:
         states.update({name: tuple(seen[name]["state"]) for name in sigs if name not in stale})
     remembered = {name: {"sig": sigs[name], "state": list(states[name])} for name in states} if sigs else {}
@@ -153,7 +154,8 @@ def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, tar
     clock = time.time()
     with legacy.connect() as src:  # each tick reads in one transaction per database, under MIGRATION_TIMEOUT
         set_statement_timeout(src, settings.migration_timeout_ms)
-        now, seen, counted_all = observe_legacy(src, cursor.get("seen", {}), cursor.get("counted_at", 0.0), clock)
+        now, seen, counted_all = observe_legacy(src, cursor.get("seen", {}), cursor.get("counted_at", 0.0), clock,
+                                                 settings.legacy_timezone)
     with target.connect() as tgt:
         set_statement_timeout(tgt, settings.migration_timeout_ms)
         done = migrated_states(tgt)

@@ -15,6 +15,7 @@ target is refused once both are known (:func:`refuse_same_database`).
 from __future__ import annotations
 
 import os
+import zoneinfo
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -33,7 +34,7 @@ class Setting:
     env: str  # environment variable
     field: str  # attribute of Settings
     default: Any
-    kind: str  # "int", "bool", "choice", "path", "tables" (comma-separated entity names)
+    kind: str  # "int", "bool", "choice", "path", "tables" (comma-separated entity names), "zone" (IANA time zone)
     effect: str
     choices: tuple[str, ...] = ()
     minimum: int | None = None
@@ -50,6 +51,8 @@ class Setting:
             return f"integer {low}..{high}" if high else f"integer >= {low}"
         if self.kind == "tables":
             return "comma-separated table names of the registry (assets)"
+        if self.kind == "zone":
+            return "an IANA time zone name (UTC, America/New_York, Europe/Paris...)"
         return "a folder path"
 
     def parse(self, raw: str) -> Any:
@@ -82,6 +85,8 @@ class Setting:
             if unknown:
                 raise ValueError(f"naming no table of the registry ({', '.join(unknown)})")
             return names
+        if self.kind == "zone":
+            return zone_name(value)
         if not value:
             raise ValueError("empty")
         return Path(value)
@@ -143,10 +148,25 @@ SETTINGS: tuple[Setting, ...] = (
             "that is not valid UTF-8 is quarantined as INVALID_VALUE naming the column), latin1 or win1252 "
             "(transcoded); a legacy server with a declared encoding (UTF8, LATIN1, WIN1252...) converts its own "
             "text and this is not used", choices=("utf8", "latin1", "win1252")),
+    Setting("LEGACY_TIMEZONE", "legacy_timezone", "UTC", "zone",
+            "the time zone of the legacy database's timestamps without time zone (its application's clock): how "
+            "they become instants in the target, and the clock the change-tracking column is compared with; "
+            "changing it re-migrates every row"),
     Setting("MIGRATION_SLICED_TABLES", "sliced_tables", (), "tables",
             "the tables loaded in slices when MIGRATION_SLICE_ROWS is set; empty: every table whose registry size "
             "(expected rows at scale 1.0) is at least MIGRATION_SLICE_ROWS"),
 )
+
+
+def zone_name(value: str) -> str:
+    """``value`` if it names a time zone of the IANA database (zoneinfo: the system's, or the
+    ``tzdata`` package), else ValueError. Only such names: PostgreSQL also takes POSIX strings
+    such as ``EST5EDT`` or ``UTC+5``, whose sign is the opposite of ISO 8601's."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not a time zone of the IANA database") from None
+    return value
 
 
 DEFAULTS: dict[str, Any] = {s.field: s.default for s in SETTINGS}  # by Settings field
@@ -174,6 +194,7 @@ class Settings:
     max_concurrent: int
     slice_rows: int
     text_encoding: str
+    legacy_timezone: str
     sliced_tables: tuple[str, ...]
 
     def sliced(self, name: str, expected_rows: int) -> bool:

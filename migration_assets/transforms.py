@@ -309,8 +309,12 @@ class Column:
 
     # ---------------------------------------------------------------- SQL on the legacy side
 
-    def value_sql(self, src: sql.Composable, key_entity: str | None = None) -> sql.Composable:
-        """The converted value (NULL where the legacy value is NULL or fails its cast)."""
+    def value_sql(self, src: sql.Composable, key_entity: str | None = None, zone: str = "UTC") -> sql.Composable:
+        """The converted value (NULL where the legacy value is NULL or fails its cast). ``zone``
+        (LEGACY_TIMEZONE) is the time zone a timestamp without time zone is read in; PostgreSQL's
+        ``AT TIME ZONE`` takes a time repeated when clocks go back as standard time (the later
+        instant) and a time skipped when they go forward as standard time too (02:30 becomes
+        03:30 daylight time)."""
         k = self.kind
         if k is Kind.PK or k is Kind.FK:
             assert key_entity is not None
@@ -343,8 +347,8 @@ class Column:
             # ~7 us for a regex-plus-calendar test that SQL would evaluate several times per row
             return sql.SQL("nullif(btrim({}), '')").format(src)
         if k is Kind.TIMESTAMP:
-            return sql.SQL("CASE WHEN {0} >= {1} AND {0} < {2} THEN ({0} AT TIME ZONE 'UTC') END").format(
-                src, sql.Literal(TIMESTAMP_MIN), sql.Literal(TIMESTAMP_END))
+            return sql.SQL("CASE WHEN {0} >= {1} AND {0} < {2} THEN ({0} AT TIME ZONE {3}) END").format(
+                src, sql.Literal(TIMESTAMP_MIN), sql.Literal(TIMESTAMP_END), sql.Literal(zone))
         raise AssertionError(k)
 
     def invalid_sql(self, src: sql.Composable) -> sql.Composable | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..settings import DEFAULTS, SETTINGS
+from ..settings import DEFAULTS, SETTINGS, zone_name
 
 MODES = next(s.choices for s in SETTINGS if s.field == "mode")
 DELETE_POLICIES = next(s.choices for s in SETTINGS if s.field == "delete_policy")
@@ -27,6 +27,7 @@ class LoadOptions:
     # server they read (source_sql.for_server), never by hand
     text_encoding: str = DEFAULTS["text_encoding"]
     sql_ascii: bool = False
+    legacy_timezone: str = DEFAULTS["legacy_timezone"]  # LEGACY_TIMEZONE: the zone of naive legacy timestamps
     run_id: str = "manual"
     incremental: bool = True  # full mode: re-read only the legacy-id buckets whose content changed
     progress_every: int = 10  # batches between progress log lines
@@ -38,5 +39,9 @@ class LoadOptions:
             raise ValueError(f"MIGRATION_MODE must be one of {MODES}, not {self.mode!r}")
         if self.text_encoding not in TEXT_ENCODINGS:
             raise ValueError(f"LEGACY_TEXT_ENCODING must be one of {TEXT_ENCODINGS}, not {self.text_encoding!r}")
+        try:
+            zone_name(self.legacy_timezone)
+        except ValueError as why:
+            raise ValueError(f"LEGACY_TIMEZONE={self.legacy_timezone!r} is {why}") from None
         if self.delete_policy not in DELETE_POLICIES:
             raise ValueError(f"DELETE_POLICY must be one of {DELETE_POLICIES}, not {self.delete_policy!r}")

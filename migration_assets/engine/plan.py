@@ -10,7 +10,8 @@ Three plans, chosen by the load (load.py):
   the last full load stored with its watermark when the target's count still matches it. Equal
   buckets hold exactly the legacy rows migrated last time and are not read again;
 - differential mode (:func:`plan_differential`): the rows whose change mark is at or after the
-  watermark minus an overlap, or later than the snapshot's clock, and the ids above the highest
+  watermark minus an overlap (and minus the hour a daylight-saving zone set its clock back, when
+  it did since the watermark), or later than the snapshot's clock, and the ids above the highest
   id seen.
 Both narrowed plans add the rows that may load differently without a change at the source
 (:func:`retry_rows_sql`). Deletes are found after the merge (deletes.py).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import zoneinfo
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -69,7 +71,7 @@ READ_ALL = ReadPlan()
 
 @dataclass(frozen=True)
 class Watermark:
-    change_hwm: str | None  # naive UTC text, comparable with the legacy change column
+    change_hwm: str | None  # naive text in LEGACY_TIMEZONE, comparable with the legacy change column
     min_id: int | None
     max_id: int | None
     legacy_rows: int
@@ -263,10 +265,14 @@ def plan_differential(conn, stream: LegacyStream, wm: Watermark) -> ReadPlan:
     """
     e, opts = stream.entity, stream.opts
     conds = []
+    set_back = dt.timedelta(0)
     if wm.change_hwm is not None:
-        since = dt.datetime.fromisoformat(wm.change_hwm) - dt.timedelta(seconds=opts.overlap_s)
+        hwm = dt.datetime.fromisoformat(wm.change_hwm)
+        now = dt.datetime.now(zoneinfo.ZoneInfo(opts.legacy_timezone)).replace(tzinfo=None)
+        set_back = clock_set_back(opts.legacy_timezone, hwm, now)
+        since = hwm - dt.timedelta(seconds=opts.overlap_s) - set_back
         conds.append(changed_since_sql(e, since.isoformat(sep=" ")))
-    future, count_future = future_marks_sql(e)
+    future, count_future = future_marks_sql(e, opts.legacy_timezone)
     conds.append(future)
     ((n_future,),) = stream.query(count_future)
     if n_future:
@@ -276,5 +282,28 @@ def plan_differential(conn, stream: LegacyStream, wm: Watermark) -> ReadPlan:
     if wm.max_id is not None or retry:
         conds.append(ids_sql(e, above=wm.max_id, ids=retry))
     return ReadPlan(where=sql.SQL(" OR ").join(conds),
-                    note=(f"differential: changed since {wm.change_hwm} - {opts.overlap_s}s, ids above "
+                    note=(f"differential: changed since {wm.change_hwm} - {opts.overlap_s}s"
+                          f"{f' - {set_back} (clocks set back in {opts.legacy_timezone})' if set_back else ''}, ids above "
                           f"{wm.max_id}, {n_future} rows marked in the future, {len(retry)} rows retried"))
+
+
+def clock_set_back(zone: str, since: dt.datetime, until: dt.datetime) -> dt.timedelta:
+    """The most the wall clock of ``zone`` went back between the naive local times ``since`` and
+    ``until`` (a daylight-saving time ending: one hour in most zones), or zero.
+
+    Marks written in the hour a clock repeats can be lower than a mark written before it, so a
+    refresh whose watermark is in that hour must re-read from an hour earlier. The UTC offset is
+    sampled once per day, from ``since`` (at most 800 days back: every shift of a zone recurs
+    within a year; a time in the repeated hour reads as the earlier offset) to a day after
+    ``until``; a fall in the offset between two samples is a clock set back by that much."""
+    tz = zoneinfo.ZoneInfo(zone)
+    day = dt.timedelta(days=1)
+    start, end = max(since, until - 800 * day), max(since, until) + day
+    shift, previous = dt.timedelta(0), None
+    t = start
+    while t <= end:
+        offset = t.replace(tzinfo=tz).utcoffset()
+        if previous is not None and offset < previous:
+            shift = max(shift, previous - offset)
+        previous, t = offset, t + day
+    return shift

@@ -116,7 +116,7 @@ def column_value_sql(e: Entity, c: Column, opts: LoadOptions) -> sql.Composable:
         return sql.SQL("CASE WHEN {v} IS NULL THEN NULL WHEN {v_ok} THEN {v} "
                        "WHEN {f_ok} THEN {f} ELSE {p} END").format(
             v=v, v_ok=email_ok_sql(v), f=fixed, f_ok=email_ok_sql(fixed), p=placeholder)
-    value = c.value_sql(src)
+    value = c.value_sql(src, zone=opts.legacy_timezone)
     if opts.error_recovery and c.required and c.default is not None:
         value = sql.SQL("coalesce({}, {})").format(value, sql.SQL(c.default))
     return value
@@ -212,10 +212,12 @@ def source_query(e: Entity, opts: LoadOptions, where: sql.Composable | None = No
 def hash_salt(e: Entity, opts: LoadOptions) -> int:
     """Salt of the per-row source hash: changes with the entity's definition and the recovery mode,
     so a changed transform makes every row look changed and get re-migrated. LEGACY_TEXT_ENCODING
-    is part of it when set (it changes what a SQL_ASCII server's text becomes; the default leaves
-    the salt, and so every existing summary, as it was)."""
+    is part of it when set (it changes what a SQL_ASCII server's text becomes), and so is
+    LEGACY_TIMEZONE (it changes every timestamp); their defaults leave the salt, and so every
+    existing summary, as it was."""
     decoding = "" if opts.text_encoding == "utf8" else f"|{opts.text_encoding}"
-    return zlib.crc32(f"{ENGINE_VERSION}|{opts.error_recovery}|{e!r}{decoding}".encode())
+    zone = "" if opts.legacy_timezone == "UTC" else f"|tz={opts.legacy_timezone}"
+    return zlib.crc32(f"{ENGINE_VERSION}|{opts.error_recovery}|{e!r}{decoding}{zone}".encode())
 
 
 def source_hash_sql(e: Entity, opts: LoadOptions, alias: str = "l") -> sql.Composable:
@@ -233,12 +235,14 @@ def source_hash_sql(e: Entity, opts: LoadOptions, alias: str = "l") -> sql.Compo
         sql.Identifier(alias), sql.Literal(hash_salt(e, opts)))
 
 
-# The legacy change columns are UTC timestamps without a time zone (Kind.TIMESTAMP); "now" is the
-# start of the reading transaction, so one snapshot sees one clock.
-SNAPSHOT_CLOCK = sql.SQL("(transaction_timestamp() AT TIME ZONE 'UTC')")
+def snapshot_clock(zone: str) -> sql.Composable:
+    """The legacy clock as the change-tracking columns read it: the start of the reading
+    transaction (one snapshot sees one clock) as a timestamp without time zone in LEGACY_TIMEZONE,
+    the zone the legacy application writes its marks in (Kind.TIMESTAMP)."""
+    return sql.SQL("(transaction_timestamp() AT TIME ZONE {})").format(sql.Literal(zone))
 
 
-def source_state_sql(e: Entity) -> sql.Composable:
+def source_state_sql(e: Entity, zone: str) -> sql.Composable:
     """(rows, min id, max id, change high-water mark as text) of a legacy table: what a watermark
     records, and what the sensor compares with it.
 
@@ -251,7 +255,7 @@ def source_state_sql(e: Entity) -> sql.Composable:
     move the mark past every later change, and a differential refresh would skip them all. Rows
     marked in the future are re-read by every differential refresh instead (plan_differential)."""
     return sql.SQL("SELECT (SELECT count(*) FROM {t}), (SELECT min({pk}) FROM {t}), (SELECT max({pk}) FROM {t}), "
-                   "(SELECT max({chg}) FROM {t} WHERE {chg} <= {now})::text").format(now=SNAPSHOT_CLOCK,
+                   "(SELECT max({chg}) FROM {t} WHERE {chg} <= {now})::text").format(now=snapshot_clock(zone),
         pk=sql.Identifier(e.legacy_pk), chg=sql.Identifier(e.legacy_change_column), t=sql.Identifier(e.legacy_table))
 
 
@@ -266,13 +270,14 @@ def bucket_summary_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
         "SELECT b, n, h, NULL, NULL, NULL FROM s "
         "UNION ALL SELECT NULL, coalesce(sum(n), 0), NULL, min(lo), max(hi), max(chg)::text FROM s").format(
         pk=sql.Identifier(e.legacy_pk), b=sql.Literal(BUCKET), h=source_hash_sql(e, opts),
-        chg=sql.Identifier(e.legacy_change_column), t=sql.Identifier(e.legacy_table), now=SNAPSHOT_CLOCK)
+        chg=sql.Identifier(e.legacy_change_column), t=sql.Identifier(e.legacy_table),
+        now=snapshot_clock(opts.legacy_timezone))
 
 
-def future_marks_sql(e: Entity) -> tuple[sql.Composable, sql.Composable]:
+def future_marks_sql(e: Entity, zone: str) -> tuple[sql.Composable, sql.Composable]:
     """(condition on alias ``l``, count query) of the rows whose change mark is later than the
     snapshot's clock: never the high-water mark, so every differential refresh re-reads them."""
-    future = sql.SQL("l.{} > {}").format(sql.Identifier(e.legacy_change_column), SNAPSHOT_CLOCK)
+    future = sql.SQL("l.{} > {}").format(sql.Identifier(e.legacy_change_column), snapshot_clock(zone))
     return future, sql.SQL("SELECT count(*) FROM {} AS l WHERE {}").format(sql.Identifier(e.legacy_table), future)
 
 

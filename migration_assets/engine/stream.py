@@ -94,7 +94,7 @@ class LegacyStream:
     def snapshot(self) -> SourceState:
         """Row count, id range and change high-water mark of the legacy table in this snapshot."""
         if self.state is None:
-            self.state = SourceState(*self.query(source_state_sql(self.entity))[0])
+            self.state = SourceState(*self.query(source_state_sql(self.entity, self.opts.legacy_timezone))[0])
         return self.state
 
     def _estimate(self) -> int:

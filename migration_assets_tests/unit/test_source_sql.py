@@ -46,9 +46,9 @@ def test_recovery_changes_only_what_it_recovers(e):
 
 def test_a_hostile_identifier_is_quoted_everywhere():
     e = dataclasses.replace(BY_NAME["roles"], legacy_table=HOSTILE, legacy_pk=HOSTILE)
-    for text in (render(source_query(e, LoadOptions(), ids_sql(e, above=5))), render(source_state_sql(e)),
+    for text in (render(source_query(e, LoadOptions(), ids_sql(e, above=5))), render(source_state_sql(e, "UTC")),
                  render(bucket_summary_sql(e, LoadOptions())), render(raw_rows_sql(e, LoadOptions())),
-                 render(gaps_sql(e, 1, 10)[0]), render(future_marks_sql(e)[1])):
+                 render(gaps_sql(e, 1, 10)[0]), render(future_marks_sql(e, "UTC")[1])):
         assert '"we""ird name"' in text
         assert "we\"ird name" not in text.replace('"we""ird name"', "")
 
