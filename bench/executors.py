@@ -44,7 +44,7 @@ import psycopg
 
 from migration_assets.config import PROJECT_DIR, DbSettings, admin_url, sqlalchemy_url
 from migration_assets.engine.audit import write_audit
-from migration_assets.engine.load import migrate_entity
+from migration_assets.engine.commit import migrate_entity
 from migration_assets.engine.options import LoadOptions
 from migration_assets.engine.slices import finish_slices, load_slice, plan_slices
 from migration_assets.engine.stream import LegacyStream

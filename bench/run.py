@@ -90,19 +90,20 @@ def time_checks(source: str, target: str, full_content: bool = False) -> tuple[f
     """All asset checks of all 45 tables, as they run after each load: (seconds, legacy rows whose
     content was compared, legacy rows). ``full_content``: no table sampled (the default setting);
     otherwise CONTENT_CHECKSUM_SAMPLE_ABOVE=500,000."""
-    from migration_assets.checks import run_checks
+    from migration_assets.engine.accounting import CheckOptions
+    from migration_assets.engine.checks import run_checks
 
     sample_above = -1 if full_content else 500_000  # -1: the default since bench.peers (issue 23)
     compared = legacy_rows = 0
     started = time.perf_counter()
     for e in ENTITIES:
-        for r in run_checks(source, target, e, sample_above=sample_above):
-            if not r.passed and r.severity.value == "ERROR":
+        for r in run_checks(source, target, e, opts=CheckOptions(sample_above=sample_above)):
+            if not r.passed and r.severity == "ERROR":
                 raise RuntimeError(f"{e.name}.{r.check_name} failed on a clean migration: {r.metadata}")
             if r.check_name == "content_checksum":
-                compared += r.metadata["rows_compared"].value
+                compared += r.metadata["rows_compared"]
             if r.check_name == "rows_reconcile":
-                legacy_rows += r.metadata["legacy_rows"].value
+                legacy_rows += r.metadata["legacy_rows"]
     return time.perf_counter() - started, compared, legacy_rows
 
 

@@ -16,7 +16,8 @@ in one subsettable step (``build_level_asset``).
 Every asset carries a RetryPolicy (MAX_RETRY_ATTEMPTS, exponential backoff with jitter).
 Permanent errors (schema mismatch, a database that does not answer, bad configuration, a
 timeout, checks that cannot be evaluated after the table committed, a signal) are raised as
-``Failure(allow_retries=False)`` so they fail at once with a clear message.
+``Failure(allow_retries=False)`` carrying their kind, so they fail at once with a clear message
+(failures.py decides, for every step that writes to the target).
 """
 
 
@@ -47,11 +48,12 @@ from dagster import (
     op,
 )
 
-from . import connections, stopping
+from . import stopping
 from .checks import check_specs, run_checks
 from .engine.slices import FinishSlices, load_slice, plan_slices, read_plan
 from .engine.stream import LegacyStream
 from .errors import classify
+from .failures import as_failure, target_transaction
 from .io_manager import bounded_progress
 from .preflight import DatabaseUnreachable, SchemaMismatch, validate_once
 from .registry import ENTITIES, Entity
@@ -126,15 +128,13 @@ def _preflight(context, e: Entity, legacy: LegacyDatabase, target: PostgresResou
                                      settings.legacy_timezone):
             context.log.warning(f"pre-flight: {warning}")
     except (SchemaMismatch, DatabaseUnreachable) as exc:
-        raise Failure(description=f"{e.name}: pre-flight: {exc}", allow_retries=False) from None
+        raise as_failure(classify(exc), f"{e.name}: pre-flight") from None
 
 
-def _permanent(e: Entity, exc: Exception, what: str = "") -> Exception:
+def _permanent(e: Entity, exc: Exception) -> Exception:
     """A transient error as it is (the RetryPolicy retries it); any other as a Failure without retry."""
     kind = classify(exc)
-    if kind.transient:
-        return exc
-    return Failure(description=f"{e.name}: {what}{kind.name}: {kind.message}. {kind.recovery}", allow_retries=False)
+    return exc if kind.transient else as_failure(kind, e.name)
 
 
 def _open_stream(context, e: Entity, legacy: LegacyDatabase, target: PostgresResource,
@@ -154,10 +154,8 @@ def _table_checks(context, e: Entity, legacy: LegacyDatabase, target: PostgresRe
     if not selected:
         return
     try:
-        results = run_checks(legacy.conninfo(), target.conninfo(), e, run_id=context.run.run_id,
-                             sample_above=settings.sample_above, sample_every=settings.sample_every,
-                             uuid_every=settings.uuid_every, timeout_ms=settings.migration_timeout_ms,
-                             options=settings.load_options(context.run.run_id))
+        results = run_checks(legacy.conninfo(), target.conninfo(), e, context.run.run_id,
+                             settings.check_options(context.run.run_id))
     except stopping.INTERRUPTS:
         stopping.note(context.run.run_id)
         raise Failure(description=f"{e.name}: checks stopped by a signal (the load was committed)",
@@ -165,28 +163,19 @@ def _table_checks(context, e: Entity, legacy: LegacyDatabase, target: PostgresRe
     except Exception as exc:
         # the table is loaded and committed: a retry would reload it, so a check that
         # cannot be evaluated fails the step for good, with its cause
-        kind = classify(exc)
-        raise Failure(description=f"{e.name}: checks could not be evaluated: {kind.name}: {kind.message}",
-                      allow_retries=False) from None
+        raise as_failure(classify(exc), f"{e.name}: checks could not be evaluated") from None
     yield from (r for r in results if AssetCheckKey(AssetKey(e.name), r.check_name) in selected)
 
 
-def _committed_on_target(context, e: Entity, target: PostgresResource, settings: MigrationSettings,
-                         stream: LegacyStream, stopped_as: str, prefix: str, work):
-    """``work(conn)`` in one transaction on the target, every statement bounded by
-    MIGRATION_TIMEOUT, committed; ``stream`` closed after. A signal stops the run (``stopped_as``
-    names what stopped); an error is retried or not as :func:`_permanent` says (``prefix``)."""
+def _committed_on_target(context, target: PostgresResource, settings: MigrationSettings, stream: LegacyStream,
+                         what: str, work):
+    """``work(conn)`` in one transaction on the target, committed, under failures.target_transaction
+    (``what`` names it in a failure); ``stream`` closed after."""
     try:
-        with connections.borrowed(target.conninfo(), "load", opener=target.connect) as conn:
-            connections.set_statement_timeout(conn, settings.migration_timeout_ms)
+        with target_transaction(context.run.run_id, target, settings.migration_timeout_ms, what) as conn:
             out = work(conn)
             conn.commit()
             return out
-    except stopping.INTERRUPTS:
-        stopping.note(context.run.run_id)
-        raise stopping.stopped(stopped_as) from None
-    except Exception as exc:
-        raise _permanent(e, exc, prefix) from None
     finally:
         stream.close()
 
@@ -214,7 +203,7 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
     def plan_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                   settings: MigrationSettings):
         stream = _open_stream(context, e, legacy, target, settings)
-        plan = _committed_on_target(context, e, target, settings, stream, e.name, "planning slices: ",
+        plan = _committed_on_target(context, target, settings, stream, f"{e.name}: planning slices",
                                     lambda conn: plan_slices(conn, stream, stream.opts, settings.slice_rows))
         if plan is None:
             context.log.info(f"{e.name}: one step (the target holds rows, or the legacy table is not larger than "
@@ -239,7 +228,7 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
         opts = settings.load_options(context.run.run_id, context.run.tags.get(MODE_TAG))
         stream = legacy.stream(e, opts)
         progress = bounded_progress(e.name, settings.migration_timeout_ms, context.log.info)
-        piece = _committed_on_target(context, e, target, settings, stream, f"{e.name} {key}", f"{key}: ",
+        piece = _committed_on_target(context, target, settings, stream, f"{e.name} {key}",
                                      lambda conn: load_slice(conn, stream, opts, number, on_progress=progress))
         context.log.info(f"{e.name} {key} (legacy ids {piece.lo:,}..{piece.hi:,}): read {piece.rows_read or 0:,}, "
                          f"rejected {piece.rejected or 0:,}, by {piece.worker} in run {piece.run_id}")

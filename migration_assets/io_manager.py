@@ -1,11 +1,12 @@
 """The Postgres Arrow IO manager: consumes an asset's record-batch stream into its target table.
 
 ``handle_output`` receives the :class:`~migration_assets.engine.stream.LegacyStream` an asset returns and
-loads it with :func:`~migration_assets.engine.load.load_stream` in ONE transaction on the target (a
-sliced asset's last step hands it :class:`~migration_assets.engine.slices.FinishSlices` instead:
-the slices are in, :func:`~migration_assets.engine.slices.finish_slices` builds the keys): the
-COPY, the quarantine, the merge (or the empty-table fast path) and the audit row in
-``migration_control.migration_runs`` commit together or not at all. It merges instead of
+loads it with :func:`~migration_assets.engine.commit.commit_load` (the engine's one load sequence)
+in ONE transaction on the target (a sliced asset's last step hands it
+:class:`~migration_assets.engine.slices.FinishSlices` instead: the slices are in, the keys are
+built once): the COPY, the quarantine, the merge (or the empty-table fast path) and the audit row
+in ``migration_control.migration_runs`` commit together or not at all, under the guard of
+failures.py (timeout, signals, the failure audited and classified). It merges instead of
 deleting and re-inserting (unlike a generic DB IO manager), so children referencing a table keep
 their parents; rows deleted at the source leave by the delete policy, their children following
 the fresh-migration rules (engine). A differential load that leaves legacy rows unaccounted for
@@ -31,7 +32,6 @@ from typing import Callable
 import pyarrow as pa
 from dagster import (
     ConfigurableIOManager,
-    Failure,
     InputContext,
     MetadataValue,
     OutputContext,
@@ -43,11 +43,12 @@ from psycopg import sql
 from . import connections, stopping
 from .engine.audit import LoadResult, write_audit
 from .engine.copy import parse_copy_rows
-from .engine.load import full_pass, load_stream, needs_full_pass
+from .engine.commit import commit_load
 from .engine.names import target_columns
-from .engine.slices import FinishSlices, finish_slices
+from .engine.slices import FinishSlices
 from .engine.stream import LegacyStream
 from .errors import ErrorKind, classify
+from .failures import target_transaction
 from .registry import entity
 from .resources import MigrationSettings, PostgresResource
 
@@ -75,40 +76,16 @@ class PostgresArrowIOManager(ConfigurableIOManager):
         e = entity(context.asset_key.path[-1])
         if not isinstance(obj, (LegacyStream, FinishSlices)):
             raise TypeError(f"{e.name}: expected a LegacyStream from the asset, got {type(obj).__name__}")
-        opts = obj.opts  # the asset opened the stream with the run's mode
         started = time.time()
-        progress = bounded_progress(e.name, self.settings.migration_timeout_ms, context.log.info)
+        timeout_ms = self.settings.migration_timeout_ms
+        progress = bounded_progress(e.name, timeout_ms, context.log.info)
         try:
-            with connections.borrowed(self.target.conninfo(), "load", opener=self.target.connect) as conn:
-                # MIGRATION_TIMEOUT bounds every statement of the load (LOCAL: until the commit;
-                # the connection is kept for the next load); the per-batch check below bounds the
-                # whole load.
-                connections.set_statement_timeout(conn, self.settings.migration_timeout_ms)
-
-                if isinstance(obj, FinishSlices):
-                    result = finish_slices(conn, obj.stream, opts, on_progress=progress)
-                else:
-                    result = load_stream(conn, obj, opts, on_progress=progress)
-                write_audit(conn, context.run_id, result, e.name)
-                conn.commit()
-                if needs_full_pass(result):
-                    context.log.warning(f"{e.name}: the differential load left {result.remaining_difference:,} "
-                                        "legacy rows unaccounted for (inserted below the highest id seen): "
-                                        "comparing every row")
-                    connections.set_statement_timeout(conn, self.settings.migration_timeout_ms)
-                    result = full_pass(conn, obj, opts, on_progress=progress)
-                    write_audit(conn, context.run_id, result, e.name)
-                    conn.commit()
-        except stopping.INTERRUPTS:
-            stopping.note(context.run_id)
-            self._record_failure(context, e.name, None, started)
-            raise stopping.stopped(e.name) from None
-        except Exception as exc:
-            kind = self._record_failure(context, e.name, exc, started)
-            if kind.transient:
-                raise  # the asset's RetryPolicy retries it (exponential backoff, jitter)
-            raise Failure(description=f"{e.name}: {kind.name}: {kind.message}. {kind.recovery}",
-                          allow_retries=False) from None
+            # MIGRATION_TIMEOUT bounds every statement (the guard sets it for the transaction, and
+            # renews it for a full pass's); progress bounds the whole load
+            with target_transaction(context.run_id, self.target, timeout_ms, e.name,
+                                    on_error=lambda exc: self._record_failure(context, e.name, exc, started)) as conn:
+                result = commit_load(conn, obj, context.run_id, on_progress=progress, warn=context.log.warning,
+                                     renew=lambda c: connections.set_statement_timeout(c, timeout_ms))
         finally:
             obj.close()
         context.add_output_metadata(self._metadata(e, result))

@@ -14,6 +14,7 @@ from . import stopping
 from .assets import MODE_TAG, tables_of_step
 from .engine.audit import write_audit
 from .errors import classify
+from .failures import kind_of
 from .registry import BY_NAME
 
 
@@ -33,7 +34,7 @@ def record_step_failure(context: HookContext) -> None:
     candidates = [n for n in candidates if n in BY_NAME]
     if not candidates:
         return
-    kind = classify(context.op_exception) if context.op_exception else None
+    kind = kind_of(context.op_exception) if context.op_exception else None
     try:
         with context.resources.target.connect(connect_timeout=5) as conn:
             # the failed table: the step's first one this run has no audit row of (a level step

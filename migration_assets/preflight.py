@@ -19,6 +19,7 @@ from __future__ import annotations
 import psycopg
 
 from . import connections
+from .errors import PermanentError
 from .redaction import first_line
 from .registry import ENTITIES
 from .transforms import Kind
@@ -173,8 +174,11 @@ def target_warnings(conn: psycopg.Connection) -> list[str]:
             for table, name, definition in conn.execute(_USER_TRIGGERS, [[e.target_table for e in ENTITIES]])]
 
 
-class SchemaMismatch(RuntimeError):
+class SchemaMismatch(PermanentError):
     """The legacy or target schema does not match the registry (permanent: fix the schema)."""
+
+    kind = "SCHEMA"
+    recovery = "align the schema with the registry (apply the migrations), then re-run"
 
 
 def validate(source, target, zone: str = "UTC") -> list[str]:
@@ -200,9 +204,12 @@ def validate(source, target, zone: str = "UTC") -> list[str]:
     return warnings
 
 
-class DatabaseUnreachable(RuntimeError):
+class DatabaseUnreachable(PermanentError):
     """A database does not answer or refuses the login (permanent for the run: the next steps
     would meet the same; the message names the database and the cause, never a password)."""
+
+    kind = "UNREACHABLE"
+    recovery = "check the database's address, credentials and that it is running; then re-run"
 
 
 _validated: dict[str, BaseException | None] = {}

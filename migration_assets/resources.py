@@ -8,24 +8,24 @@ only names host, port, database and user.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
-from typing import Optional
+from dataclasses import fields
+from typing import Any, Optional
 
 import psycopg
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, create_model, model_validator
 
 from .config import DbSettings
 from .redaction import first_line
-from .settings import SETTINGS, Settings
+from .settings import BY_FIELD, SETTINGS, Setting, Settings
 from .connections import connect
+from .engine.accounting import CheckOptions
 from .engine.options import LoadOptions
 from .engine.stream import LegacyStream
 from .registry import Entity
 
 
-BY_ENV = {s.env: s for s in SETTINGS}
 
 
 class PostgresResource(ConfigurableResource):
@@ -63,51 +63,48 @@ class PostgresResource(ConfigurableResource):
     __str__ = __repr__
 
 
-def _spec(env: str) -> dict:
-    """Default and description of a setting's resource field, from its one definition."""
-    setting = BY_ENV[env]
-    default = str(setting.default) if setting.kind == "path" else (
-        list(setting.default) if setting.kind == "tables" else setting.default)
-    return {"default": default, "description": f"{env}: {setting.effect} (allowed: {setting.allowed()})"}
+def _config_value(setting: Setting, value: Any) -> Any:
+    """A setting's value as run configuration holds it (a path as text, tables as a list)."""
+    return str(value) if setting.kind == "path" else list(value) if setting.kind == "tables" else value
 
 
-class MigrationSettings(ConfigurableResource):
-    """The migration settings (settings.py defines each one once; the definitions pass the values
-    read at start, so a run's configuration shows what it ran with)."""
+def _setting_value(setting: Setting, value: Any) -> Any:
+    """The inverse of :func:`_config_value`."""
+    return Path(value) if setting.kind == "path" else tuple(value) if setting.kind == "tables" else value
 
-    batch_size: int = Field(ge=1, **_spec("BATCH_SIZE"))
-    max_retry_attempts: int = Field(ge=0, **_spec("MAX_RETRY_ATTEMPTS"))
-    migration_timeout_ms: int = Field(ge=1, **_spec("MIGRATION_TIMEOUT"))
-    error_recovery: bool = Field(**_spec("ERROR_RECOVERY_ENABLED"))
-    target_env: str = Field(**_spec("TARGET_ENV"))
-    fast_path: bool = Field(**_spec("MIGRATION_FAST_PATH"))
-    mode: str = Field(**_spec("MIGRATION_MODE"))
-    delete_policy: str = Field(**_spec("DELETE_POLICY"))
-    overlap_s: int = Field(ge=0, **_spec("DIFFERENTIAL_OVERLAP_SECONDS"))
-    asset_checks: bool = Field(**_spec("MIGRATION_ASSET_CHECKS"))
-    sample_above: int = Field(**_spec("CONTENT_CHECKSUM_SAMPLE_ABOVE"))
-    sample_every: int = Field(ge=1, **_spec("CONTENT_CHECKSUM_SAMPLE_EVERY"))
-    uuid_every: int = Field(ge=1, **_spec("UUID_CHECK_EVERY"))
-    reports_dir: str = Field(**_spec("MIGRATION_REPORTS_DIR"))
-    executor: str = Field(**_spec("MIGRATION_EXECUTOR"))
-    max_concurrent: int = Field(ge=1, **_spec("MIGRATION_MAX_CONCURRENT"))
-    slice_rows: int = Field(ge=0, **_spec("MIGRATION_SLICE_ROWS"))
-    text_encoding: str = Field(**_spec("LEGACY_TEXT_ENCODING"))
-    legacy_timezone: str = Field(**_spec("LEGACY_TIMEZONE"))
-    sliced_tables: list[str] = Field(**_spec("MIGRATION_SLICED_TABLES"))
+
+class _MigrationSettingsBase(ConfigurableResource):
+    """The migration settings: one field per entry of settings.SETTINGS (the definitions pass the
+    values read at start, so a run's configuration shows what it ran with). A value given in a
+    run's configuration is checked as the environment's are, the setting named in the error."""
+
+    @model_validator(mode="after")
+    def _allowed(self):
+        problems = [p for s in SETTINGS if (p := s.problem(_setting_value(s, getattr(self, s.field))))]
+        if problems:
+            raise ValueError("invalid settings: " + "; ".join(problems))
+        return self
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "MigrationSettings":
-        def plain(v):
-            return str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
-
-        return cls(**{f.name: plain(getattr(s, f.name)) for f in fields(s)})
+    def from_settings(cls, values: Settings) -> "MigrationSettings":
+        return cls(**{s.field: _config_value(s, getattr(values, s.field)) for s in SETTINGS})
 
     def load_options(self, run_id: str, mode: str | None = None) -> LoadOptions:
-        return LoadOptions(batch_size=self.batch_size, fast_path=self.fast_path, error_recovery=self.error_recovery,
-                           run_id=run_id, mode=mode or self.mode, delete_policy=self.delete_policy,
-                           overlap_s=self.overlap_s, text_encoding=self.text_encoding,
-                           legacy_timezone=self.legacy_timezone)
+        engine = {s.field: getattr(self, s.field) for s in SETTINGS if s.engine}
+        return LoadOptions(**{**engine, "mode": mode or self.mode}, run_id=run_id)
+
+    def check_options(self, run_id: str) -> CheckOptions:
+        """The checks' options: the settings CheckOptions names, MIGRATION_TIMEOUT, the run's load options."""
+        named = {f.name: getattr(self, f.name) for f in fields(CheckOptions) if f.name in BY_FIELD}
+        return CheckOptions(**named, timeout_ms=self.migration_timeout_ms, load=self.load_options(run_id))
+
+
+MigrationSettings = create_model(
+    "MigrationSettings", __base__=_MigrationSettingsBase, __module__=__name__,
+    **{s.field: (list[str] if s.kind == "tables" else str if s.kind == "path" else s.python_type,
+                 Field(default=_config_value(s, s.default), ge=s.minimum, le=s.maximum,
+                       description=f"{s.env}: {s.effect} (allowed: {s.allowed()})"))
+       for s in SETTINGS})
 
 
 class LegacyDatabase(PostgresResource):

@@ -36,7 +36,9 @@ from .assets import MODE_TAG, REPORT_ASSET
 from .connections import set_statement_timeout
 from .engine.audit import write_audit
 from .engine.source_sql import source_state_sql
-from .errors import classify
+from .errors import ErrorKind
+from .failures import kind_from_metadata
+from .redaction import redact
 from .jobs import differential_refresh, full_migration
 from .registry import ENTITIES, topological_order
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
@@ -45,13 +47,26 @@ from .engine.names import ORPHAN_FK, QUARANTINE, WATERMARKS
 RUN_ENTITY = "(run)"
 
 
+def run_failure_kind(context: RunFailureSensorContext) -> ErrorKind:
+    """What failed a run: the kind its first failed step decided (failures.as_failure keeps it in
+    the failure's metadata), else the error's class as Dagster serialized it."""
+    for event in context.get_step_failure_events():
+        data = event.step_failure_data
+        user = data.user_failure_data if data else None
+        if user is not None and (kind := kind_from_metadata(user.metadata or {})) is not None:
+            return kind
+        if data is not None and data.error is not None:
+            return ErrorKind("UNKNOWN", False, f"{event.step_key}: {data.error.cls_name}: {redact(data.error.message)}",
+                             "investigate: see the run's logs")
+    message = redact(context.failure_event.message or "run failed")
+    return ErrorKind("UNKNOWN", False, message, "investigate: see the run's logs")
+
+
 @run_failure_sensor(name="record_run_failures", minimum_interval_seconds=30,
                     default_status=DefaultSensorStatus.STOPPED,
                     description="Record failed runs in migration_control.migration_runs (entity '(run)').")
 def record_run_failures(context: RunFailureSensorContext, target: PostgresResource) -> None:
-    failure = context.failure_event
-    message = failure.message or "run failed"
-    kind = classify(Exception(message))
+    kind = run_failure_kind(context)
     run = context.dagster_run
     with target.connect() as conn:
         write_audit(conn, run.run_id, None, RUN_ENTITY, status="FAILED", error_class=kind.name, error=kind.message,

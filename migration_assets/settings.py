@@ -1,10 +1,14 @@
-"""Every setting of the project, defined once: name, default, type, allowed values, effect.
+"""Every setting of the project, declared once in :data:`SETTINGS`: variable, attribute, default,
+kind, bounds, effect. From that one declaration derive the frozen :data:`Settings` value, the
+fields of the ``MigrationSettings`` resource (with their bounds, and the same checks for a run's
+configuration: resources.py), the fields of ``engine.options.LoadOptions`` (the settings marked
+``engine``), the validation, and the README's settings table (``python -m
+migration_assets.settings``; a test keeps the two equal). Adding a setting is one entry here.
 
 The definitions (at import) and the command line (at start) call :func:`load` once; it reads
-the environment, checks every value and returns one frozen :class:`Settings`, or raises
+the environment, checks every value and returns one :data:`Settings`, or raises
 :class:`SettingsError` naming every bad variable with its value and what is allowed, before
-anything connects or runs. The README's settings table is generated from :data:`SETTINGS`
-(``python -m migration_assets.settings``) and a test keeps the two equal.
+anything connects or runs.
 
 Database locations (``SOURCE_DB_*``, ``TARGET_DB_*``, ``MIGRATION_PG_URL``, ``DAGSTER_PG_URL``)
 are resolved by config.py; their URLs are checked here for shape only (a URL libpq would misread
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import os
 import zoneinfo
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -31,6 +35,10 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting: its variable, the attribute it becomes (of :data:`Settings`, of the
+    ``MigrationSettings`` resource and, with ``engine``, of ``engine.options.LoadOptions``), its
+    default, kind, bounds and effect. Everything else about it derives from this."""
+
     env: str  # environment variable
     field: str  # attribute of Settings
     default: Any
@@ -39,6 +47,11 @@ class Setting:
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
+    engine: bool = False  # an option of every load (LoadOptions), not only of the Dagster side
+
+    @property
+    def python_type(self) -> type:
+        return {"int": int, "bool": bool, "path": Path, "tables": tuple}.get(self.kind, str)
 
     def allowed(self) -> str:
         if self.kind == "bool":
@@ -56,16 +69,14 @@ class Setting:
         return "a folder path"
 
     def parse(self, raw: str) -> Any:
+        """The value of the variable's text ``raw``; ValueError saying what is wrong with it."""
         value = raw.strip()
         if self.kind == "int":
             try:
                 number = int(value)
             except ValueError:
                 raise ValueError("not an integer") from None
-            too_low = self.minimum is not None and number < self.minimum
-            if too_low or (self.maximum is not None and number > self.maximum):
-                raise ValueError("out of range")
-            return number
+            return self.check(number)
         if self.kind == "bool":
             lowered = value.lower()
             if lowered in ("1", "true", "yes", "on"):
@@ -74,27 +85,51 @@ class Setting:
                 return False
             raise ValueError("not a boolean")
         if self.kind == "choice":
-            if value.lower() not in self.choices:
-                raise ValueError("not allowed")
-            return value.lower()
+            return self.check(value.lower())
         if self.kind == "tables":
+            return self.check(tuple(n.strip() for n in value.split(",") if n.strip()))
+        if self.kind == "path":
+            return self.check(Path(value) if value else value)
+        return self.check(value)
+
+    def check(self, value: Any) -> Any:
+        """``value`` if it is one this setting allows, else ValueError saying why: the test of a
+        value already typed (a resource's run configuration, a LoadOptions built by hand)."""
+        if self.kind == "int":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError("not an integer")
+            if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+                raise ValueError("out of range")
+        elif self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError("not a boolean")
+        elif self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError("not allowed")
+        elif self.kind == "zone":
+            zone_name(value)
+        elif self.kind == "tables":
             from .registry import BY_NAME  # the registry knows nothing of the settings
 
-            names = tuple(n.strip() for n in value.split(",") if n.strip())
-            unknown = [n for n in names if n not in BY_NAME]
+            unknown = [n for n in value if n not in BY_NAME]
             if unknown:
                 raise ValueError(f"naming no table of the registry ({', '.join(unknown)})")
-            return names
-        if self.kind == "zone":
-            return zone_name(value)
-        if not value:
+        elif not value:
             raise ValueError("empty")
-        return Path(value)
+        return value
+
+    def problem(self, value: Any) -> str | None:
+        """The line naming this setting that refuses ``value``, or None."""
+        try:
+            self.check(value)
+        except ValueError as why:
+            return f"{self.env}={value!r} is {why}: allowed {self.allowed()}"
+        return None
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("BATCH_SIZE", "batch_size", 10_000, "int", "rows per Arrow record batch; bounds the memory of a load",
-            minimum=1, maximum=1_000_000),
+            minimum=1, maximum=1_000_000, engine=True),
     Setting("MAX_RETRY_ATTEMPTS", "max_retry_attempts", 3, "int",
             "retries of a table whose load failed for a transient reason (exponential backoff, jitter)",
             minimum=0, maximum=20),
@@ -104,21 +139,21 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=1_000, maximum=86_400_000),
     Setting("ERROR_RECOVERY_ENABLED", "error_recovery", True, "bool",
             "fix what can be fixed (emails, required NULLs with a default, optional orphan references); "
-            "false sends those rows to quarantine"),
+            "false sends those rows to quarantine", engine=True),
     Setting("TARGET_ENV", "target_env", "local", "choice",
             "remote: connections to the target require TLS (sslmode=require unless the URL sets sslmode); "
             "local: libpq's default", choices=("local", "remote")),
     Setting("MIGRATION_FAST_PATH", "fast_path", True, "bool",
-            "load an empty table with its keys dropped, then rebuild and validate them"),
+            "load an empty table with its keys dropped, then rebuild and validate them", engine=True),
     Setting("MIGRATION_MODE", "mode", "full", "choice",
             "full: compare every row with bucket summaries; differential: read rows changed since the watermark "
-            "(a run's migration/mode tag overrides it)", choices=("full", "differential")),
+            "(a run's migration/mode tag overrides it)", choices=("full", "differential"), engine=True),
     Setting("DELETE_POLICY", "delete_policy", "hard", "choice",
             "what a legacy row deleted at the source does to its target row: removed, or kept and marked",
-            choices=("hard", "soft")),
+            choices=("hard", "soft"), engine=True),
     Setting("DIFFERENTIAL_OVERLAP_SECONDS", "overlap_s", 300, "int",
             "how far before the watermark a differential refresh re-reads (clock skew, late commits)",
-            minimum=0, maximum=31_536_000),
+            minimum=0, maximum=31_536_000, engine=True),
     Setting("MIGRATION_ASSET_CHECKS", "asset_checks", True, "bool",
             "evaluate the five checks of every table right after its load"),
     Setting("CONTENT_CHECKSUM_SAMPLE_ABOVE", "sample_above", -1, "int",
@@ -147,11 +182,11 @@ SETTINGS: tuple[Setting, ...] = (
             "how the text of a SQL_ASCII legacy database (bytes with no declared encoding) is decoded: utf8 (a value "
             "that is not valid UTF-8 is quarantined as INVALID_VALUE naming the column), latin1 or win1252 "
             "(transcoded); a legacy server with a declared encoding (UTF8, LATIN1, WIN1252...) converts its own "
-            "text and this is not used", choices=("utf8", "latin1", "win1252")),
+            "text and this is not used", choices=("utf8", "latin1", "win1252"), engine=True),
     Setting("LEGACY_TIMEZONE", "legacy_timezone", "UTC", "zone",
             "the time zone of the legacy database's timestamps without time zone (its application's clock): how "
             "they become instants in the target, and the clock the change-tracking column is compared with; "
-            "changing it re-migrates every row"),
+            "changing it re-migrates every row", engine=True),
     Setting("MIGRATION_SLICED_TABLES", "sliced_tables", (), "tables",
             "the tables loaded in slices when MIGRATION_SLICE_ROWS is set; empty: every table whose registry size "
             "(expected rows at scale 1.0) is at least MIGRATION_SLICE_ROWS"),
@@ -170,38 +205,22 @@ def zone_name(value: str) -> str:
 
 
 DEFAULTS: dict[str, Any] = {s.field: s.default for s in SETTINGS}  # by Settings field
+BY_FIELD: dict[str, Setting] = {s.field: s for s in SETTINGS}
+BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The values of :data:`SETTINGS`, one attribute each (their defaults live there only)."""
+def _sliced(self, name: str, expected_rows: int) -> bool:
+    """Whether table ``name`` (registry size ``expected_rows``) is a sliced asset."""
+    if self.slice_rows <= 0:
+        return False
+    return name in self.sliced_tables if self.sliced_tables else expected_rows >= self.slice_rows
 
-    batch_size: int
-    max_retry_attempts: int
-    migration_timeout_ms: int
-    error_recovery: bool
-    target_env: str
-    fast_path: bool
-    mode: str
-    delete_policy: str
-    overlap_s: int
-    asset_checks: bool
-    sample_above: int
-    sample_every: int
-    uuid_every: int
-    reports_dir: Path
-    executor: str
-    max_concurrent: int
-    slice_rows: int
-    text_encoding: str
-    legacy_timezone: str
-    sliced_tables: tuple[str, ...]
 
-    def sliced(self, name: str, expected_rows: int) -> bool:
-        """Whether table ``name`` (registry size ``expected_rows``) is a sliced asset."""
-        if self.slice_rows <= 0:
-            return False
-        return name in self.sliced_tables if self.sliced_tables else expected_rows >= self.slice_rows
+# The values of SETTINGS, one attribute each (``settings.batch_size``...), frozen: built from the
+# declarations above, so a setting is declared once.
+Settings = make_dataclass("Settings", [(x.field, x.python_type) for x in SETTINGS], frozen=True,
+                          namespace={"sliced": _sliced, "__module__": __name__,
+                                     "__doc__": "The values of SETTINGS, one attribute each."})
 
 
 DB_URL_VARIABLES = ("SOURCE_DB_URL", "TARGET_DB_URL", "MIGRATION_PG_URL", "DAGSTER_PG_URL")
@@ -291,8 +310,6 @@ def markdown_table() -> str:
         rows.append(f"| `{s.env}` | `{default}` | {s.allowed()} | {s.effect} |")
     return "\n".join(rows)
 
-
-assert [s.field for s in SETTINGS] == [f.name for f in fields(Settings)], "SETTINGS and Settings disagree"
 
 
 if __name__ == "__main__":

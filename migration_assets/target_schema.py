@@ -26,6 +26,7 @@ from psycopg import sql
 from .config import PROJECT_DIR
 from .connections import connect, set_statement_timeout
 from .engine.names import CONTROL_SCHEMA
+from .errors import PermanentError
 from .settings import DEFAULTS
 from .registry import ENTITIES, Entity, topological_order
 from .transforms import EMAIL_REGEX, NAMESPACE_BYTES, Kind
@@ -291,15 +292,21 @@ def _checksum(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class MigrationDrift(RuntimeError):
+class MigrationDrift(PermanentError):
     """An applied migration file was edited afterwards (a permanent error: fix the files)."""
+
+    kind = "MIGRATION_DRIFT"
+    recovery = "restore the applied file as released; put the change in a new migration file"
 
 
 HISTORY = sql.Identifier(CONTROL_SCHEMA, "schema_migrations")
 
 
-class SetupError(RuntimeError):
+class SetupError(PermanentError):
     """The target cannot be set up as it is; the message says what to do (a permanent error)."""
+
+    kind = "SETUP"
+    recovery = "see the message: it names what to change on the target"
 
 
 def _adopt_old_history(conn) -> None:

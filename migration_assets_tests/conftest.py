@@ -99,7 +99,7 @@ def table_locked(conninfo: str, table: str):
 def migrated_in_process(databases, legacy: str, entities, label: str) -> str:
     """A new target with ``entities`` migrated one after the other by the engine itself (the
     reference the executor and slice tests compare with)."""
-    from migration_assets.engine.load import migrate_entity
+    from migration_assets.engine.commit import migrate_entity
     from migration_assets.engine.options import LoadOptions
 
     target = databases.new(label)

@@ -132,7 +132,7 @@ def test_unicode_spaces_are_kept_in_text_and_make_an_email_a_placeholder(databas
     btrim does. A no-break or other Unicode space is kept in text (it can be meant: '10 mg'), and
     an email holding one is not an address: with recovery it becomes its row's placeholder, the
     original kept in metadata.recovered."""
-    from migration_assets.engine.load import migrate_entity
+    from migration_assets.engine.commit import migrate_entity
     from migration_assets.engine.options import LoadOptions
 
     legacy = databases.new("legacy_unicode_spaces")

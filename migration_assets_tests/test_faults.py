@@ -108,10 +108,12 @@ def test_run_failure_sensor_records_the_failed_run(monkeypatch, legacy, target):
         sensor_name="record_run_failures", dagster_instance=instance, dagster_run=result.dagster_run,
         dagster_event=failure, resources={"target": build_resources()["target"]}).for_run_failure()
     record_run_failures(context)
-    rows = query(target, "SELECT entity, status, error_class FROM migration_control.migration_runs "
+    rows = query(target, "SELECT entity, status, error_class, recovery FROM migration_control.migration_runs "
                          "WHERE run_id = %s", [result.run_id])
-    # a run failure's message names the failed steps, not the cause (the step rows carry that)
-    assert rows == [("(run)", "FAILED", "UNKNOWN")]
+    # the kind the failed step decided (failures.as_failure keeps it in the failure's metadata),
+    # not a guess from the run failure's text, which names the failed steps only
+    assert rows == [("(run)", "FAILED", "UNREACHABLE",
+                     "check the database's address, credentials and that it is running; then re-run")]
 
 
 def _job_run(job_name: str = "full_migration", selection=None):

@@ -14,9 +14,8 @@ import pytest
 from dagster import DagsterInstance, materialize
 from psycopg import sql
 
-from migration_assets.engine.load import migrate_entity
+from migration_assets.engine.commit import migrate_entity
 from migration_assets.engine.options import LoadOptions
-from migration_assets.engine.source_sql import source_query
 from migration_assets.registry import ENTITIES, entity, topological_order
 from migration_assets.transforms import EMAIL_REGEX, Kind, legacy_uuid
 
@@ -201,13 +200,6 @@ def test_failure_mid_stream_leaves_the_table_unchanged_then_the_next_run_complet
     assert loaded + result.quarantined == legacy_n
 
 
-def test_source_query_quotes_identifiers_and_has_no_python_values():
-    text = source_query(entity("orders"), LoadOptions()).as_string(None)
-    assert 'FROM "ord_hdr" AS l' in text
-    assert "l.\"total_cents\"" in text
-    assert "%s" not in text
-
-
 def test_rerun_reads_only_changed_buckets_and_applies_the_change(migrated_private):
     legacy, target, _ = migrated_private
     with psycopg.connect(legacy) as conn:
@@ -360,7 +352,7 @@ def test_padded_text_and_lower_case_flags_load_as_the_transforms_say(migrated_pr
 def test_a_loaded_row_that_becomes_invalid_leaves_the_target_and_comes_back_when_fixed(migrated_private):
     """The row is in the target or in quarantine, never both; its children follow (optional
     references set NULL, then restored once the parent loads again)."""
-    from migration_assets.checks import foreign_keys_resolve, rows_reconcile
+    from migration_assets.engine.checks import foreign_keys_resolve, rows_reconcile
 
     legacy, target, _ = migrated_private
     task_uuid, task_id = query(target, "SELECT t.id, (t.metadata->>'legacy_id')::bigint FROM public.tasks t "

@@ -38,13 +38,6 @@ def _isolated(monkeypatch, tmp_path, **env):
         monkeypatch.setenv(k, v)
 
 
-def test_a_bare_run_prints_help_and_starts_nothing():
-    out = subprocess.run(["./run"], cwd=PROJECT, capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0
-    for word in ("usage: ./run", "demo", "test", "ui", "status"):
-        assert word in out.stdout
-
-
 @pytest.mark.parametrize("name,value,allowed", [
     ("BATCH_SIZE", "0", "integer 1..1,000,000"),
     ("BATCH_SIZE", "abc", "integer 1..1,000,000"),
@@ -65,12 +58,6 @@ def test_a_bad_setting_stops_the_command_naming_variable_value_and_what_is_allow
     assert cli.main(["migrate"]) == 2
     assert name in capsys.readouterr().err
     assert query(target, "SELECT count(*) FROM migration_control.migration_runs")[0][0] == 0  # nothing ran
-
-
-def test_the_readme_settings_table_is_the_one_the_code_defines():
-    from migration_assets.settings import markdown_table
-
-    assert markdown_table() in (PROJECT / "README.md").read_text()
 
 
 def test_batch_size_zero_never_takes_a_lock(legacy, target, tmp_path):

@@ -14,8 +14,8 @@ from dagster import DagsterInstance, SkipReason, build_sensor_context, materiali
 from psycopg import sql
 
 from migration_assets.assets import MODE_TAG
-from migration_assets.checks import rows_reconcile
-from migration_assets.engine.load import migrate_entity
+from migration_assets.engine.checks import rows_reconcile
+from migration_assets.engine.commit import migrate_entity
 from migration_assets.engine.names import SOFT_DELETED
 from migration_assets.engine.options import LoadOptions
 from migration_assets.engine.source_sql import gaps_sql

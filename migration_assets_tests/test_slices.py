@@ -20,7 +20,8 @@ import psycopg
 import pytest
 
 from migration_assets.engine.audit import write_audit
-from migration_assets.engine.load import SliceError, migrate_entity
+from migration_assets.engine.commit import migrate_entity
+from migration_assets.engine.load import SliceError
 from migration_assets.engine.options import LoadOptions
 from migration_assets.engine.slices import finish_slices, load_slice, plan_slices, read_plan
 from migration_assets.engine.stream import LegacyStream

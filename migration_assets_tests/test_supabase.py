@@ -256,7 +256,7 @@ def test_a_table_owned_by_another_role_that_references_a_target_table_turns_off_
 
     from psycopg import sql as psql
 
-    from migration_assets.engine.load import migrate_entity
+    from migration_assets.engine.commit import migrate_entity
     from migration_assets.engine.options import LoadOptions
 
     owner, other = f"ma_owner_{uuid.uuid4().hex[:8]}", f"ma_other_{uuid.uuid4().hex[:8]}"

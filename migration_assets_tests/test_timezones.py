@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from migration_assets.checks import run_checks
-from migration_assets.engine.load import migrate_entity
+from migration_assets.engine.accounting import CheckOptions
+from migration_assets.engine.commit import migrate_entity
 from migration_assets.engine.options import LoadOptions
 from migration_assets.preflight import SchemaMismatch, validate
 from migration_assets.registry import entity
@@ -86,7 +87,7 @@ def test_naive_timestamps_become_the_instants_of_the_legacy_timezone_across_both
     opts = LoadOptions(run_id="tz", legacy_timezone=zone)
     migrate_entity(legacy, target, "offices", opts)
     assert _loaded(target, ids) == [_instant(m, zone) for m in marks]
-    results = run_checks(legacy, target, entity("offices"), options=opts)
+    results = run_checks(legacy, target, entity("offices"), opts=CheckOptions(load=opts))
     assert all(r.passed for r in results), [(r.check_name, r.metadata) for r in results if not r.passed]
     if zone == "America/New_York":  # PostgreSQL's rule, spelled out once: 02:30 skipped, 01:30 repeated
         by_mark = dict(zip(marks, _loaded(target, ids)))

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from migration_assets import cli
-from migration_assets.engine.load import migrate_entity
+from migration_assets.engine.commit import migrate_entity
 from migration_assets.engine.options import LoadOptions
 from migration_assets.simulator import generate, mutate
 from migration_assets.target_schema import apply_migrations

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_assets.engine.load import migrate_entity
+from migration_assets.engine.commit import migrate_entity
 from migration_assets.engine.options import LoadOptions
 from migration_assets.registry import ENTITIES, Entity, topological_order
 from migration_assets.simulator import DirtyRates, generate

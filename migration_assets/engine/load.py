@@ -1,6 +1,7 @@
 """One table's load, in one transaction on the target: plan, stream, COPY, rejects, merge, deletes,
-quarantine, watermark. The caller (the IO manager, or :func:`migrate_entity` outside Dagster)
-writes the audit row in the same transaction and commits, or rolls everything back.
+quarantine, watermark. The caller (commit.py: the one sequence the IO manager and
+``migrate_entity`` share) writes the audit row in the same transaction and commits, or rolls
+everything back.
 
 Flow of :func:`load_stream`:
   1. lock the table against a second loader (readers are not blocked), choose the path: the fast
@@ -37,9 +38,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from .. import connections
-from ..registry import Entity, entity
-from .audit import LoadResult, write_audit
+from ..errors import PermanentError
+from ..registry import Entity
+from .audit import LoadResult
 from .copy import BinaryCopy, capture_constraints, drop_constraints, fast_path_blocker, restore_constraints, to_csv
 from .deletes import apply_deletes, evict, resolve_quarantine_sql, target_rows_of_sql
 from .names import (DETAIL, LEGACY_ID, NOTES, RAW, REJECT, SLICE_LOADS, SOFT_DELETED, SOURCE_HASH, column_list,
@@ -136,10 +137,13 @@ SESSION_SQL = ("SET LOCAL TimeZone = 'UTC'; SET LOCAL synchronous_commit = off; 
                "SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL jit = off")
 
 
-class SliceError(RuntimeError):
+class SliceError(PermanentError):
     """A sliced load (slices.py) cannot go on as asked, or blocks a one-step load of its table;
     the message says which and what to do. Permanent: a retry of the same step meets the same
     state."""
+
+    kind = "SLICES"
+    recovery = "re-run the job: pending slices load, completed ones stay, the last step builds the keys"
 
 
 def unfinished_slices_sql() -> sql.Composable:
@@ -438,24 +442,3 @@ def _count_source_rules(notes: pa.Array, rejected: pa.Array, counts: dict[str, i
     for rule in SOURCE_RULES:
         n = pc.sum(pc.count_substring(applied, f'"rule": "{rule}"')).as_py() or 0
         counts[rule] = counts.get(rule, 0) + n
-
-
-def migrate_entity(source_conninfo: str, target_conninfo: str, name: str, opts: LoadOptions,
-                   on_progress=None, fail_after_batches: int | None = None) -> LoadResult:
-    """Load one entity outside Dagster (tests, benchmark): stream, load, audit, commit."""
-    e = entity(name)
-    stream = LegacyStream(source_conninfo, e, opts, fail_after_batches=fail_after_batches)
-    try:
-        with connections.borrowed(target_conninfo, "load") as conn:
-            result = load_stream(conn, stream, opts, on_progress)
-            write_audit(conn, opts.run_id, result, e.name)
-            conn.commit()
-            if needs_full_pass(result):
-                log.warning("%s: the differential load left %d legacy rows unaccounted for: comparing every row",
-                            e.name, result.remaining_difference)
-                result = full_pass(conn, stream, opts, on_progress)
-                write_audit(conn, opts.run_id, result, e.name)
-                conn.commit()
-        return result
-    finally:
-        stream.close()

@@ -1,47 +1,39 @@
 """The options of one load: a frozen value built once per run (resources.MigrationSettings
-.load_options) and handed to every phase. Defaults and allowed values are the settings' own
-(settings.SETTINGS, their one definition); the checks here catch a value built by hand (tests,
-the benchmark) that the settings would have refused."""
+.load_options) and handed to every phase.
+
+Its fields are the settings marked ``engine`` in settings.SETTINGS (their one declaration: name,
+default, bounds; today batch_size, fast_path, error_recovery, mode, delete_policy, overlap_s,
+text_encoding, legacy_timezone) followed by the run's own fields below. A value built by hand
+(tests, the benchmark) is checked as the settings check the environment, the variable named in
+the error."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 
-from ..settings import DEFAULTS, SETTINGS, zone_name
+from ..settings import SETTINGS
 
-MODES = next(s.choices for s in SETTINGS if s.field == "mode")
-DELETE_POLICIES = next(s.choices for s in SETTINGS if s.field == "delete_policy")
-TEXT_ENCODINGS = next(s.choices for s in SETTINGS if s.field == "text_encoding")
+ENGINE_SETTINGS = tuple(s for s in SETTINGS if s.engine)
+
+_RUN_FIELDS = [
+    # whether the legacy server is SQL_ASCII (its text then needs LEGACY_TEXT_ENCODING's decoding;
+    # any other server converts its own text): set by the stream and the checks from the server
+    # they read (source_sql.for_server), never by hand
+    ("sql_ascii", bool, field(default=False)),
+    ("run_id", str, field(default="manual")),
+    ("incremental", bool, field(default=True)),  # full mode: re-read only the id buckets whose content changed
+    ("progress_every", int, field(default=10)),  # batches between progress log lines
+]
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    batch_size: int = DEFAULTS["batch_size"]
-    fast_path: bool = DEFAULTS["fast_path"]
-    error_recovery: bool = DEFAULTS["error_recovery"]
-    mode: str = DEFAULTS["mode"]  # "full": compare everything; "differential": read changes since the watermark
-    delete_policy: str = DEFAULTS["delete_policy"]  # what a legacy row deleted at the source does to its target row
-    overlap_s: int = DEFAULTS["overlap_s"]  # differential: re-read this much before the watermark
-    # LEGACY_TEXT_ENCODING, and whether the legacy server is SQL_ASCII (its text then needs that
-    # decoding; any other server converts its own text): set by the stream and the checks from the
-    # server they read (source_sql.for_server), never by hand
-    text_encoding: str = DEFAULTS["text_encoding"]
-    sql_ascii: bool = False
-    legacy_timezone: str = DEFAULTS["legacy_timezone"]  # LEGACY_TIMEZONE: the zone of naive legacy timestamps
-    run_id: str = "manual"
-    incremental: bool = True  # full mode: re-read only the legacy-id buckets whose content changed
-    progress_every: int = 10  # batches between progress log lines
+def _check(self) -> None:
+    for s in ENGINE_SETTINGS:
+        if (problem := s.problem(getattr(self, s.field))) is not None:
+            raise ValueError(problem)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"BATCH_SIZE must be a positive integer, not {self.batch_size!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"MIGRATION_MODE must be one of {MODES}, not {self.mode!r}")
-        if self.text_encoding not in TEXT_ENCODINGS:
-            raise ValueError(f"LEGACY_TEXT_ENCODING must be one of {TEXT_ENCODINGS}, not {self.text_encoding!r}")
-        try:
-            zone_name(self.legacy_timezone)
-        except ValueError as why:
-            raise ValueError(f"LEGACY_TIMEZONE={self.legacy_timezone!r} is {why}") from None
-        if self.delete_policy not in DELETE_POLICIES:
-            raise ValueError(f"DELETE_POLICY must be one of {DELETE_POLICIES}, not {self.delete_policy!r}")
+
+LoadOptions = make_dataclass(
+    "LoadOptions",
+    [(s.field, s.python_type, field(default=s.default)) for s in ENGINE_SETTINGS] + _RUN_FIELDS,
+    frozen=True, namespace={"__post_init__": _check, "__module__": __name__,
+                            "__doc__": "The settings of one load (settings marked engine) and its run's own fields."})

@@ -4,30 +4,62 @@ transforms.Kind)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from migration_assets.engine.names import REASONS
-from migration_assets.engine.options import DELETE_POLICIES, MODES, LoadOptions
+from migration_assets.engine.options import LoadOptions
 from migration_assets.errors import classify
 from migration_assets.settings import DEFAULTS, SETTINGS, SettingsError, load
 from migration_assets.transforms import Kind
 
 
-def test_load_options_take_their_defaults_and_choices_from_the_settings():
-    opts = LoadOptions()
-    for f in dataclasses.fields(LoadOptions):
-        if f.name in DEFAULTS:
-            assert getattr(opts, f.name) == DEFAULTS[f.name], f.name
-    by_field = {s.field: s for s in SETTINGS}
-    assert MODES == by_field["mode"].choices and DELETE_POLICIES == by_field["delete_policy"].choices
-
-
-@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"batch_size": "10"}, {"mode": "fast"}, {"delete_policy": "x"},
-                                 {"legacy_timezone": "EST5EDT+1"}])
-def test_load_options_refuse_what_the_settings_refuse(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad, message", [
+    ({"batch_size": 0}, "BATCH_SIZE=0 is out of range: allowed integer 1..1,000,000"),
+    ({"batch_size": "10"}, "BATCH_SIZE='10' is not an integer: allowed integer 1..1,000,000"),
+    ({"fast_path": "yes"}, "MIGRATION_FAST_PATH='yes' is not a boolean: allowed true/false (also 1/0, yes/no, on/off)"),
+    ({"mode": "fast"}, "MIGRATION_MODE='fast' is not allowed: allowed full, differential"),
+    ({"delete_policy": "x"}, "DELETE_POLICY='x' is not allowed: allowed hard, soft"),
+    ({"legacy_timezone": "EST5EDT+1"}, "LEGACY_TIMEZONE='EST5EDT+1' is not a time zone of the IANA database: "
+                                       "allowed an IANA time zone name (UTC, America/New_York, Europe/Paris...)"),
+])
+def test_load_options_refuse_what_the_settings_refuse_naming_the_variable(bad, message):
+    with pytest.raises(ValueError) as refused:
         LoadOptions(**bad)
+    assert str(refused.value) == message
+
+
+def test_a_run_configuration_is_checked_as_the_environment_is():
+    """A value given in a run's configuration (the launchpad) meets the same checks, named."""
+    from migration_assets.resources import MigrationSettings
+
+    with pytest.raises(Exception) as refused:
+        MigrationSettings(mode="fast")
+    assert "MIGRATION_MODE='fast' is not allowed: allowed full, differential" in str(refused.value)
+    with pytest.raises(Exception) as refused:
+        MigrationSettings(batch_size=0)  # the bounds are the field's own (ge/le), checked first
+    assert "batch_size\n  Input should be greater than or equal to 1" in str(refused.value)
+    with pytest.raises(Exception) as refused:
+        MigrationSettings(legacy_timezone="Mars/Olympus", sliced_tables=["nope"])
+    assert "LEGACY_TIMEZONE='Mars/Olympus' is not a time zone of the IANA database" in str(refused.value)
+    assert "MIGRATION_SLICED_TABLES=('nope',) is naming no table of the registry (nope)" in str(refused.value)
+
+
+def test_every_setting_reaches_the_resource_with_its_bounds_and_the_engine_ones_reach_load_options():
+    from migration_assets.resources import MigrationSettings
+
+    resource = MigrationSettings.from_settings(load({"LEGACY_TIMEZONE": "Asia/Tokyo", "BATCH_SIZE": "77",
+                                                     "MIGRATION_REPORTS_DIR": "out"}))
+    opts = resource.load_options("r1", "differential")
+    assert (opts.legacy_timezone, opts.batch_size, opts.mode, opts.run_id) == ("Asia/Tokyo", 77, "differential", "r1")
+    assert resource.reports_dir == "out"
+    for s in SETTINGS:
+        info = MigrationSettings.model_fields[s.field]
+        bounds = {type(m).__name__: m for m in info.metadata}
+        assert (getattr(bounds.get("Ge"), "ge", None), getattr(bounds.get("Le"), "le", None)) == (s.minimum, s.maximum)
+        assert (s.field in {f.name for f in dataclasses.fields(LoadOptions)}) is s.engine, s.env
 
 
 def test_every_setting_is_named_in_its_error():
@@ -87,3 +119,16 @@ def test_errors_are_classified_by_kind():
     assert classify(psycopg.OperationalError("server closed the connection unexpectedly")).transient
     assert not classify(pgerr.UndefinedColumn("column x does not exist")).transient
     assert classify(TimeoutError("MIGRATION_TIMEOUT of 5s exceeded")).name == "TIMEOUT"
+
+
+def test_the_readme_settings_table_is_the_one_the_code_defines():
+    from migration_assets.settings import markdown_table
+
+    assert markdown_table() in (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_a_bare_run_prints_help_and_starts_nothing():
+    out = subprocess.run(["./run"], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    for word in ("usage: ./run", "demo", "test", "ui", "status"):
+        assert word in out.stdout
