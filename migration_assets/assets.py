@@ -1,4 +1,4 @@
-"""The 45 table assets, built by one factory from the registry.
+"""The table assets, one per registry entity, built by one factory from the registry.
 
 Each asset is one target table. Its upstream deps are its foreign-key parents as *non-data*
 deps (``deps=``): an asset never loads a parent table, it only runs after it. Groups are the
@@ -50,7 +50,7 @@ from dagster import (
 
 from . import stopping
 from .checks import check_specs, run_checks
-from .engine.slices import FinishSlices, load_slice, plan_slices, read_plan
+from .engine.slices import FinishSlices, load_slice, plan_slices, read_slice_plan
 from .engine.stream import LegacyStream
 from .errors import classify
 from .failures import as_failure, target_transaction
@@ -243,7 +243,7 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
         stream = _open_stream(context, e, legacy, target, settings)
         try:
             with target.connect(connect_timeout=10) as conn:
-                sliced = read_plan(conn, e) is not None
+                sliced = read_slice_plan(conn, e) is not None
         except Exception as exc:
             stream.close()
             raise _permanent(e, exc) from None
@@ -316,7 +316,7 @@ def tables_of_step(step: str) -> list[str]:
 
 
 def build_table_assets(s: Settings) -> list:
-    """The 45 table assets, with the settings the definitions read: checks on or off, retries,
+    """The table assets, with the settings the definitions read: checks on or off, retries,
     which tables load in slices (``build_sliced_asset``) and, under an executor that starts a
     process per step, the other tables of a level in one step (``build_level_asset``)."""
     out, by_level = [], {}
@@ -341,7 +341,7 @@ REPORT_ASSET = "migration_reports"
     group_name="reports",
     kinds={"markdown"},
     owners=[OWNER],
-    description="The seed's reports, written from the audit trail after the 45 tables: "
+    description="The seed's reports, written from the audit trail after every table: "
                 "COMPREHENSIVE_MIGRATION_REPORT.md (executive summary, entities by level, performance, error "
                 "analysis, financial totals to the cent, clinical counts), POST_MIGRATION_VALIDATION_REPORT.md "
                 "(every check of every entity) and FINAL_DIFFERENTIAL_MIGRATION_REPORT.md (the latest refresh and "

@@ -7,7 +7,7 @@ unreachable database or a refused operation in one line on stderr with exit code
 ``setup`` writes ``.env``.
 
 ``demo`` is what the README's first command runs: resolve or start the databases, apply the
-target schema, simulate the legacy database, materialize all 45 assets through Dagster (in the
+target schema, simulate the legacy database, materialize every table asset through Dagster (in the
 instance under DAGSTER_HOME, as a run of the code location, so ``dagster dev`` lists and
 re-executes it), print a per-entity summary.
 """
@@ -26,6 +26,7 @@ from . import settings, stopping
 from .config import PROJECT_DIR, resolve_databases
 from .connections import connect
 from .redaction import first_line, redact
+from .registry import ENTITIES
 from .reports import summary_lines
 from .target_schema import apply_migrations
 
@@ -198,13 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--force", metavar="DATABASE", help="replace the tables of DATABASE although the simulator did "
                                                          "not create them")
-    sub.add_parser("migrate", help="materialize all 45 assets and their checks; exit 1 if a table or an ERROR "
-                                   "check failed, 130 if stopped by a signal")
+    sub.add_parser("migrate", help=f"materialize all {len(ENTITIES)} assets and their checks; exit 1 if a table or an "
+                                   "ERROR check failed, 130 if stopped by a signal")
     mut = sub.add_parser("mutate", help="change a share of the legacy rows, as a live system would",
                          formatter_class=fmt)
     mut.add_argument("--fraction", type=float, default=0.01)
     mut.add_argument("--round", type=int, default=1)
-    sub.add_parser("refresh", help="differential refresh of all 45 assets, then FINAL_DIFFERENTIAL_MIGRATION_REPORT.md")
+    sub.add_parser("refresh", help=f"differential refresh of all {len(ENTITIES)} assets, then "
+                                   "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md")
     demo = sub.add_parser("demo", help="setup + simulate + migrate + reports + summary", formatter_class=fmt)
     demo.add_argument("--scale", type=float, default=float(os.environ.get("DEMO_SCALE", 0.05)),
                       help="legacy database size (1.0 = about 4.5M rows); env DEMO_SCALE")

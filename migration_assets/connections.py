@@ -1,6 +1,6 @@
-"""psycopg connections kept open between the 45 steps of a run, per process, database and role.
+"""psycopg connections kept open between the steps of a run, per process, database and role.
 
-A run materializes 45 tables one after the other; without reuse every load, legacy stream and
+A run materializes its tables one after the other; without reuse every load, legacy stream and
 check opened fresh connections. A fresh connection costs more than its handshake: its new
 backend also has to load the catalog entries (tables, indexes, functions, types) of every
 statement it runs, which a warm backend has cached (BENCHMARKS.md, design measurements).
@@ -183,7 +183,7 @@ class ArrowReaders:
     """Reader connections kept open between loads (at most two in all, the last ones used).
 
     Opening an ADBC connection makes the driver read the server's type catalog, which costs more
-    than a whole small table's load; 45 loads per run would pay it 45 times. A connection comes
+    than a whole small table's load; every load of a run would pay it. A connection comes
     back only after a read that ended cleanly, its transaction rolled back; any error closes it.
     """
 

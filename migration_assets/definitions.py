@@ -1,5 +1,5 @@
-"""The code location: 45 table assets, the reports asset, their resources, the IO manager, jobs,
-sensors, the schedule and the executor.
+"""The code location: the table assets (one per registry entity), the reports asset, their
+resources, the IO manager, jobs, sensors, the schedule and the executor.
 
 Nothing happens on import. Dagster calls :func:`defs` (``@definitions``) when it loads the code
 location; that call reads the settings once (settings.load: a bad value stops the load, named),
@@ -81,13 +81,13 @@ def build_resources(s: settings.Settings | None = None) -> dict:
 
 
 def table_assets(s: settings.Settings | None = None) -> list:
-    """The 45 table assets, with the settings given (read here when not)."""
+    """The table assets, with the settings given (read here when not)."""
     return build_table_assets(s or settings.load())
 
 
 # The definitions built in this process, by the environment they were built from. Dagster calls
 # defs() each time it loads a job from its code pointer: twice per step in a step process of the
-# multiprocess executor (the step's plan, then its execution), and building the 45 assets is
+# multiprocess executor (the step's plan, then its execution), and building the assets is
 # most of a small step's own time. The environment is the whole input (settings.load and the
 # database bindings read nothing else), so an unchanged environment gets the same object, as a
 # module-level Definitions would; any change builds them again.

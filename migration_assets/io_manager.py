@@ -20,7 +20,7 @@ runs the table's checks next; a failed load raises there and the checks never ru
 carries the run's options (``stream.opts``), which the asset built from the settings resource.
 
 ``load_input`` exists for users who want a table downstream: it streams the target table back as
-a ``pyarrow.RecordBatchReader`` in BATCH_SIZE batches, never the whole table at once. The 45
+a ``pyarrow.RecordBatchReader`` in BATCH_SIZE batches, never the whole table at once. The
 migration assets themselves depend on their parents with ``deps=`` and never load them.
 """
 
@@ -44,7 +44,7 @@ from . import connections, stopping
 from .engine.audit import LoadResult, write_audit
 from .engine.copy import parse_copy_rows
 from .engine.commit import commit_load
-from .engine.names import target_columns
+from .engine.names import target_columns, target_table
 from .engine.slices import FinishSlices
 from .engine.stream import LegacyStream
 from .errors import ErrorKind, classify
@@ -154,7 +154,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
             with connections.connect(conninfo) as conn:
                 conn.execute("SET LOCAL TimeZone = 'UTC'")
                 copy_sql = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
-                    sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier("public", e.target_table))
+                    sql.SQL(", ").join(map(sql.Identifier, names)), target_table(e))
                 with conn.cursor().copy(copy_sql) as copy:
                     chunks = []
                     for chunk in copy:

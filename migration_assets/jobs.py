@@ -1,4 +1,4 @@
-"""Jobs over the 45 table assets (the checks of the selected assets run with them).
+"""Jobs over the table assets (the checks of the selected assets run with them).
 
 ``full_migration`` compares every row (the mode of the run's ``migration/mode`` tag, default
 MIGRATION_MODE); ``differential_refresh`` reads only what changed since each entity's watermark.
@@ -58,8 +58,8 @@ def record_step_failure(context: HookContext) -> None:
 
 full_migration = define_asset_job(
     "full_migration", selection=AssetSelection.all(), hooks={record_step_failure},
-    description="Migrate all 45 entities in dependency order (the seed's comprehensive migration); on a loaded "
-                "target, compares every row and applies inserts, updates and deletes.")
+    description=f"Migrate all {len(BY_NAME)} entities in dependency order (the seed's comprehensive migration); on "
+                "a loaded target, compares every row and applies inserts, updates and deletes.")
 
 differential_refresh = define_asset_job(
     "differential_refresh", selection=AssetSelection.all(), tags={MODE_TAG: "differential"},

@@ -10,7 +10,7 @@ run: a legacy server that is not UTF-8 (what will be done about it) or whose tim
 LEGACY_TIMEZONE, and triggers someone added to the registry's tables (what they will do to
 refreshes).
 
-The first asset step of a run validates all 45 entities (once per process and run), so a mismatch
+The first asset step of a run validates every entity (once per process and run), so a mismatch
 stops the run before any table loads, with ``Failure(allow_retries=False)``.
 """
 

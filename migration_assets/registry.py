@@ -8,9 +8,9 @@ and how many rows it has at simulator scale 1.0 (the seed system's counts).
 
 Everything else is derived from this list: the legacy schema and its data (simulator.py), the
 target schema (target_schema.py writes the Supabase migration files from it), the source
-queries and upserts (engine.py), the 45 assets and their dependency groups (assets.py), and the
-checks. Dependency levels are *computed* here from the foreign-key graph (longest path from a
-root), never typed by hand.
+queries and the load's statements (engine/), one asset per entity and their dependency groups
+(assets.py), and the checks (engine/checks.py). Dependency levels are *computed* here from the
+foreign-key graph (longest path from a root), never typed by hand.
 
 The seed system named 40 entities; five more are added because the domain needs them as parents
 or companions: ``permissions`` (what ``role_permissions`` grants), ``addresses`` (where

@@ -1,9 +1,13 @@
-"""Markdown reports written from the audit trail (``migration_control``), reproducibly.
+"""The three markdown reports, written from the audit trail (``migration_control``), reproducibly.
 
-``FINAL_DIFFERENTIAL_MIGRATION_REPORT.md``: per entity, what the latest refresh did (rows read,
-inserted, updated, deleted, newly quarantined, descendants affected) and the difference that
-remains *now*: legacy rows - (target rows + open quarantine rows), measured on both databases
-when the report is written. After a final refresh on a quiet source every difference is 0.
+- ``FINAL_DIFFERENTIAL_MIGRATION_REPORT.md``: per entity, what the latest refresh did (rows read,
+  inserted, updated, deleted, newly quarantined, descendants affected) and the difference that
+  remains *now*: legacy rows - (target rows + open quarantine rows), measured on both databases
+  when the report is written. After a final refresh on a quiet source every difference is 0.
+- ``POST_MIGRATION_VALIDATION_REPORT.md``: the latest result of every asset check of every entity
+  (``check_results``), with its figures;
+- ``COMPREHENSIVE_MIGRATION_REPORT.md``: legacy, migrated and quarantined rows (counted on both
+  databases while writing), the loads recorded, recoveries applied, checks passed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from .connections import connect, set_statement_timeout
 from .registry import ENTITIES, entity, topological_order
 from .settings import DEFAULTS
 from .transforms import Kind
-from .engine.names import CHECK_RESULTS, CONTROL_SCHEMA, MIGRATION_RUNS, QUARANTINE, not_soft_deleted_sql
+from .engine.names import (CHECK_RESULTS, CONTROL_SCHEMA, MIGRATION_RUNS, QUARANTINE, not_soft_deleted_sql,
+                           target_table)
 
 DIFFERENTIAL_REPORT = "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md"
 DEFAULT_TIMEOUT_MS = DEFAULTS["migration_timeout_ms"]
@@ -43,7 +48,7 @@ def remaining_differences(source: str, target: str, soft_deleted_excluded: bool 
         live = sql.SQL(" WHERE {}").format(not_soft_deleted_sql()) if soft_deleted_excluded else sql.SQL("")
         loaded = dict(tgt.execute(sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT {}::text, count(*) FROM {}{}").format(
-                sql.Literal(e.name), sql.Identifier("public", e.target_table), live)
+                sql.Literal(e.name), target_table(e), live)
             for e in topological_order())).fetchall())
         quarantined = dict(tgt.execute(sql.SQL(
             "SELECT entity, count(*) FROM {} WHERE NOT resolved GROUP BY entity").format(
@@ -203,7 +208,7 @@ def _money(source: str, target: str, name: str, *, timeout_ms: int = DEFAULT_TIM
                 sql.Identifier(c.legacy_name), sql.Identifier(e.legacy_table))).fetchone()
             (loaded,) = tgt.execute(sql.SQL(
                 "SELECT coalesce(sum({}), 0) FROM {} WHERE {}").format(
-                sql.Identifier(c.target), sql.Identifier("public", e.target_table), not_soft_deleted_sql())).fetchone()
+                sql.Identifier(c.target), target_table(e), not_soft_deleted_sql())).fetchone()
             (held,) = tgt.execute(sql.SQL(
                 "SELECT coalesce(sum((raw->>{})::numeric), 0) / 100 FROM {} WHERE entity = %s AND NOT resolved").format(
                 sql.Literal(c.legacy_name), QUARANTINE), [name]).fetchone()

@@ -86,7 +86,7 @@ def legacy_states(conn, zone: str, names=None) -> dict[str, tuple[int, int | Non
         return {}
     parts = [sql.SQL("SELECT {}::text, s.* FROM ({}) AS s").format(sql.Literal(e.name), source_state_sql(e, zone))
              for e in chosen]
-    # No JIT: the 45 counts add up to a plan costly enough to be compiled, and compiling it takes
+    # No JIT: the tables' counts add up to a plan costly enough to be compiled, and compiling it takes
     # longer than running it (BENCHMARKS.md, design measurements).
     conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL jit = off")
     return {name: (rows, max_id, hwm)
@@ -197,6 +197,6 @@ def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, tar
 nightly_full_sync = ScheduleDefinition(
     name="nightly_full_sync", job=full_migration, cron_schedule="0 2 * * *", execution_timezone="UTC",
     default_status=DefaultScheduleStatus.STOPPED, tags={MODE_TAG: "full"},
-    description="Every night at 02:00 UTC, refresh all 45 entities comparing every row (per-bucket hashes of the "
-                "legacy rows against the target): catches what a watermark cannot see, such as a legacy write "
+    description=f"Every night at 02:00 UTC, refresh all {len(ENTITIES)} entities comparing every row (per-bucket "
+                "hashes of the legacy rows against the target): catches what a watermark cannot see, such as a legacy write "
                 "that did not advance the change-tracking column.")

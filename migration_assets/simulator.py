@@ -1,4 +1,4 @@
-"""Legacy-database simulator: the legacy schema of the 45 entities, filled with deterministic,
+"""Legacy-database simulator: the legacy schema of the registry's entities, filled with deterministic,
 realistically dirty data, generated on the server.
 
     python -m migration_assets.simulator --scale 0.01 --seed 7          # create + fill

@@ -23,7 +23,7 @@ from migration_assets.engine.audit import write_audit
 from migration_assets.engine.commit import migrate_entity
 from migration_assets.engine.load import SliceError
 from migration_assets.engine.options import LoadOptions
-from migration_assets.engine.slices import finish_slices, load_slice, plan_slices, read_plan
+from migration_assets.engine.slices import finish_slices, load_slice, plan_slices, read_slice_plan
 from migration_assets.engine.stream import LegacyStream
 from migration_assets.registry import ENTITIES, entity
 
@@ -213,4 +213,4 @@ def test_a_slice_killed_mid_copy_leaves_nothing_and_a_rerun_completes_the_table(
     assert _load_slice(legacy, target, "patients", 1, rerun).run_id == "first"  # done stays done
     _finish(legacy, target, "patients", rerun)
     _same(target, reference, [e.name for e in SUBSET if e.level == 1] + ["patients"])
-    assert read_plan(psycopg.connect(target), entity("patients")) is None
+    assert read_slice_plan(psycopg.connect(target), entity("patients")) is None

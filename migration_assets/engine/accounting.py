@@ -17,7 +17,7 @@ from psycopg import sql
 from ..registry import Entity
 from ..settings import DEFAULTS
 from ..transforms import Kind, uuid_sql
-from .names import BUCKET, HASH_MOD, QUARANTINE, legacy_id_of, not_soft_deleted_sql
+from .names import BUCKET, HASH_MOD, QUARANTINE, legacy_id_of, not_soft_deleted_sql, table_named, target_table
 from .options import LoadOptions
 from .rejects import parent_joins
 from .source_sql import column_value_sql, for_server
@@ -137,7 +137,7 @@ def _recovered_references(target_conn, e: Entity) -> dict[str, list[int]]:
     optional = [c for c in e.foreign_keys if not c.required]
     if not optional:
         return {}
-    t = sql.Identifier("public", e.target_table)
+    t = target_table(e)
     cols = sql.SQL(", ").join(sql.SQL(
         "array_agg({lid} ORDER BY {lid}) FILTER (WHERE t.{c} IS NULL AND t.metadata->'recovered'->{k} ? 'was')").format(
         lid=legacy_id_of("t", staged=False), c=sql.Identifier(c.target), k=sql.Literal(c.target)) for c in optional)
@@ -155,7 +155,7 @@ def _parent_relation(target_conn, table: str) -> sql.Composable:
     hashes (id, lid); with the strict expression it hashed each parent row's whole metadata and
     read the id out of it after the join, for every child row. A parent whose metadata has no
     legacy id reads as -1, which no legacy id equals."""
-    lid, t = legacy_id_of("p", staged=False), sql.Identifier("public", table)
+    lid, t = legacy_id_of("p", staged=False), table_named(table)
     if enforcing_index(target_conn, table, "id"):
         return sql.SQL("(SELECT p.id, coalesce({}, -1) AS lid FROM {} p)").format(lid, t)
     return sql.SQL("(SELECT p.id, min({}) AS lid FROM {} p GROUP BY p.id)").format(lid, t)
@@ -215,7 +215,7 @@ def target_rows_sql(e: Entity, plan: Comparison) -> tuple[sql.Composable, sql.Co
             v = sql.SQL("CASE WHEN {col} IS NULL THEN uuid_hash_extended((t.metadata->'recovered'->{k}->>'was')::uuid, 0) "
                         "ELSE {v} END").format(col=col, k=sql.Literal(c.target), v=v)
         values.append(v)
-    return sql.SQL("{} t {}").format(sql.Identifier("public", e.target_table), joins), _row_hash(values), flags
+    return sql.SQL("{} t {}").format(target_table(e), joins), _row_hash(values), flags
 
 
 def legacy_content_rows_sql(e: Entity, plan: Comparison, buckets: list[int]) -> sql.Composable:

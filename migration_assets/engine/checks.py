@@ -43,7 +43,7 @@ from ..registry import Entity
 from ..transforms import EMAIL_REGEX
 from .accounting import (CheckOptions, IdAccounting, enforcing_index, in_sample, legacy_content_rows_sql,
                          summarize, target_rows_sql)
-from .names import BUCKET, CHECK_RESULTS, QUARANTINE, legacy_id_of, not_soft_deleted_sql
+from .names import BUCKET, CHECK_RESULTS, QUARANTINE, legacy_id_of, not_soft_deleted_sql, target_table
 from .rejects import parent_joins
 
 
@@ -105,7 +105,7 @@ def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None
     missing = extra = 0
     missing_sample = extra_sample = None
     if acc.differing_buckets:
-        t = sql.Identifier("public", e.target_table)
+        t = target_table(e)
         buckets = sql.Literal(acc.differing_buckets)
         target_conn.execute("CREATE TEMP TABLE IF NOT EXISTS _legacy_ids (id bigint PRIMARY KEY) ON COMMIT DROP")
         target_conn.execute("TRUNCATE _legacy_ids")
@@ -143,7 +143,7 @@ def _offending_rows(target_conn, e: Entity, predicate: sql.Composable) -> tuple[
     """(count, first SAMPLE legacy ids) of the target rows of ``e`` matching ``predicate`` (alias t)."""
     return target_conn.execute(sql.SQL(
         "SELECT count(*), (array_agg({lid} ORDER BY {lid}))[1:{n}] FROM {t} t WHERE {pred}").format(
-        lid=legacy_id_of("t", staged=False), t=sql.Identifier("public", e.target_table), pred=predicate,
+        lid=legacy_id_of("t", staged=False), t=target_table(e), pred=predicate,
         n=sql.Literal(SAMPLE))).fetchone()
 
 
@@ -166,7 +166,7 @@ def foreign_keys_resolve(target_conn, e: Entity, acc: IdAccounting | None = None
             "WHERE {any}) s").format(
             outputs=sql.SQL(", ").join(outputs), lid=legacy_id_of("t", staged=False),
             flags=sql.SQL(", ").join(sql.SQL("{} AS {}").format(m, f) for m, f in zip(missing, flags)),
-            t=sql.Identifier("public", e.target_table), joins=joins, any=sql.SQL(" OR ").join(missing))).fetchone()
+            t=target_table(e), joins=joins, any=sql.SQL(" OR ").join(missing))).fetchone()
         for i, c in enumerate(fks):
             n, sample = row[2 * i], row[2 * i + 1]
             per_fk[c.target] = n
@@ -184,7 +184,7 @@ def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_
     """Primary and natural keys: proven by a valid unique index when there is one, counted
     otherwise. One row per legacy id: proven by the id accounting wherever its buckets match
     (an id present twice changes a bucket's count), counted within the differing buckets."""
-    t = sql.Identifier("public", e.target_table)
+    t = target_table(e)
     found, samples, enforced = {}, {}, {}
     keys = [("id", sql.SQL("t.id"), sql.SQL("true"))]
     keys += [(c.target, sql.SQL("t.{}").format(sql.Identifier(c.target)), sql.SQL("true")) for c in e.unique_columns]

@@ -27,6 +27,7 @@ from pgpq import encoders as pgpq_encoders, schema as pgpq_schema
 from psycopg import sql
 
 from ..registry import Entity
+from .names import table_named
 
 
 def parse_copy_rows(chunks: list[bytes], schema: pa.Schema) -> pa.Table:
@@ -161,7 +162,7 @@ def drop_constraints_sql(saved: list[tuple[str, str, str, str]]) -> list[sql.Com
     out = []
     for table, name, _, kind in sorted(saved, key=lambda s: {"f": 0, "i": 1, "u": 2, "p": 3}[s[3]]):
         if kind == "i":
-            out.append(sql.SQL("DROP INDEX {}").format(sql.Identifier("public", name)))
+            out.append(sql.SQL("DROP INDEX {}").format(table_named(name)))
         else:  # table is a regclass text from the catalog (already quoted as needed)
             out.append(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(table), sql.Identifier(name)))
     return out

@@ -43,8 +43,8 @@ from ..registry import Entity
 from .audit import LoadResult
 from .copy import BinaryCopy, capture_constraints, drop_constraints, fast_path_blocker, restore_constraints, to_csv
 from .deletes import apply_deletes, evict, resolve_quarantine_sql, target_rows_of_sql
-from .names import (DETAIL, LEGACY_ID, NOTES, RAW, REJECT, SLICE_LOADS, SOFT_DELETED, SOURCE_HASH, column_list,
-                    legacy_uuid_sql, target_columns, target_table)
+from .names import (DETAIL, LEGACY_ID, NOTES, RAW, REJECT, SLICE_LOADS, SOFT_DELETED, SOURCE_HASH, SOURCE_RULES,
+                    column_list, legacy_uuid_sql, target_columns, target_table)
 from .options import LoadOptions
 from .plan import (READ_ALL, ReadPlan, accounted, open_quarantine_rows, plan_changes, plan_differential,
                    read_watermark, save_watermark)
@@ -430,7 +430,6 @@ def full_pass(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOptions,
         again.close()
 
 
-SOURCE_RULES = ("default_for_null", "email_corrected", "email_placeholder")  # applied by the source query
 
 
 def _count_source_rules(notes: pa.Array, rejected: pa.Array, counts: dict[str, int]) -> None:

@@ -42,6 +42,14 @@ ORPHAN_FK = "ORPHAN_FK"
 DUPLICATE_KEY = "DUPLICATE_KEY"
 REASONS = (REQUIRED_NULL, INVALID_VALUE, INVALID_EMAIL, ORPHAN_FK, DUPLICATE_KEY)
 
+# The recovery rules, as metadata.recovered names them: the source query applies the first three
+# (source_sql), the load the last (rejects: an optional reference to a missing parent set NULL)
+DEFAULT_FOR_NULL = "default_for_null"
+EMAIL_CORRECTED = "email_corrected"
+EMAIL_PLACEHOLDER = "email_placeholder"
+ORPHAN_FK_SET_NULL = "orphan_fk_set_null"
+SOURCE_RULES = (DEFAULT_FOR_NULL, EMAIL_CORRECTED, EMAIL_PLACEHOLDER)
+
 # metadata key of a soft-deleted target row, and the resolution of a quarantine row whose legacy row is gone
 SOFT_DELETED = "deleted_at_source"
 

@@ -21,8 +21,8 @@ from psycopg import sql
 
 from ..registry import Entity
 from ..transforms import Column, Kind
-from .names import (DUPLICATE_KEY, ORPHAN_FK, QUARANTINE, SWAP_DOMAIN, legacy_id_of, legacy_uuid_sql, table_named,
-                    target_table)
+from .names import (DUPLICATE_KEY, ORPHAN_FK, ORPHAN_FK_SET_NULL, QUARANTINE, SWAP_DOMAIN, legacy_id_of,
+                    legacy_uuid_sql, table_named, target_table)
 from .options import LoadOptions
 
 
@@ -45,9 +45,10 @@ def upsert_quarantine(conn, rows: sql.Composable) -> None:
 def set_null_note_sql(c: Column, parent: str) -> sql.Composable:
     """The ``metadata.recovered`` entry of a reference set NULL (alias ``s``): the rule, the missing
     parent and the value it had (what the retry and the content checksum read back)."""
-    return sql.SQL("jsonb_build_object({k}, jsonb_build_object('rule', 'orphan_fk_set_null', "
+    return sql.SQL("jsonb_build_object({k}, jsonb_build_object('rule', {rule}, "
                    "'missing_parent', {p}::text, 'was', s.{col}))").format(
-        k=sql.Literal(c.target), p=sql.Literal(parent), col=sql.Identifier(c.target))
+        k=sql.Literal(c.target), rule=sql.Literal(ORPHAN_FK_SET_NULL), p=sql.Literal(parent),
+        col=sql.Identifier(c.target))
 
 
 def recovered_with_retry_sql(notes: sql.Composable) -> sql.Composable:
@@ -173,7 +174,7 @@ def reject_orphans(conn, e: Entity, table: sql.Composable, staged: bool, opts: L
     if statements.set_null is not None:
         (n,) = conn.execute(statements.set_null).fetchone()
         if n:
-            recoveries["orphan_fk_set_null"] = recoveries.get("orphan_fk_set_null", 0) + int(n)
+            recoveries[ORPHAN_FK_SET_NULL] = recoveries.get(ORPHAN_FK_SET_NULL, 0) + int(n)
 
 
 def duplicates_sql(e: Entity, c: Column, table: sql.Composable, staged: bool) -> sql.Composable:

@@ -132,7 +132,7 @@ def slice_where_sql(e: Entity, s: Slice) -> sql.Composable:
     return sql.SQL("l.{} BETWEEN {} AND {}").format(sql.Identifier(e.legacy_pk), sql.Literal(s.lo), sql.Literal(s.hi))
 
 
-def read_plan_sql() -> sql.Composable:
+def read_slice_plan_sql() -> sql.Composable:
     return sql.SQL("SELECT run_id, constraints, legacy_rows, min_legacy_id, max_legacy_id, change_hwm FROM {} "
                    "WHERE entity = %s AND finished_at IS NULL").format(SLICE_LOADS)
 
@@ -184,9 +184,9 @@ def finish_plan_sql(e: Entity, run_id: str) -> list[sql.Composable]:
                 SLICE_LOADS, sql.Literal(run_id), sql.Literal(e.name))]
 
 
-def read_plan(conn: psycopg.Connection, e: Entity) -> SlicePlan | None:
+def read_slice_plan(conn: psycopg.Connection, e: Entity) -> SlicePlan | None:
     """The unfinished sliced load of ``e``, or None."""
-    row = conn.execute(read_plan_sql(), [e.name]).fetchone()
+    row = conn.execute(read_slice_plan_sql(), [e.name]).fetchone()
     if row is None:
         return None
     run_id, constraints, rows, min_id, max_id, hwm = row
@@ -205,7 +205,7 @@ def plan_slices(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     e = stream.entity
     conn.execute(SESSION_SQL)
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target_table(e)))
-    unfinished = read_plan(conn, e)
+    unfinished = read_slice_plan(conn, e)
     if unfinished is not None or slice_rows <= 0 or not opts.fast_path:
         return unfinished
     if conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target_table(e))).fetchone()[0]:
@@ -225,7 +225,7 @@ def plan_slices(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
                                  "hwm": state.change_hwm})
     for number, (lo, hi) in enumerate(slice_ranges(state, bounds), start=1):
         conn.execute(record_slice_sql(), [e.name, number, lo, hi])
-    return read_plan(conn, e)
+    return read_slice_plan(conn, e)
 
 
 def worker_name() -> str:
@@ -239,13 +239,13 @@ def load_slice(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOptions
     e = stream.entity
     conn.execute(SESSION_SQL)
     row = conn.execute(lock_slice_sql(), [e.name, number]).fetchone()
-    plan_row = conn.execute(read_plan_sql(), [e.name]).fetchone()
+    plan_row = conn.execute(read_slice_plan_sql(), [e.name]).fetchone()
     if row is None or plan_row is None:
         raise SliceError(f"{e.name}: slice {number} is not part of an unfinished sliced load: the table's load "
                          "was finished or re-planned since; re-run the job")
     lo, hi, status = row
     if status == COMPLETED:
-        return next(s for s in read_plan(conn, e).slices if s.number == number)
+        return next(s for s in read_slice_plan(conn, e).slices if s.number == number)
     this = Slice(number, lo, hi)
     result = LoadResult(e.name, f"slice {number}", started_at=time.time(), mode="full")
     watch = LoadObserver(result, stream, opts, on_progress)
@@ -271,7 +271,7 @@ def finish_slices(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOpti
     watch = LoadObserver(result, stream, opts, on_progress)
     conn.execute(SESSION_SQL)
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target_table(e)))
-    plan = read_plan(conn, e)
+    plan = read_slice_plan(conn, e)
     if plan is None:
         raise SliceError(f"{e.name}: no unfinished sliced load to finish (finished by another run?): re-run the job")
     if pending := plan.pending():

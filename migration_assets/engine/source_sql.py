@@ -22,8 +22,9 @@ from psycopg import sql
 
 from ..registry import Entity
 from ..transforms import EMAIL_REGEX, Column, Kind, blank_sql
-from .names import (BUCKET, DETAIL, ENGINE_VERSION, INVALID_EMAIL, INVALID_VALUE, LEGACY_ID, NOTES,
-                    PLACEHOLDER_DOMAIN, RAW, REJECT, REQUIRED_NULL, SOURCE_HASH)
+from .names import (BUCKET, DEFAULT_FOR_NULL, DETAIL, EMAIL_CORRECTED, EMAIL_PLACEHOLDER, ENGINE_VERSION,
+                    INVALID_EMAIL, INVALID_VALUE, LEGACY_ID, NOTES, PLACEHOLDER_DOMAIN, RAW, REJECT, REQUIRED_NULL,
+                    SOURCE_HASH)
 from .options import LoadOptions
 
 
@@ -159,7 +160,7 @@ def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Comp
                             sql.Literal(f"{c.legacy_name} is NULL or blank; {c.target} is required")))
         elif c.required and defaulted:
             notes.append(sql.SQL("CASE WHEN {} IS NULL THEN {} END").format(
-                src, sql.Literal(f'"{c.target}": {{"rule": "default_for_null"}}')))
+                src, sql.Literal(f'"{c.target}": {{"rule": "{DEFAULT_FOR_NULL}"}}')))
         invalid = c.invalid_sql(src)
         if invalid is not None:
             reasons.append((invalid, INVALID_VALUE, sql.SQL("{} || {}::text").format(
@@ -169,10 +170,10 @@ def _rejects_sql(e: Entity, opts: LoadOptions) -> tuple[sql.Composable, sql.Comp
             bad = sql.SQL("({v} IS NOT NULL AND NOT {ok})").format(v=cleaned, ok=email_ok_sql(cleaned))
             if opts.error_recovery:
                 notes.append(sql.SQL("CASE WHEN {bad} THEN {k} || to_json({s}::text)::text || "
-                                     "CASE WHEN {f_ok} THEN ', \"rule\": \"email_corrected\"}}' "
-                                     "ELSE ', \"rule\": \"email_placeholder\"}}' END END").format(
+                                     "CASE WHEN {f_ok} THEN {corrected} ELSE {placeholder} END END").format(
                     bad=bad, k=sql.Literal(f'"{c.target}": {{"original": '), s=src,
-                    f_ok=email_ok_sql(_email_fixed_sql(src))))
+                    f_ok=email_ok_sql(_email_fixed_sql(src)), corrected=sql.Literal(f', "rule": "{EMAIL_CORRECTED}"}}'),
+                    placeholder=sql.Literal(f', "rule": "{EMAIL_PLACEHOLDER}"}}')))
             else:
                 reasons.append((bad, INVALID_EMAIL, sql.SQL("{} || {}::text").format(
                     sql.Literal(f"{c.legacy_name}: not a valid email: "), src)))

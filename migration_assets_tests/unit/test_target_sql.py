@@ -180,3 +180,38 @@ def test_slice_ranges_cover_the_ids_once_and_the_builders_quote_names():
     assert render(slice_bounds_sql(hostile)) == \
         'SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY "i d") FROM "we""ird"'
     assert render(slice_where_sql(hostile, Slice(1, -5, 2**31 - 1))) == 'l."i d" BETWEEN  -5 AND 2147483647'  # psycopg spaces a negative literal
+
+
+def test_the_merge_the_quarantine_upsert_and_the_watermark_of_one_entity_whole():
+    """The three statements every load runs, for roles, whole: the merge writes only a row whose
+    content differs and counts inserts apart from updates; a quarantined row seen again is
+    reopened with its latest reason; the watermark is one parameterised upsert (the change mark
+    kept as the legacy clock's naive text, stored as if UTC)."""
+    e = BY_NAME["roles"]
+    cols = ['"name"', '"description"', '"is_system"', '"updated_at"', '"metadata"']
+    assert render(merge_sql(e)) == (
+        'WITH up AS (INSERT INTO "public"."roles" AS t ("id", ' + ", ".join(cols) + ') SELECT "id", '
+        + ", ".join(cols) + " FROM _stage ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols) + " WHERE ("
+        + ", ".join(f"t.{c}" for c in cols) + ") IS DISTINCT FROM (" + ", ".join(f"EXCLUDED.{c}" for c in cols)
+        + ") RETURNING (xmax = 0) AS inserted) SELECT count(*) FILTER (WHERE inserted), "
+        "count(*) FILTER (WHERE NOT inserted) FROM up")
+    assert render(quarantine_rejects_sql(e, "run-1")) == (
+        f"INSERT INTO {QUARANTINE} AS q (entity, legacy_id, reason, detail, raw, source_hash, first_run_id, "
+        "last_run_id) SELECT entity, legacy_id, reason, detail, raw, source_hash, run_id, run_id FROM (SELECT "
+        "DISTINCT ON (legacy_id) 'roles'::text AS entity, legacy_id, reason, detail, raw, source_hash, "
+        "'run-1'::text AS run_id FROM _quarantine ORDER BY legacy_id) AS r ON CONFLICT (entity, legacy_id) DO "
+        "UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, raw = EXCLUDED.raw, source_hash = "
+        "EXCLUDED.source_hash, last_run_id = EXCLUDED.last_run_id, last_seen_at = now(), resolved = false, "
+        "resolved_at = NULL, resolved_run_id = NULL, resolution = NULL")
+    state = SourceState(rows=3, min_id=1, max_id=9, change_hwm="2026-12-01 00:00:00")
+    statement, params = save_watermark_sql(e, state, LoadOptions(run_id="r"), {2: (1, 5), 1: (2, 7)})
+    kept = ("change_hwm", "min_legacy_id", "max_legacy_id", "legacy_rows", "run_id", "mode")
+    summary = ("summary_buckets", "summary_rows", "summary_hashes")
+    assert render(statement) == (
+        'INSERT INTO "migration_control"."watermarks" AS w (entity, change_hwm, min_legacy_id, max_legacy_id, '
+        "legacy_rows, run_id, mode, updated_at, summary_buckets, summary_rows, summary_hashes) VALUES (%s, "
+        "%s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now(), %s, %s, %s::numeric[]) ON CONFLICT (entity) "
+        "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in kept) + ", updated_at = now(), "
+        + ", ".join(f"{c} = EXCLUDED.{c}" for c in summary))
+    assert params == ["roles", "2026-12-01 00:00:00", 1, 9, 3, "r", "full", [1, 2], [2, 1], ["7", "5"]]
