@@ -11,8 +11,8 @@
   execute them. Workers need the same databases and a Dagster instance (DAGSTER_HOME) in
   PostgreSQL.
 - ``k8s``: dagster-k8s's ``k8s_job_executor``, a Kubernetes job per step; its namespace, image,
-  secrets and concurrency come from the run configuration's ``execution: config:`` (README,
-  "Executors").
+  secrets and concurrency come from the run configuration's ``execution: config:``
+  (docs/executors.md).
 
 A table's load is still one transaction with its checks (a sliced table: one per slice, one to
 finish; engine/slices.py), so what holds in process holds on every executor: each step opens its

@@ -170,7 +170,7 @@ def target_warnings(conn: psycopg.Connection) -> list[str]:
     return [f"trigger {name} on public.{table} ({definition.split(' ON ')[0].removeprefix('CREATE ')}) is not the "
             "project's: it fires on every row a load or refresh writes; a trigger that changes the row (such as "
             "moddatetime on updated_at) makes the table differ from its legacy rows and fails content_checksum. "
-            "Such triggers belong after cutover (README, 'Your own objects in public')"
+            "Such triggers belong after cutover (docs/supabase.md, 'Your own objects in public')"
             for table, name, definition in conn.execute(_USER_TRIGGERS, [[e.target_table for e in ENTITIES]])]
 
 

@@ -170,13 +170,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MIGRATION_EXECUTOR", "executor", "in_process", "choice",
             "how a run's steps execute: in_process (one process); multiprocess (a process per step); celery "
             "(steps queued to dagster-celery workers at CELERY_BROKER_URL, extra [celery]); k8s (a Kubernetes "
-            "job per step, dagster-k8s, extra [k8s]); README, 'Executors'",
+            "job per step, dagster-k8s, extra [k8s]); docs/executors.md",
             choices=("in_process", "multiprocess", "celery", "k8s")),
     Setting("MIGRATION_MAX_CONCURRENT", "max_concurrent", 2, "int",
             "steps at a time under the multiprocess executor", minimum=1, maximum=256),
     Setting("MIGRATION_SLICE_ROWS", "slice_rows", 0, "int",
             "legacy rows per slice: an empty sliced table loads in id ranges of about this many rows, each its "
-            "own step, keys built once after the last (0: no table is sliced); README, 'Executors'",
+            "own step, keys built once after the last (0: no table is sliced); docs/executors.md",
             minimum=0, maximum=1_000_000_000),
     Setting("LEGACY_TEXT_ENCODING", "text_encoding", "utf8", "choice",
             "how the text of a SQL_ASCII legacy database (bytes with no declared encoding) is decoded: utf8 (a value "

@@ -128,7 +128,7 @@ def test_sql_ascii_bytes_that_are_not_utf8_are_quarantined_by_column_or_transcod
 
 
 def test_unicode_spaces_are_kept_in_text_and_make_an_email_a_placeholder(databases):
-    """The decision (README, 'Nothing lost'): only ASCII spaces are trimmed, as the seed did and as
+    """The decision (docs/design.md, 'Nothing lost'): only ASCII spaces are trimmed, as the seed did and as
     btrim does. A no-break or other Unicode space is kept in text (it can be meant: '10 mg'), and
     an email holding one is not an address: with recovery it becomes its row's placeholder, the
     original kept in metadata.recovered."""

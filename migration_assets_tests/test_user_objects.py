@@ -156,4 +156,4 @@ def test_preflight_names_a_users_trigger_on_a_migrated_table_and_what_it_does_to
         "trigger app_touch on public.offices (TRIGGER app_touch BEFORE UPDATE) is not the project's: it fires on "
         "every row a load or refresh writes; a trigger that changes the row (such as moddatetime on updated_at) "
         "makes the table differ from its legacy rows and fails content_checksum. Such triggers belong after "
-        "cutover (README, 'Your own objects in public')"]
+        "cutover (docs/supabase.md, 'Your own objects in public')"]

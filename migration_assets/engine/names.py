@@ -34,7 +34,7 @@ BUCKET = 1024  # legacy ids per bucket of the change summary
 HASH_MOD = 1 << 64  # bucket hash sums are compared modulo 2^64
 ENGINE_VERSION = "4"  # part of every source hash: bump when a transform or the hash changes meaning
 
-# Quarantine reason codes (documented in the README).
+# Quarantine reason codes (documented in docs/design.md, "Nothing lost").
 REQUIRED_NULL = "REQUIRED_NULL"
 INVALID_VALUE = "INVALID_VALUE"
 INVALID_EMAIL = "INVALID_EMAIL"

@@ -1,5 +1,5 @@
-"""MIGRATION_EXECUTOR builds the executor it names (executors.py), and the README's Kubernetes
-configuration is one the k8s executor and the job accept (it cannot run here)."""
+"""MIGRATION_EXECUTOR builds the executor it names (executors.py), and the Kubernetes
+configuration of docs/executors.md is one the k8s executor and the job accept (it cannot run here)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import yaml
 from migration_assets.executors import build_executor
 from migration_assets.settings import SettingsError, load
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "executors.md"
 
 
 @pytest.mark.parametrize("name", ["in_process", "multiprocess", "celery", "k8s"])
