@@ -28,7 +28,7 @@ from pathlib import Path
 
 from migration_assets.config import admin_url
 from migration_assets.simulator import generate, mutate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 
 from .peers import _top_phases, verify_migration
 from .run import _median, drop, legacy_counts, migrate_child, recreate

@@ -50,7 +50,7 @@ from migration_assets.engine.slices import finish_slices, load_slice, plan_slice
 from migration_assets.engine.stream import LegacyStream
 from migration_assets.registry import ENTITIES, entity
 from migration_assets.simulator import generate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 
 from .run import recreate
 

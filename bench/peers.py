@@ -62,7 +62,7 @@ from migration_assets.config import PROJECT_DIR, admin_url
 from migration_assets.engine.names import QUARANTINE, target_table
 from migration_assets.registry import ENTITIES
 from migration_assets.simulator import generate, mutate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 
 from .run import drop, legacy_counts, migrate_child, raw_copy, recreate
 

@@ -30,7 +30,7 @@ from psycopg import sql
 from migration_assets.config import PROJECT_DIR, admin_url, ensure_database
 from migration_assets.registry import ENTITIES
 from migration_assets.simulator import create_table_sql, generate, mutate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 
 
 def drop(admin: str, name: str) -> None:

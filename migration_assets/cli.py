@@ -28,7 +28,7 @@ from .connections import connect
 from .redaction import first_line, redact
 from .registry import ENTITIES
 from .reports import summary_lines
-from .target_schema import apply_migrations
+from .migrations import apply_migrations
 
 
 def load_dotenv(path: Path | None = None) -> None:
@@ -84,6 +84,8 @@ def setup(s: settings.Settings, write_env: bool = False, dbs=None):
     dbs = dbs or resolve()
     reach(dbs)
     applied = apply_migrations(dbs.target.conninfo(), timeout_ms=s.migration_timeout_ms)
+    if prepare_instance(dbs):
+        print(f"Dagster instance: storage ready in {dbs.dagster.describe()} (DAGSTER_HOME {os.environ['DAGSTER_HOME']})")
     if write_env:
         # dagster dev loads .env from its working directory; the file is git-ignored
         write_dotenv(dbs.env())
@@ -91,6 +93,21 @@ def setup(s: settings.Settings, write_env: bool = False, dbs=None):
     print(f"databases ({where}): legacy {dbs.source.describe()}, target {dbs.target.describe()}")
     print(f"target schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
     return dbs
+
+
+def prepare_instance(dbs) -> bool:
+    """Create the Dagster instance's storage (runs, events, schedules: dagster-postgres creates
+    its tables when an instance first opens them) once, here, when DAGSTER_HOME and a Dagster
+    database are configured. Workers and step processes started later find it ready: two Celery
+    workers opening a fresh database at the same moment raced to create the same tables, and one
+    died with ``DuplicateTable``. Returns whether there was an instance to prepare."""
+    if not os.environ.get("DAGSTER_HOME") or dbs.dagster is None:
+        return False
+    from dagster import DagsterInstance
+
+    os.environ.setdefault("DAGSTER_PG_URL", dbs.env()["DAGSTER_PG_URL"])
+    with DagsterInstance.get():
+        return True
 
 
 def reports_dir(s: settings.Settings) -> Path:
@@ -229,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     load_dotenv()
     from .preflight import DatabaseUnreachable
     from .simulator import NotASimulatedDatabase
-    from .target_schema import MigrationDrift, SetupError
+    from .migrations import MigrationDrift, SetupError
 
     try:
         s = settings.load()  # every setting checked before anything connects

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from migration_assets.config import DbSettings, admin_url, ensure_database
 from migration_assets.simulator import generate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 
 TEST_SCALE = float(os.environ.get("TEST_SCALE", "0.01"))
 

@@ -1,6 +1,7 @@
 """Connections kept open between steps (connections.py), on a real server: reused, rolled back
 when given back, replaced when the server closed them, capped per process."""
 
+import signal
 import time
 
 import psycopg
@@ -93,7 +94,11 @@ def test_a_forked_process_opens_its_own_arrow_reader_and_leaves_the_parents_alon
     import multiprocessing
 
     (parent_pid,) = _reader_backend(db)
-    with multiprocessing.get_context("fork").Pool(2) as pool:
+    # the children take the default SIGTERM back (the test process may hold Dagster's handler,
+    # which only sets a flag): a child that hangs is then ended by the pool, and the test fails
+    # on its timeout instead of waiting forever
+    with multiprocessing.get_context("fork").Pool(2, initializer=signal.signal,
+                                                  initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
         children = pool.map_async(_reader_backend, [db, db]).get(timeout=60)
     assert parent_pid not in {pid for (pid,) in children}
     # the parent's connection, still in step with its server

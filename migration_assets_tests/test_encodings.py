@@ -12,7 +12,7 @@ from psycopg import sql
 
 from migration_assets.assets import MODE_TAG
 from migration_assets.simulator import generate, mutate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 
 from .conftest import query
 

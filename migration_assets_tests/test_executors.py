@@ -60,12 +60,18 @@ def instance_env(databases, legacy, target, tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((PROJECT_DIR / "dagster.yaml").read_text())
-    env = {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": sqlalchemy_url(DbSettings(url=databases.new("dagster"))),
+    instance_db = DbSettings(url=databases.new("dagster"))
+    env = {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": sqlalchemy_url(instance_db),
            "SOURCE_DB_URL": legacy, "TARGET_DB_URL": target,
            # three tables in slices of 20 legacy rows (4 to 9 slices each at the test scale)
            "MIGRATION_SLICE_ROWS": str(SLICE_ROWS), "MIGRATION_SLICED_TABLES": ",".join(SLICED)}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    # as `migration-assets setup` does before workers start: the instance's storage, created once
+    from migration_assets.cli import prepare_instance
+    from migration_assets.config import Databases
+
+    assert prepare_instance(Databases(DbSettings(url=legacy), DbSettings(url=target), instance_db))
     return env
 
 

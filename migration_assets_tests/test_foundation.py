@@ -8,7 +8,8 @@ from psycopg import sql
 
 from migration_assets.registry import ENTITIES, entity
 from migration_assets.simulator import DirtyRates, generate, mutate, rows_at_scale
-from migration_assets.target_schema import ROLES, apply_migrations, schema_fingerprint
+from migration_assets.migrations import apply_migrations, schema_fingerprint
+from migration_assets.target_schema import ROLES
 from migration_assets.transforms import EMAIL_REGEX
 
 from .conftest import TEST_SCALE, query

@@ -23,7 +23,7 @@ from migration_assets.engine.stream import LegacyStream
 from migration_assets.registry import ENTITIES, entity, topological_order
 from migration_assets.reports import differential_report
 from migration_assets.simulator import mutate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 
 from .conftest import query
 

@@ -27,7 +27,7 @@ from psycopg import conninfo as pg_conninfo
 from migration_assets.assets import MODE_TAG
 from migration_assets.reports import status
 from migration_assets.simulator import generate, mutate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 
 from .conftest import table_locked
 
@@ -199,7 +199,7 @@ def test_missing_roles_name_the_statement_a_superuser_must_run(databases, admin,
 
     from psycopg import sql as psql
 
-    from migration_assets import target_schema
+    from migration_assets import migrations
 
     owner, missing = f"ma_owner_{uuid.uuid4().hex[:8]}", f"ma_role_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -212,9 +212,9 @@ def test_missing_roles_name_the_statement_a_superuser_must_run(databases, admin,
         params = pg_conninfo.conninfo_to_dict(admin)
         params.update(dbname=dbname, user=owner)
         (tmp_path / "20990101000001_roles.sql").write_text(f'CREATE ROLE "{missing}" NOLOGIN;\n')
-        monkeypatch.setattr(target_schema, "ROLES", ("anon", missing))
-        with pytest.raises(target_schema.SetupError) as err:
-            target_schema.apply_migrations(pg_conninfo.make_conninfo(**params), tmp_path)
+        monkeypatch.setattr(migrations, "ROLES", ("anon", missing))
+        with pytest.raises(migrations.SetupError) as err:
+            migrations.apply_migrations(pg_conninfo.make_conninfo(**params), tmp_path)
         assert missing in str(err.value) and "CREATEROLE" in str(err.value)
         assert f'CREATE ROLE "{missing}" NOLOGIN NOINHERIT' in str(err.value)
     finally:

@@ -19,7 +19,7 @@ from migration_assets.engine.options import LoadOptions
 from migration_assets.preflight import SchemaMismatch, validate
 from migration_assets.registry import entity
 from migration_assets.simulator import generate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 
 from .conftest import query
 

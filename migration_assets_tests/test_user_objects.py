@@ -11,7 +11,7 @@ from migration_assets import cli
 from migration_assets.engine.commit import migrate_entity
 from migration_assets.engine.options import LoadOptions
 from migration_assets.simulator import generate, mutate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 
 from .conftest import query
 from .test_operator import _isolated

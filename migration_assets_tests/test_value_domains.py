@@ -22,7 +22,7 @@ from migration_assets.engine.commit import migrate_entity
 from migration_assets.engine.options import LoadOptions
 from migration_assets.registry import ENTITIES, Entity, topological_order
 from migration_assets.simulator import DirtyRates, generate
-from migration_assets.target_schema import apply_migrations
+from migration_assets.migrations import apply_migrations
 from migration_assets.transforms import Column, Kind, legacy_uuid
 
 from .test_plan_and_deletes import assert_equal_to_fresh

@@ -14,7 +14,7 @@ from migration_assets.failures import as_failure, kind_of
 from migration_assets.preflight import DatabaseUnreachable, SchemaMismatch
 from migration_assets.redaction import register_secret
 from migration_assets.resources import PostgresResource
-from migration_assets.target_schema import MigrationDrift, SetupError
+from migration_assets.migrations import MigrationDrift, SetupError
 
 
 @pytest.mark.parametrize("exc, name, transient", [

@@ -1,0 +1,227 @@
+"""Applying ``supabase/migrations`` to a target (``migration-assets setup``), once and safely.
+
+:func:`apply_migrations` records each applied file with its checksum in
+``migration_control.schema_migrations``, all pending files in one transaction under an advisory
+lock; a file edited after it was applied is refused (:class:`MigrationDrift`) rather than silently
+diverging. It never writes the Supabase CLI's history. It changes only what the project owns:
+before the first file that creates the registry's tables it refuses a registry table name that
+already exists with another shape (:func:`foreign_shape_problems`, :class:`SetupError`), and
+after the pending files it takes back any privilege they gave on a relation in ``public`` the
+registry does not own (the released ``GRANT ... ON ALL TABLES IN SCHEMA public``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from psycopg import sql
+
+from .connections import connect, set_statement_timeout
+from .engine.names import CONTROL_SCHEMA
+from .errors import PermanentError
+from .registry import ENTITIES
+from .settings import DEFAULTS
+from .target_schema import MIGRATIONS_DIR, ROLES
+
+DEFAULT_TIMEOUT_MS = DEFAULTS["migration_timeout_ms"]
+_ADVISORY_LOCK = 7_318_221
+
+
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class MigrationDrift(PermanentError):
+    """An applied migration file was edited afterwards (a permanent error: fix the files)."""
+
+    kind = "MIGRATION_DRIFT"
+    recovery = "restore the applied file as released; put the change in a new migration file"
+
+
+HISTORY = sql.Identifier(CONTROL_SCHEMA, "schema_migrations")
+
+
+class SetupError(PermanentError):
+    """The target cannot be set up as it is; the message says what to do (a permanent error)."""
+
+    kind = "SETUP"
+    recovery = "see the message: it names what to change on the target"
+
+
+def _adopt_old_history(conn) -> None:
+    """Earlier versions kept this history in ``supabase_migrations.schema_migrations`` with a
+    ``checksum`` column, a shape the Supabase CLI never writes. Such a table is ours: its rows
+    move to ``migration_control`` and it is dropped, so the CLI can create its own there."""
+    (ours,) = conn.execute(
+        "SELECT count(*) = 4 FROM information_schema.columns WHERE table_schema = 'supabase_migrations' "
+        "AND table_name = 'schema_migrations' AND column_name IN ('version', 'name', 'checksum', 'applied_at')"
+    ).fetchone()
+    (cli_columns,) = conn.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'supabase_migrations' "
+        "AND table_name = 'schema_migrations' AND column_name NOT IN ('version', 'name', 'checksum', 'applied_at')"
+    ).fetchone()
+    if not ours or cli_columns:
+        return
+    conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum, applied_at) SELECT version, name, checksum, "
+                         "applied_at FROM supabase_migrations.schema_migrations ON CONFLICT DO NOTHING"
+                         ).format(HISTORY))
+    conn.execute("DROP TABLE supabase_migrations.schema_migrations")
+
+
+def _roles_problem(conn, roles: tuple[str, ...]) -> str | None:
+    """Why migration 1 cannot create the Supabase roles here, with the statements a superuser can
+    run instead (a Supabase project has them; a plain PostgreSQL needs them once)."""
+    missing = [r for (r,) in conn.execute("SELECT r FROM unnest(%s::text[]) AS r WHERE NOT EXISTS "
+                                          "(SELECT FROM pg_roles WHERE rolname = r)", [list(roles)])]
+    if not missing:
+        return None
+    user, superuser, createrole = conn.execute(
+        "SELECT current_user, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
+    needs_super = "service_role" in missing  # BYPASSRLS: only a superuser can grant it
+    if superuser or (createrole and not needs_super):
+        return None
+    statements = "; ".join(f'CREATE ROLE "{r}" NOLOGIN NOINHERIT{" BYPASSRLS" if r == "service_role" else ""}'
+                           for r in missing)
+    return (f"the Supabase roles {', '.join(missing)} do not exist and {user} cannot create them "
+            f"({'BYPASSRLS needs a superuser' if needs_super else 'it lacks CREATEROLE'}); "
+            f"run as a superuser: {statements}; then run setup again")
+
+
+_OTHER_RELATIONS_PRIVILEGES = sql.SQL("""
+    SELECT c.oid::regclass::text, a.grantee, a.privilege_type
+    FROM pg_class c CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND NOT (c.relname = ANY(%s))""")
+_PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+
+
+def _others_privileges(conn) -> set[tuple[str, int, str]]:
+    """(relation, grantee oid, privilege) on every relation in ``public`` the registry does not own."""
+    return set(conn.execute(_OTHER_RELATIONS_PRIVILEGES, [[e.target_table for e in ENTITIES]]).fetchall())
+
+
+def revoke_added_sql(added: set[tuple[str, int, str]], role_names: dict[int, str]) -> list[sql.Composable]:
+    """REVOKE statements taking back exactly the privileges in ``added`` ((relation as regclass
+    text, grantee oid, privilege); grantee 0 is PUBLIC)."""
+    out = []
+    for relation, grantee, privilege in sorted(added):
+        if privilege not in _PRIVILEGES:
+            raise ValueError(f"unexpected privilege {privilege!r} on {relation}")
+        who = sql.SQL("PUBLIC") if grantee == 0 else sql.Identifier(role_names[grantee])
+        # relation: regclass text from the catalog, already quoted and qualified as needed
+        out.append(sql.SQL("REVOKE {} ON TABLE {} FROM {}").format(sql.SQL(privilege), sql.SQL(relation), who))
+    return out
+
+
+def _keep_others_privileges(conn, before: set[tuple[str, int, str]]) -> list[str]:
+    """Take back what the files just granted on relations the project does not own.
+
+    The released file ``20261124000002_target_tables.sql`` ends with ``GRANT ... ON ALL TABLES IN
+    SCHEMA public``, which also reaches a user's own tables and views (a table whose SELECT was
+    revoked from ``authenticated`` became readable by every signed-in user). Applied files are never
+    edited (their checksums are the history), so the runner undoes that statement's effect on
+    every relation outside the registry, in the same transaction. Returns the relations restored."""
+    added = _others_privileges(conn) - before
+    if not added:
+        return []
+    roles = dict(conn.execute("SELECT oid::bigint, rolname FROM pg_roles WHERE oid = ANY(%s)",
+                              [[g for _, g, _ in added if g]]).fetchall())
+    for statement in revoke_added_sql(added, roles):
+        conn.execute(statement)
+    return sorted({relation for relation, _, _ in added})
+
+
+_TABLE_CREATED_BY = "20261124000002"  # the file that creates the registry's tables (CREATE TABLE IF NOT EXISTS)
+
+
+def foreign_shape_problems(conn) -> list[str]:
+    """Registry tables that already exist in ``public`` with another shape, before this project
+    created them (a Supabase quickstart's ``profiles``, say). ``CREATE TABLE IF NOT EXISTS`` would
+    keep such a table, comment it and wire foreign keys to it, and the loads would fail later."""
+    existing: dict[str, dict[str, str]] = {}
+    for table, column, data_type in conn.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_class c "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)",
+            [[e.target_table for e in ENTITIES]]):
+        existing.setdefault(table, {})[column] = data_type
+    problems = []
+    for e in ENTITIES:
+        have = existing.get(e.target_table)
+        if have is None:
+            continue
+        want = {"id": "uuid", "metadata": "jsonb"} | {c.target: c.target_type for c in e.columns}
+        differing = [f"{name} ({'missing' if name not in have else have[name] + ', expected ' + kind})"
+                     for name, kind in want.items() if have.get(name) != _canonical_type(kind)]
+        if differing:
+            problems.append(f"public.{e.target_table} already exists and is not the registry's {e.name} table: "
+                            f"{', '.join(differing[:6])}{' ...' if len(differing) > 6 else ''}")
+    return problems
+
+
+def _canonical_type(kind: str) -> str:
+    return {"timestamptz": "timestamp with time zone"}.get(kind, kind)
+
+
+def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
+                     timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[str]:
+    """Apply the migration files not yet applied; return the versions applied now.
+
+    The history is ``migration_control.schema_migrations`` (version, name, checksum): a file edited
+    after it was applied is refused. The Supabase CLI's own history
+    (``supabase_migrations.schema_migrations``) is left alone: rows of ours there would be versions
+    missing from the project's own ``supabase/migrations``, and ``supabase db push`` refuses to run
+    until they are repaired away. One transaction under a transaction-level advisory lock:
+    concurrent set-ups wait for each other, the lock cannot outlive the transaction (a session
+    lock would stay on whichever server connection a transaction pooler gave it), and a failing
+    file leaves nothing applied. ``timeout_ms`` (MIGRATION_TIMEOUT) bounds every statement."""
+    files = sorted(directory.glob("*.sql"))
+    if not files:
+        raise FileNotFoundError(f"no migration files in {directory}")
+    applied_now = []
+    with connect(conninfo) as conn:
+        set_statement_timeout(conn, timeout_ms)
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(CONTROL_SCHEMA)))
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version text PRIMARY KEY, name text, checksum text, "
+                             "applied_at timestamptz DEFAULT now())").format(HISTORY))
+        _adopt_old_history(conn)
+        done = dict(conn.execute(sql.SQL("SELECT version, checksum FROM {}").format(HISTORY)).fetchall())
+        if _TABLE_CREATED_BY not in done and (problems := foreign_shape_problems(conn)):
+            raise SetupError("cannot set up the target: " + "; ".join(problems) + ". Ways out: rename or move that "
+                             "table (ALTER TABLE public.<name> RENAME TO ..., or SET SCHEMA), or migrate into a "
+                             "database without it; nothing was changed")
+        others_before = _others_privileges(conn)
+        for path in files:
+            version, _, name = path.stem.partition("_")
+            text = path.read_text()
+            if version in done:
+                if done[version] and done[version] != _checksum(text):
+                    raise MigrationDrift(f"migration {path.name} changed after it was applied")
+                continue
+            if "CREATE ROLE" in text and (problem := _roles_problem(conn, ROLES)):
+                raise SetupError(f"cannot apply {path.name}: {problem}")
+            conn.execute(text)  # the file is static, reviewed SQL: no parameters
+            conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(HISTORY),
+                         [version, name, _checksum(text)])
+            applied_now.append(version)
+        _keep_others_privileges(conn, others_before)
+        conn.commit()
+    return applied_now
+
+
+def schema_fingerprint(conninfo: str) -> str:
+    """md5 of the public and migration_control schemas' columns and constraints (for tests)."""
+    with connect(conninfo) as conn:
+        return conn.execute(sql.SQL("""
+            SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
+              SELECT table_schema || '.' || table_name || '.' || column_name || ':' || data_type || ':' || is_nullable
+                     AS x FROM information_schema.columns WHERE table_schema IN ('public', {})
+              UNION ALL
+              SELECT conrelid::regclass::text || ':' || conname || ':' || pg_get_constraintdef(oid)
+              FROM pg_constraint WHERE connamespace IN ('public'::regnamespace, {}::regnamespace)
+              UNION ALL
+              SELECT schemaname || ':' || indexname || ':' || indexdef FROM pg_indexes
+              WHERE schemaname IN ('public', {})) s""").format(
+            sql.Literal(CONTROL_SCHEMA), sql.Literal(CONTROL_SCHEMA), sql.Literal(CONTROL_SCHEMA))).fetchone()[0]
