@@ -20,6 +20,7 @@ timeout, checks that cannot be evaluated after the table committed, a signal) ar
 (failures.py decides, for every step that writes to the target).
 """
 
+import hashlib
 
 from dagster import (
     AssetCheckKey,
@@ -42,6 +43,8 @@ from dagster import (
     Out,
     Output,
     RetryPolicy,
+    TableColumn,
+    TableSchema,
     asset,
     graph,
     multi_asset,
@@ -50,6 +53,8 @@ from dagster import (
 
 from . import stopping
 from .checks import check_specs, run_checks
+from .engine.names import ENGINE_VERSION
+from .hooks import SLICED_STEP, level_step_name, record_step_failure
 from .engine.slices import FinishSlices, load_slice, plan_slices, read_slice_plan
 from .engine.stream import LegacyStream
 from .errors import classify
@@ -81,8 +86,20 @@ def _tags(e: Entity) -> dict[str, str]:
     return {"priority": e.priority, "level": str(e.level)}
 
 
+def code_version(e: Entity) -> str:
+    """The version of a table's load: its registry entry (columns, transforms, keys) and the
+    engine's version, hashed. The UI marks a table whose code version changed since its last
+    materialization."""
+    return hashlib.sha256(f"{ENGINE_VERSION}|{e!r}".encode()).hexdigest()[:12]
+
+
 def _asset_metadata(e: Entity) -> dict:
     return {
+        "dagster/table_name": f"public.{e.target_table}",
+        "dagster/column_schema": TableSchema(columns=[TableColumn("id", "uuid", description="uuid v3 of the legacy id")]
+            + [TableColumn(c.target, c.target_type, description=f"legacy {e.legacy_table}.{c.legacy_name} "
+                                                                f"({c.kind.name.lower()})") for c in e.columns]
+            + [TableColumn("metadata", "jsonb", description="legacy_id, source_hash, recovered values")]),
         "legacy_table": e.legacy_table,
         "legacy_primary_key": e.legacy_pk,
         "dependency_level": e.level,
@@ -93,26 +110,25 @@ def _asset_metadata(e: Entity) -> dict:
     }
 
 
+def _table_spec(e: Entity) -> AssetSpec:
+    return AssetSpec(key=AssetKey(e.name), deps=[AssetKey(p) for p in e.parents], group_name=e.group_name,
+                     kinds={"postgres"}, tags=_tags(e), owners=[OWNER], description=_description(e),
+                     metadata=_asset_metadata(e), code_version=code_version(e)).with_io_manager_key(IO_MANAGER_KEY)
+
+
 def build_table_asset(e: Entity, s: Settings):
-    @asset(
-        name=e.name,
-        deps=[AssetKey(p) for p in e.parents],
-        group_name=e.group_name,
-        kinds={"postgres"},
-        tags=_tags(e),
-        owners=[OWNER],
-        description=_description(e),
-        io_manager_key=IO_MANAGER_KEY,
-        # checks run in the asset's own step, right after the load: no extra step per check
-        check_specs=check_specs(e) if s.asset_checks else None,
-        retry_policy=retry_policy(s),
-        metadata=_asset_metadata(e),
-    )
+    """One table's asset. Its checks run in the asset's own step, right after the load (no extra
+    step per check); the step is subsettable, so the checks also run alone, on the table as it is
+    (the UI's "Execute" on a check, ``migration-assets check``): the asset not selected, nothing
+    loads."""
+    @multi_asset(name=e.name, specs=[_table_spec(e)], can_subset=True, retry_policy=retry_policy(s),
+                 check_specs=check_specs(e) if s.asset_checks else None, hooks={record_step_failure})
     def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                      settings: MigrationSettings):
-        stream = _open_stream(context, e, legacy, target, settings)
-        # the IO manager loads and commits the table when the output is yielded ...
-        yield Output(stream)
+        if AssetKey(e.name) in context.selected_asset_keys:
+            stream = _open_stream(context, e, legacy, target, settings)
+            # the IO manager loads and commits the table when the output is yielded ...
+            yield Output(stream, output_name=e.name)
         # ... so the checks below see the committed table
         yield from _table_checks(context, e, legacy, target, settings)
 
@@ -268,7 +284,9 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
         owners_by_output_name={"result": [OWNER]},
         descriptions_by_output_name={"result": _description(e)},
         metadata_by_output_name={"result": _asset_metadata(e)},
+        code_versions_by_output_name={"result": code_version(e)},
         check_specs=specs or None,
+        hook_defs={record_step_failure},
     )
 
 
@@ -280,12 +298,10 @@ def build_level_asset(entities: list[Entity], s: Settings) -> AssetsDefinition:
     materializing one table runs that table alone. A failure stops the step (the tables before it
     stay committed), and its retry re-runs them all: a loaded table re-merges to no change."""
     level = entities[0].level
-    specs = [AssetSpec(key=AssetKey(e.name), deps=[AssetKey(p) for p in e.parents], group_name=e.group_name,
-                       kinds={"postgres"}, tags=_tags(e), owners=[OWNER],
-                       description=_description(e), metadata=_asset_metadata(e)).with_io_manager_key(IO_MANAGER_KEY)
-             for e in entities]
+    specs = [_table_spec(e) for e in entities]
 
     @multi_asset(name=level_step_name(level), specs=specs, can_subset=True, retry_policy=retry_policy(s),
+                 hooks={record_step_failure},
                  check_specs=[c for e in entities for c in check_specs(e)] if s.asset_checks else None,
                  description=f"The tables of level {level} in one step: {', '.join(e.name for e in entities)}")
     def _level_tables(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
@@ -293,26 +309,12 @@ def build_level_asset(entities: list[Entity], s: Settings) -> AssetsDefinition:
         for e in entities:
             if AssetKey(e.name) in context.selected_asset_keys:
                 yield Output(_open_stream(context, e, legacy, target, settings), output_name=e.name)
-                yield from _table_checks(context, e, legacy, target, settings)
+            yield from _table_checks(context, e, legacy, target, settings)  # the selected ones
 
     return _level_tables
 
 
 PROCESS_PER_STEP = ("multiprocess", "k8s")  # executors whose every step starts a process
-SLICED_STEP = "__"  # a sliced table's steps: <table>__plan, <table>__slice, <table>__finish
-
-
-def level_step_name(level: int) -> str:
-    return f"level_{level:02d}_tables"
-
-
-def tables_of_step(step: str) -> list[str]:
-    """The tables a step of the table assets loads, in the order it loads them (the failure hook
-    names the failed table from these): a level step's, a sliced table's, or the step's own."""
-    levels = {level_step_name(e.level): e.level for e in ENTITIES}
-    if step in levels:
-        return [e.name for e in ENTITIES if e.level == levels[step]]
-    return [step.split(SLICED_STEP)[0]]
 
 
 def build_table_assets(s: Settings) -> list:

@@ -67,15 +67,18 @@ def resolve(refuse_same: bool = True):
 
 
 def reach(dbs) -> None:
-    """Both databases answer and accept the login, or one line says which does not and why."""
+    """Both databases answer and accept the login, or one line says which does not and why: a
+    server that refused the connection (libpq quotes the server's own FATAL message: a failed
+    password, an unknown role or database) is told from one that did not answer."""
     from .preflight import DatabaseUnreachable
 
     for which, db in (("legacy", dbs.source), ("target", dbs.target)):
         try:
             connect(db.conninfo(connect_timeout=10)).close()
         except psycopg.OperationalError as exc:
-            raise DatabaseUnreachable(
-                f"the {which} database ({db.describe()}) does not answer: {first_line(exc)}") from None
+            line = first_line(exc)
+            what = "refused the connection" if "FATAL:" in line else "does not answer"
+            raise DatabaseUnreachable(f"the {which} database ({db.describe()}) {what}: {line}") from None
 
 
 def setup(s: settings.Settings, write_env: bool = False, dbs=None):
@@ -134,7 +137,7 @@ def _instance():
     return DagsterInstance.ephemeral()
 
 
-def run_job(instance, job_name: str):
+def run_job(instance, job_name: str, checks_of: list[str] | None = None):
     """Create the run as the code location's own and execute it in this process.
 
     The run is created the way ``dagster job launch`` and the UI create theirs, with the job's
@@ -142,7 +145,8 @@ def run_job(instance, job_name: str):
     job's page lists it, the timeline shows it and "Re-execute" launches it in the code server
     (``execute_in_process`` stores no origin: the UI could not find such runs and failed to
     re-execute them). It executes here, not through the run launcher, so the command waits for
-    it, prints its log and turns a Ctrl-C into a canceled run (stopping.py)."""
+    it, prints its log and turns a Ctrl-C into a canceled run (stopping.py). ``checks_of``: the
+    job's checks of these tables only (the ``asset_checks`` job, ``check --select``)."""
     from dagster._utils.hosted_user_process import recon_job_from_origin
     from dagster._core.execution.api import execute_run
     from dagster._core.remote_origin import InProcessCodeLocationOrigin
@@ -154,6 +158,16 @@ def run_job(instance, job_name: str):
     with origin.create_location(instance) as location:
         (repo,) = location.get_repositories().values()
         job = repo.get_full_job(job_name)
+        check_selection = None
+        if checks_of is not None:
+            from dagster import AssetKey
+            from dagster._core.definitions.selector import JobSubsetSelector
+
+            check_selection = {k for k in job.asset_check_selection or repo.asset_graph.asset_check_keys
+                               if k.asset_key in {AssetKey(n) for n in checks_of}}
+            job = location.get_job(JobSubsetSelector(location_name=CODE_LOCATION, repository_name=repo.name,
+                                                     job_name=job_name, op_selection=None, asset_selection=set(),
+                                                     asset_check_selection=check_selection))
         plan = location.get_execution_plan(job, RUN_CONFIG, step_keys_to_execute=None, known_state=None,
                                            instance=instance).execution_plan_snapshot
         run = instance.create_run(
@@ -161,19 +175,20 @@ def run_job(instance, job_name: str):
             step_keys_to_execute=plan.step_keys_to_execute, op_selection=None, status=None, root_run_id=None,
             parent_run_id=None, tags=job.tags, job_snapshot=job.job_snapshot, execution_plan_snapshot=plan,
             parent_job_snapshot=job.parent_job_snapshot, remote_job_origin=job.get_remote_origin(),
-            job_code_origin=job.get_python_origin(), asset_selection=None, asset_check_selection=None,
+            job_code_origin=job.get_python_origin(), asset_selection=None,
+            asset_check_selection=frozenset(check_selection) if check_selection is not None else None,
             asset_graph=repo.asset_graph)
         return execute_run(recon_job_from_origin(job.get_python_origin()), run, instance)
 
 
-def migrate(s: settings.Settings, job_name: str = "full_migration") -> int:
+def migrate(s: settings.Settings, job_name: str = "full_migration", checks_of: list[str] | None = None) -> int:
     """Run ``job_name`` (run_job) in the instance under DAGSTER_HOME. Returns the exit code: 0 when
     every table loaded and every ERROR check passed, 1 when not, 130 when a signal stopped it."""
     from dagster import AssetCheckSeverity
 
     instance = _instance()
     started = time.perf_counter()
-    result = run_job(instance, job_name)
+    result = run_job(instance, job_name, checks_of)
     elapsed = time.perf_counter() - started
     # a signal inside a load is noted by the IO manager; one that lands in Dagster's own code
     # between steps ends the run as "interrupted"
@@ -194,7 +209,8 @@ def migrate(s: settings.Settings, job_name: str = "full_migration") -> int:
     if failed_checks:
         print(f"{len(failed_checks)} ERROR checks failed: {', '.join(failed_checks[:20])}"
               f"{' ...' if len(failed_checks) > 20 else ''}")
-    summary(s, result.run_id)
+    if checks_of is None:
+        summary(s, result.run_id)
     return 0 if ok else 1
 
 
@@ -229,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="legacy database size (1.0 = about 4.5M rows); env DEMO_SCALE")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--force", metavar="DATABASE", help="let the simulator replace the tables of DATABASE")
+    chk = sub.add_parser("check", help="evaluate the checks on the target as it is, loading nothing; exit 0 when "
+                                       "every ERROR check passes, 1 when one fails (quarantine over budget included)")
+    chk.add_argument("--select", nargs="+", metavar="TABLE", choices=sorted(e.name for e in ENTITIES),
+                     help="only these tables' checks")
     sub.add_parser("summary", help="per-entity summary of the last run")
     sub.add_parser("report", help="write the three markdown reports from the audit trail")
     sub.add_parser("status", help="per-entity health from the audit trail; exit 0 healthy, 1 not, 2 unreachable")
@@ -296,6 +316,13 @@ def _run(a, s: settings.Settings) -> int:
         print("Status:  .venv/bin/migration-assets status")
         print("Look at it in the Dagster UI:  ./run ui   (then open http://127.0.0.1:3000)")
         return code
+    elif a.cmd == "check":
+        from .reports import budget_lines
+
+        dbs = setup(s)
+        code = migrate(s, "asset_checks", a.select or [e.name for e in ENTITIES])
+        print("\n".join(budget_lines(dbs.target.conninfo(), timeout_ms=s.migration_timeout_ms)))
+        return code
     elif a.cmd == "summary":
         summary(s)
     elif a.cmd == "report":
@@ -325,10 +352,11 @@ def print_status(s: settings.Settings) -> int:
     from .reports import status
 
     dbs = resolve(refuse_same=False)
+    reach(dbs)  # names the database that does not answer or refuses the login (exit 2, on stderr)
     try:
         rows, healthy = status(dbs.source.conninfo(), dbs.target.conninfo(), timeout_ms=s.migration_timeout_ms)
     except psycopg.Error as exc:
-        print(f"status: cannot read the databases: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        print(f"migration-assets status: cannot read the databases: {first_line(exc)}", file=sys.stderr)
         return 2
     header = f"{'lvl':>3} {'entity':<26} {'last load (UTC)':<17} {'status':<17} {'mode':<12} {'legacy':>9} " \
              f"{'target':>9} {'quarant.':>8} {'checks':>6}  state"

@@ -35,8 +35,6 @@ from dagster import (
     InputContext,
     MetadataValue,
     OutputContext,
-    TableColumn,
-    TableSchema,
 )
 from psycopg import sql
 
@@ -88,7 +86,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
                                      renew=lambda c: connections.set_statement_timeout(c, timeout_ms))
         finally:
             obj.close()
-        context.add_output_metadata(self._metadata(e, result))
+        context.add_output_metadata(self._metadata(e, result, obj.opts.delete_policy))
         context.log.info(
             f"{e.name}: {result.status} via {result.load_path}: read {result.records_read:,}, "
             f"inserted {result.inserted:,}, updated {result.updated:,}, unchanged {result.unchanged:,}, "
@@ -109,14 +107,11 @@ class PostgresArrowIOManager(ConfigurableIOManager):
             context.log.warning(f"{name}: could not record the failure in the audit trail: {classify(audit_exc).message}")
         return kind
 
-    def _metadata(self, e, r: LoadResult) -> dict:
+    def _metadata(self, e, r: LoadResult, delete_policy: str) -> dict:
+        # the rows the table holds now: a soft delete keeps its row (marked), a hard one removes it
+        removed = r.evicted + (r.deleted if delete_policy == "hard" else 0)
         return {
-            "dagster/row_count": r.existing + r.inserted,
-            "dagster/table_name": f"public.{e.target_table}",
-            "dagster/column_schema": TableSchema(columns=[TableColumn("id", "uuid")] + [
-                TableColumn(c.target, c.target_type, description=f"legacy {e.legacy_table}.{c.legacy_name} "
-                                                                 f"({c.kind.name.lower()})") for c in e.columns]
-                + [TableColumn("metadata", "jsonb", description="legacy_id, legacy_table, recovered values")]),
+            "dagster/row_count": r.existing + r.inserted - removed,
             "status": r.status,
             "load_path": r.load_path,
             "records_read": r.records_read,

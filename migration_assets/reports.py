@@ -22,6 +22,7 @@ from .connections import connect, set_statement_timeout
 from .registry import ENTITIES, entity, topological_order
 from .settings import DEFAULTS
 from .transforms import Kind
+from .engine.checks import CHECKS
 from .engine.names import (CHECK_RESULTS, CONTROL_SCHEMA, MIGRATION_RUNS, QUARANTINE, not_soft_deleted_sql,
                            target_table)
 
@@ -143,20 +144,40 @@ def latest_checks(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict[
 
 
 def _check_numbers(check: str, m: dict) -> str:
-    keys = {
-        "rows_reconcile": ("legacy_rows", "target_rows", "quarantined_unresolved", "legacy_ids_unaccounted",
-                           "ids_not_in_legacy"),
-        "foreign_keys_resolve": ("dangling_references",),
-        "keys_unique": ("rows_in_duplicate_groups",),
-        "emails_valid": ("invalid_emails",),
-        "content_checksum": ("rows_compared", "rows_differing", "mode"),
-    }.get(check, ())
+    keys = CHECKS[check].headline if check in CHECKS else ()
     parts = [f"{k.replace('_', ' ')} {m[k]:,}" if isinstance(m.get(k), int) else f"{k.replace('_', ' ')} {m[k]}"
              for k in keys if k in m]
     for k, v in m.items():
         if k.startswith("sample") and v:
             parts.append(f"{k.replace('_', ' ')}: {v}")
     return "; ".join(parts)
+
+
+BUDGET = "quarantine_within_budget"
+
+
+def over_budget(checks: dict[str, dict[str, dict]]) -> list[tuple[str, str, dict]]:
+    """(entity, "ERROR" or "WARN", the check's metadata) of every table whose latest budget check
+    failed, the furthest over its budget first."""
+    out = [(name, r["severity"], r["metadata"]) for name, results in checks.items()
+           if (r := results.get(BUDGET)) is not None and not r["passed"]]
+    return sorted(out, key=lambda x: (x[1] != "ERROR", -(x[2]["percent"] - x[2]["max_percent"]), x[0]))
+
+
+def _budget_line(name: str, severity: str, m: dict) -> str:
+    limit = m["max_percent"] if severity == "ERROR" else m["warn_above_percent"]
+    reasons = ", ".join(f"{r} {p}%" for r, p in (m.get("by_reason_percent") or {}).items())
+    return (f"{name}: {m['percent']}% of {m['legacy_rows']:,} legacy rows in quarantine, "
+            f"{m['percent'] - limit:+.3g} points over its {'maximum' if severity == 'ERROR' else 'warning level'} "
+            f"of {limit:g}% ({reasons})")
+
+
+def budget_lines(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[str]:
+    """The quarantine budget, from the latest checks: the tables over it, or that none is."""
+    over = over_budget(latest_checks(target, timeout_ms=timeout_ms))
+    if not over:
+        return ["quarantine budget: every table within it"]
+    return ["quarantine budget:"] + [f"  {severity}  {_budget_line(name, severity, m)}" for name, severity, m in over]
 
 
 def validation_report(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[str, int, int]:
@@ -185,6 +206,18 @@ def validation_report(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> t
                         f"{_check_numbers(check, r['metadata'])} |")
         body.append("")
     failing = sorted(set(failing), key=[x.name for x in topological_order()].index)
+    over = over_budget(checks)
+    errors = [name for name, severity, _ in over if severity == "ERROR"]
+    signed = not failing and not over
+    lines += ["## Sign-off", "",
+              f"- verdict: **{'ready to sign off' if signed else 'not ready'}**: "
+              + ("every check of every entity passes and the quarantine is within budget" if signed else
+                 f"{len(failing)} entities with a failing check, {len(errors)} over the quarantine maximum, "
+                 f"{len(over) - len(errors)} above the warning level"),
+              "- quarantine budget (QUARANTINE_WARN_PERCENT, QUARANTINE_MAX_PERCENT): "
+              + ("every table within it" if not over else "")]
+    lines += [f"  - {severity}: {_budget_line(name, severity, m)}" for name, severity, m in over]
+    lines += [""]
     lines += ["## Totals", "", f"- checks passed: **{passed:,} of {total:,}**",
               f"- entities with every check passing: **{len(ENTITIES) - len(failing)} of {len(ENTITIES)}**",
               f"- entities needing attention: {', '.join(failing) if failing else 'none'}", "",
@@ -356,6 +389,9 @@ def status(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) ->
             problems.append("last attempt failed")
         if any(results[name]["severity"] == "ERROR" for name in failed):
             problems.append("checks failing: " + ", ".join(failed))
+            if BUDGET in failed and results[BUDGET]["severity"] == "ERROR":
+                m = results[BUDGET]["metadata"]
+                problems.append(f"quarantine {m['percent']}% over its maximum of {m['max_percent']:g}%")
         elif not results:
             problems.append("no checks recorded")
         if legacy != loaded + held:

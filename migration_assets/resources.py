@@ -8,9 +8,8 @@ only names host, port, database and user.
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import fields
-from typing import Any, Optional
+from typing import Optional
 
 import psycopg
 from dagster import ConfigurableResource
@@ -18,7 +17,7 @@ from pydantic import Field, create_model, model_validator
 
 from .config import DbSettings
 from .redaction import first_line
-from .settings import BY_FIELD, SETTINGS, Setting, Settings
+from .settings import BY_FIELD, SETTINGS, Settings
 from .connections import connect
 from .engine.accounting import CheckOptions
 from .engine.options import LoadOptions
@@ -63,16 +62,6 @@ class PostgresResource(ConfigurableResource):
     __str__ = __repr__
 
 
-def _config_value(setting: Setting, value: Any) -> Any:
-    """A setting's value as run configuration holds it (a path as text, tables as a list)."""
-    return str(value) if setting.kind == "path" else list(value) if setting.kind == "tables" else value
-
-
-def _setting_value(setting: Setting, value: Any) -> Any:
-    """The inverse of :func:`_config_value`."""
-    return Path(value) if setting.kind == "path" else tuple(value) if setting.kind == "tables" else value
-
-
 class _MigrationSettingsBase(ConfigurableResource):
     """The migration settings: one field per entry of settings.SETTINGS (the definitions pass the
     values read at start, so a run's configuration shows what it ran with). A value given in a
@@ -80,14 +69,14 @@ class _MigrationSettingsBase(ConfigurableResource):
 
     @model_validator(mode="after")
     def _allowed(self):
-        problems = [p for s in SETTINGS if (p := s.problem(_setting_value(s, getattr(self, s.field))))]
+        problems = [p for s in SETTINGS if (p := s.config_problem(getattr(self, s.field)))]
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
         return self
 
     @classmethod
     def from_settings(cls, values: Settings) -> "MigrationSettings":
-        return cls(**{s.field: _config_value(s, getattr(values, s.field)) for s in SETTINGS})
+        return cls(**{s.field: s.to_config(getattr(values, s.field)) for s in SETTINGS})
 
     def load_options(self, run_id: str, mode: str | None = None) -> LoadOptions:
         engine = {s.field: getattr(self, s.field) for s in SETTINGS if s.engine}
@@ -95,14 +84,14 @@ class _MigrationSettingsBase(ConfigurableResource):
 
     def check_options(self, run_id: str) -> CheckOptions:
         """The checks' options: the settings CheckOptions names, MIGRATION_TIMEOUT, the run's load options."""
-        named = {f.name: getattr(self, f.name) for f in fields(CheckOptions) if f.name in BY_FIELD}
+        named = {f.name: BY_FIELD[f.name].from_config(getattr(self, f.name))
+                 for f in fields(CheckOptions) if f.name in BY_FIELD}
         return CheckOptions(**named, timeout_ms=self.migration_timeout_ms, load=self.load_options(run_id))
 
 
 MigrationSettings = create_model(
     "MigrationSettings", __base__=_MigrationSettingsBase, __module__=__name__,
-    **{s.field: (list[str] if s.kind == "tables" else str if s.kind == "path" else s.python_type,
-                 Field(default=_config_value(s, s.default), ge=s.minimum, le=s.maximum,
+    **{s.field: (s.config_type, Field(default=s.to_config(s.default), ge=s.minimum, le=s.maximum,
                        description=f"{s.env}: {s.effect} (allowed: {s.allowed()})"))
        for s in SETTINGS})
 

@@ -34,6 +34,49 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A share of a table's legacy rows, in percent: a default and per-table overrides, written
+    ``2,operations=20`` (2% for every table, 20% for operations)."""
+
+    default: float
+    tables: tuple[tuple[str, float], ...] = ()
+
+    def of(self, name: str) -> float:
+        return dict(self.tables).get(name, self.default)
+
+    def __str__(self) -> str:
+        return ",".join([f"{self.default:g}"] + [f"{name}={pct:g}" for name, pct in self.tables])
+
+    @classmethod
+    def parse(cls, text: str) -> "Budget":
+        default, tables = None, []
+        for item in (x.strip() for x in text.split(",") if x.strip()):
+            name, _, value = item.rpartition("=")
+            try:
+                pct = float(value)
+            except ValueError:
+                raise ValueError(f"not a percentage ({item!r})") from None
+            if name.strip():
+                tables.append((name.strip(), pct))
+            elif default is None:
+                default = pct
+            else:
+                raise ValueError("not one default percentage followed by table=percentage overrides")
+        if default is None:
+            raise ValueError("not one default percentage followed by table=percentage overrides")
+        return cls(default, tuple(tables))
+
+    def check(self) -> None:
+        from .registry import BY_NAME  # the registry knows nothing of the settings
+
+        if not all(0 <= pct <= 100 for pct in [self.default, *(p for _, p in self.tables)]):
+            raise ValueError("out of range")
+        unknown = [n for n, _ in self.tables if n not in BY_NAME]
+        if unknown:
+            raise ValueError(f"naming no table of the registry ({', '.join(unknown)})")
+
+
+@dataclass(frozen=True)
 class Setting:
     """One setting: its variable, the attribute it becomes (of :data:`Settings`, of the
     ``MigrationSettings`` resource and, with ``engine``, of ``engine.options.LoadOptions``), its
@@ -42,7 +85,9 @@ class Setting:
     env: str  # environment variable
     field: str  # attribute of Settings
     default: Any
-    kind: str  # "int", "bool", "choice", "path", "tables" (comma-separated entity names), "zone" (IANA time zone)
+    # "int", "bool", "choice", "path", "tables" (comma-separated entity names), "zone" (IANA time
+    # zone), "budget" (a percentage with per-table overrides: Budget)
+    kind: str
     effect: str
     choices: tuple[str, ...] = ()
     minimum: int | None = None
@@ -51,7 +96,24 @@ class Setting:
 
     @property
     def python_type(self) -> type:
-        return {"int": int, "bool": bool, "path": Path, "tables": tuple}.get(self.kind, str)
+        return {"int": int, "bool": bool, "path": Path, "tables": tuple, "budget": Budget}.get(self.kind, str)
+
+    @property
+    def config_type(self) -> type:
+        """The type of the value in a run's configuration (the resource's field)."""
+        return {"path": str, "budget": str, "tables": list[str]}.get(self.kind, self.python_type)
+
+    def to_config(self, value: Any) -> Any:
+        """``value`` as a run's configuration holds it (a path or a budget as text, tables as a list)."""
+        return str(value) if self.kind in ("path", "budget") else list(value) if self.kind == "tables" else value
+
+    def from_config(self, value: Any) -> Any:
+        """The inverse of :meth:`to_config`."""
+        if self.kind == "path":
+            return Path(value)
+        if self.kind == "budget":
+            return self.parse(value) if isinstance(value, str) else value
+        return tuple(value) if self.kind == "tables" else value
 
     def allowed(self) -> str:
         if self.kind == "bool":
@@ -66,6 +128,8 @@ class Setting:
             return "comma-separated table names of the registry (assets)"
         if self.kind == "zone":
             return "an IANA time zone name (UTC, America/New_York, Europe/Paris...)"
+        if self.kind == "budget":
+            return "a percentage 0..100, then table=percentage overrides (2,operations=20)"
         return "a folder path"
 
     def parse(self, raw: str) -> Any:
@@ -90,6 +154,8 @@ class Setting:
             return self.check(tuple(n.strip() for n in value.split(",") if n.strip()))
         if self.kind == "path":
             return self.check(Path(value) if value else value)
+        if self.kind == "budget":
+            return self.check(Budget.parse(value))
         return self.check(value)
 
     def check(self, value: Any) -> Any:
@@ -108,6 +174,10 @@ class Setting:
                 raise ValueError("not allowed")
         elif self.kind == "zone":
             zone_name(value)
+        elif self.kind == "budget":
+            if not isinstance(value, Budget):
+                raise ValueError("not a budget")
+            value.check()
         elif self.kind == "tables":
             from .registry import BY_NAME  # the registry knows nothing of the settings
 
@@ -123,8 +193,16 @@ class Setting:
         try:
             self.check(value)
         except ValueError as why:
-            return f"{self.env}={value!r} is {why}: allowed {self.allowed()}"
+            shown = str(value) if isinstance(value, Budget) else value
+            return f"{self.env}={shown!r} is {why}: allowed {self.allowed()}"
         return None
+
+    def config_problem(self, value: Any) -> str | None:
+        """:meth:`problem` of a value as a run's configuration holds it."""
+        try:
+            return self.problem(self.from_config(value))
+        except ValueError as why:
+            return f"{self.env}={value!r} is {why}: allowed {self.allowed()}"
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -187,6 +265,12 @@ SETTINGS: tuple[Setting, ...] = (
             "the time zone of the legacy database's timestamps without time zone (its application's clock): how "
             "they become instants in the target, and the clock the change-tracking column is compared with; "
             "changing it re-migrates every row", engine=True),
+    Setting("QUARANTINE_WARN_PERCENT", "quarantine_warn", Budget(10.0), "budget",
+            "the quarantine_within_budget check warns when more than this share of a table's legacy rows is in "
+            "quarantine"),
+    Setting("QUARANTINE_MAX_PERCENT", "quarantine_max", Budget(20.0), "budget",
+            "above this share of a table's legacy rows in quarantine, quarantine_within_budget fails as an ERROR "
+            "and blocks the table's children; status and check exit 1"),
     Setting("MIGRATION_SLICED_TABLES", "sliced_tables", (), "tables",
             "the tables loaded in slices when MIGRATION_SLICE_ROWS is set; empty: every table whose registry size "
             "(expected rows at scale 1.0) is at least MIGRATION_SLICE_ROWS"),
@@ -283,6 +367,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         port = env.get(f"{prefix}_PORT")
         if port and not (port.strip().isdigit() and 0 < int(port) < 65536):
             problems.append(f"{prefix}_PORT={port!r} is not a port: allowed integer 1..65535")
+    warn, high = (values.get(f, DEFAULTS[f]) for f in ("quarantine_warn", "quarantine_max"))
+    crossed = [n for n in sorted({"*", *dict(warn.tables), *dict(high.tables)})
+               if warn.of(n) > high.of(n)]
+    if crossed:
+        problems.append("QUARANTINE_WARN_PERCENT is above QUARANTINE_MAX_PERCENT for "
+                        + ", ".join("the default" if n == "*" else n for n in crossed))
     if values.get("sliced_tables") and not values.get("slice_rows"):
         problems.append("MIGRATION_SLICED_TABLES is set but MIGRATION_SLICE_ROWS is not: set the rows per slice "
                         "(an integer >= 1)")

@@ -24,7 +24,7 @@ def migrated_for_checks(private_migration):
 def test_all_checks_pass_on_a_clean_migration(migrated_for_checks):
     _, _, result = migrated_for_checks
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == sum(5 if e.email_columns else 4 for e in ENTITIES)
+    assert len(evaluations) == sum(6 if e.email_columns else 5 for e in ENTITIES)
     failed = [(ev.asset_key.path[-1], ev.check_name) for ev in evaluations if not ev.passed]
     assert failed == []
 

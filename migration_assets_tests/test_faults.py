@@ -5,6 +5,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 from psycopg import sql
 from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 
@@ -158,7 +159,12 @@ def test_failed_critical_entity_stops_its_dependents_and_is_recorded_once(monkey
     assert len(rows) == 1 and rows[0][0] == "offices" and rows[0][2]  # the IO manager's row; the hook adds none
 
 
-def test_preflight_failure_is_classified_and_recorded_by_the_recovery_hook(monkeypatch, databases, target):
+@pytest.mark.parametrize("started_by", ["job", "ui"])
+def test_preflight_failure_is_classified_and_recorded_by_the_recovery_hook(started_by, monkeypatch, databases,
+                                                                          target):
+    """In a job and in an ad-hoc materialization (what the UI's "Materialize" starts: no job of
+    ours, so only the hook the assets carry records the failure)."""
+    from migration_assets.definitions import build_resources, table_assets
     from migration_assets.registry import entity
     from migration_assets.simulator import generate
 
@@ -169,7 +175,8 @@ def test_preflight_failure_is_classified_and_recorded_by_the_recovery_hook(monke
         conn.execute(f'ALTER TABLE "{e.legacy_table}" RENAME COLUMN "{e.columns[0].legacy_name}" TO gone')
     monkeypatch.setenv("SOURCE_DB_URL", legacy)
     monkeypatch.setenv("TARGET_DB_URL", target)
-    result = _job_run()
+    result = _job_run() if started_by == "job" else materialize(
+        table_assets(), resources=build_resources(), instance=DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
     failed = {ev.step_key for ev in result.all_events if ev.event_type == DagsterEventType.STEP_FAILURE}
     rows = dict(query(target, "SELECT entity, error_class FROM migration_control.migration_runs "

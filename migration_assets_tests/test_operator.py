@@ -113,16 +113,24 @@ def test_setup_writes_a_private_env_file_and_no_other_command_writes_it(legacy, 
     assert env_file.read_text() == before
 
 
-def test_unreachable_or_missing_databases_are_one_line_at_once(legacy, target, monkeypatch, tmp_path, capsys):
-    for variable, url, which in (("SOURCE_DB_URL", "host=127.0.0.1 port=1 dbname=x user=x", "legacy"),
-                                 ("TARGET_DB_URL", target.replace("dbname=", "dbname=no_such_"), "target")):
+@pytest.mark.parametrize("command", ["migrate", "status"])
+def test_unreachable_or_missing_databases_are_one_line_at_once(command, legacy, target, monkeypatch, tmp_path,
+                                                               capsys):
+    """Which database, and whether it did not answer or refused the login (an unknown role is the
+    refusal this trust-auth server can give; a wrong password is refused the same way)."""
+    for variable, url, which, what in (
+            ("SOURCE_DB_URL", "host=127.0.0.1 port=1 dbname=x user=x", "legacy", "does not answer"),
+            ("TARGET_DB_URL", target.replace("dbname=", "dbname=no_such_"), "target", "refused the connection"),
+            ("TARGET_DB_URL", target.replace("user=", "user=no_such_"), "target", "refused the connection")):
         _isolated(monkeypatch, tmp_path, SOURCE_DB_URL=legacy, TARGET_DB_URL=target)
         monkeypatch.setenv(variable, url)
         started = time.monotonic()
-        assert cli.main(["migrate"]) == 2
-        err = capsys.readouterr().err.strip()
+        assert cli.main([command]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip()
         assert time.monotonic() - started < 15
-        assert len(err.splitlines()) == 1 and f"the {which} database" in err and "Traceback" not in err
+        assert len(err.splitlines()) == 1 and "Traceback" not in err and captured.out == ""
+        assert err.startswith(f"migration-assets {command}: the {which} database (") and f") {what}: " in err, err
 
 
 def test_failed_error_checks_make_the_command_fail(private_migration, monkeypatch, tmp_path, capsys):

@@ -6,6 +6,7 @@ ordered by id) and the open quarantine must hold the same (entity, legacy id, re
 """
 
 import random
+import os
 import threading
 
 import psycopg
@@ -56,8 +57,11 @@ def assert_equal_to_fresh(databases, legacy: str, target: str) -> None:
 
 
 def refresh(mode: str = "differential", selection=None):
+    """A refresh through Dagster. The cascades these tests drive can quarantine most of a small
+    table: the quarantine budget (test_checks_only.py) is opened wide, it is not what they test."""
     from migration_assets.definitions import build_resources, table_assets
 
+    os.environ.update(QUARANTINE_WARN_PERCENT="100", QUARANTINE_MAX_PERCENT="100")
     result = materialize(table_assets(), resources=build_resources(), instance=DagsterInstance.ephemeral(),
                          tags={MODE_TAG: mode}, selection=selection)
     assert result.success
@@ -105,6 +109,9 @@ def test_mutate_refresh_equals_a_fresh_migration_including_deletes(private_migra
              for e in ENTITIES}
     assert dict(query(target, "SELECT entity, existing_records + inserted - deleted - (details->>'evicted')::bigint "
                               "FROM migration_control.migration_runs WHERE run_id = %s", [result.run_id])) == after
+    # the catalog's row count is the table's, deletes and evictions subtracted
+    assert {e.name: result.asset_materializations_for_node(e.name)[0].metadata["dagster/row_count"].value
+            for e in ENTITIES} == after
     assert {r[0] for r in rows.values()} == {"differential"}
     assert sum(r[4] for r in rows.values()) > 0  # deletes applied
     assert {n: r[5] for n, r in rows.items() if r[5]} == {}  # nothing left over

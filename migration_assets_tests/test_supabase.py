@@ -226,7 +226,8 @@ def test_missing_roles_name_the_statement_a_superuser_must_run(databases, admin,
 def test_a_check_that_times_out_is_a_timeout_and_never_reloads_its_table(databases, target, monkeypatch):
     """MIGRATION_TIMEOUT bounds the checks' statements too. A check that runs into it (here: its
     results table locked by another session) fails the step as a TIMEOUT naming the table, at
-    once: the table was loaded and committed, and a retry would load it again."""
+    once: the table was loaded and committed (its COMPLETED row), and a retry would load it
+    again; the step's failure hook adds the FAILED row with the TIMEOUT."""
     from migration_assets.definitions import build_resources, table_assets
 
     legacy = databases.new("legacy_check_timeout")
@@ -244,8 +245,9 @@ def test_a_check_that_times_out_is_a_timeout_and_never_reloads_its_table(databas
     assert "offices" in text and "TIMEOUT" in text
     assert not any(ev.event_type_value == "STEP_UP_FOR_RETRY" for ev in result.all_events)
     with psycopg.connect(target) as conn:
-        assert conn.execute("SELECT status, count(*) FROM migration_control.migration_runs WHERE entity = 'offices' "
-                            "GROUP BY 1").fetchall() == [("COMPLETED", 1)]
+        assert conn.execute("SELECT status, error_class, count(*) FROM migration_control.migration_runs "
+                            "WHERE entity = 'offices' GROUP BY 1, 2 ORDER BY 1").fetchall() == [
+            ("COMPLETED", None, 1), ("FAILED", "TIMEOUT", 1)]
 
 
 def test_a_table_owned_by_another_role_that_references_a_target_table_turns_off_its_fast_path(databases, admin):

@@ -119,9 +119,10 @@ def test_webserver_shows_the_registry_keeps_runs_and_renders_the_graph(deploymen
             node = nodes[e.name]
             assert node["groupName"] == e.group_name
             checks = {c["name"]: c["blocking"] for c in node["assetChecksOrError"]["checks"]}
-            expected = {"rows_reconcile", "foreign_keys_resolve", "keys_unique", "content_checksum"} | (
-                {"emails_valid"} if e.email_columns else set())
+            expected = {"rows_reconcile", "quarantine_within_budget", "foreign_keys_resolve", "keys_unique",
+                        "content_checksum"} | ({"emails_valid"} if e.email_columns else set())
             assert set(checks) == expected and checks["foreign_keys_resolve"] is True
+            assert checks["quarantine_within_budget"] is True
         assert len({n["groupName"] for n in nodes.values()} - {"reports"}) == 11
         repo = data["repositoriesOrError"]["nodes"][0]
         assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from ..registry import Entity
-from ..settings import DEFAULTS
+from ..settings import DEFAULTS, Budget
 from ..transforms import Kind, uuid_sql
 from .names import BUCKET, HASH_MOD, QUARANTINE, legacy_id_of, not_soft_deleted_sql, table_named, target_table
 from .options import LoadOptions
@@ -41,6 +41,8 @@ class CheckOptions:
     sample_above: int = DEFAULTS["sample_above"]
     sample_every: int = DEFAULTS["sample_every"]
     uuid_every: int = DEFAULTS["uuid_every"]
+    quarantine_warn: Budget = DEFAULTS["quarantine_warn"]  # percent of the legacy rows (quarantine_within_budget)
+    quarantine_max: Budget = DEFAULTS["quarantine_max"]
     timeout_ms: int | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
 

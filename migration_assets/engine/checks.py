@@ -53,30 +53,40 @@ SAMPLE = 20
 @dataclass(frozen=True)
 class Check:
     """One asset check: what it asserts, how bad a failure is, and whether a failure stops the
-    table's children (Dagster's blocking check). ``applies``: the entities it exists for."""
+    table's children (Dagster's blocking check). ``applies``: the entities it exists for;
+    ``headline``: the metadata the validation report shows."""
 
     name: str
     description: str
     severity: str = "ERROR"  # or "WARN"
     blocking: bool = False
     applies: Callable[[Entity], bool] = lambda e: True
+    headline: tuple[str, ...] = ()
 
 
 CHECKS: dict[str, Check] = {c.name: c for c in (
     Check("rows_reconcile", "Every legacy row is accounted for: legacy rows = target rows + unresolved quarantine "
-                            "rows, compared by legacy id."),
+                            "rows, compared by legacy id.",
+          headline=("legacy_rows", "target_rows", "quarantined_unresolved", "legacy_ids_unaccounted",
+                    "ids_not_in_legacy")),
+    Check("quarantine_within_budget", "The share of the table's legacy rows held in quarantine is within budget: a "
+                                      "warning above QUARANTINE_WARN_PERCENT, an error above QUARANTINE_MAX_PERCENT "
+                                      "that blocks the table's children; the reasons that make up the share are in "
+                                      "the metadata.", blocking=True,
+          headline=("percent", "warn_above_percent", "max_percent", "quarantined", "by_reason")),
     Check("foreign_keys_resolve", "Every foreign key of the table points at an existing parent row. Blocking: "
-                                  "children wait for a parent that passes.", blocking=True),
+                                  "children wait for a parent that passes.", blocking=True,
+          headline=("dangling_references",)),
     Check("keys_unique", "No duplicate primary keys, no duplicate natural keys (unique columns), and exactly one "
-                         "target row per legacy id."),
+                         "target row per legacy id.", headline=("rows_in_duplicate_groups",)),
     Check("emails_valid", "Every email column matches the email format rule.", severity="WARN",
-          applies=lambda e: bool(e.email_columns)),
+          applies=lambda e: bool(e.email_columns), headline=("invalid_emails",)),
     Check("content_checksum", "Every loaded row holds exactly the values the registry's transforms give for its "
                               "legacy row: a hash of all mapped columns, computed from the raw legacy row on the "
                               "legacy server and from the target row on the target server, compared row by row; "
                               "each foreign key must lead to the parent with the legacy row's parent id (every row "
                               "unless CONTENT_CHECKSUM_SAMPLE_ABOVE sets a size above which a deterministic sample "
-                              "of ids is compared)."),
+                              "of ids is compared).", headline=("rows_compared", "rows_differing", "mode")),
 )}
 
 
@@ -88,10 +98,11 @@ class CheckOutcome:
     check_name: str
     passed: bool
     metadata: dict
+    level: str | None = None  # this result's severity when it is not the check's own (a budget's warning)
 
     @property
     def severity(self) -> str:
-        return CHECKS[self.check_name].severity
+        return self.level or CHECKS[self.check_name].severity
 
     @property
     def description(self) -> str:
@@ -137,6 +148,28 @@ def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None
         "sample_unaccounted_legacy_ids": missing_sample or [],
         "sample_ids_not_in_legacy": extra_sample or [],
     })
+
+
+def quarantine_within_budget(target_conn, e: Entity, acc: IdAccounting, opts: CheckOptions) -> CheckOutcome:
+    """The open quarantine rows as a share of the legacy rows (both from the accounting), against
+    the table's budget; the reasons that make up the share from the quarantine. Passed up to
+    QUARANTINE_WARN_PERCENT; a warning up to QUARANTINE_MAX_PERCENT; an error above it."""
+    warn, high = opts.quarantine_warn.of(e.name), opts.quarantine_max.of(e.name)
+    percent = 100 * acc.quarantined / acc.legacy_rows if acc.legacy_rows else 0.0
+    by_reason = dict(target_conn.execute(sql.SQL(
+        "SELECT reason, count(*) FROM {} WHERE entity = %s AND NOT resolved GROUP BY reason ORDER BY 2 DESC, 1").format(
+        QUARANTINE), [e.name]).fetchall())
+    return CheckOutcome("quarantine_within_budget", percent <= warn, level="ERROR" if percent > high else "WARN",
+                        metadata={
+                            "percent": round(percent, 3),
+                            "warn_above_percent": warn,
+                            "max_percent": high,
+                            "quarantined": acc.quarantined,
+                            "legacy_rows": acc.legacy_rows,
+                            "by_reason": by_reason,
+                            "by_reason_percent": {r: round(100 * n / acc.legacy_rows, 3)
+                                                  for r, n in by_reason.items()} if acc.legacy_rows else {},
+                        })
 
 
 def _offending_rows(target_conn, e: Entity, predicate: sql.Composable) -> tuple[int, list[int] | None]:
@@ -322,8 +355,9 @@ def run_checks(source_conninfo: str, target_conninfo: str, e: Entity, run_id: st
                 target_only.append(emails_valid(conn, e))
 
         acc = summarize(src, tgt, e, opts, meanwhile=meanwhile)  # shared by the checks that compare both sides
-        results = [rows_reconcile(src, tgt, e, acc), foreign_keys_resolve(tgt, e, acc), keys_unique(tgt, e, acc),
-                   *target_only, content_checksum(src, tgt, e, acc=acc)]
+        results = [rows_reconcile(src, tgt, e, acc), quarantine_within_budget(tgt, e, acc, opts),
+                   foreign_keys_resolve(tgt, e, acc), keys_unique(tgt, e, acc), *target_only,
+                   content_checksum(src, tgt, e, acc=acc)]
         tgt.rollback()  # the checks only read: drop the temp tables
         if run_id is not None:
             if opts.timeout_ms is not None:

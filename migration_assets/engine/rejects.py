@@ -28,14 +28,18 @@ from .options import LoadOptions
 
 def upsert_quarantine_sql(rows: sql.Composable) -> sql.Composable:
     """Insert or refresh quarantine rows. ``rows`` selects (entity, legacy_id, reason, detail, raw,
-    source_hash, run_id), one row per (entity, legacy_id). A row seen again is reopened."""
+    source_hash, run_id), one row per (entity, legacy_id). A resolved row seen again is reopened; an
+    open row is rewritten only when its reason, detail, raw row or source changed, so a re-run that
+    meets the same rejects again (the duplicates every run re-reads) writes nothing: ``last_run_id``
+    and ``last_seen_at`` are the last run that changed the row."""
     return sql.SQL(
         "INSERT INTO {q} AS q (entity, legacy_id, reason, detail, raw, source_hash, first_run_id, last_run_id) "
         "SELECT entity, legacy_id, reason, detail, raw, source_hash, run_id, run_id FROM ({rows}) AS r "
         "ON CONFLICT (entity, legacy_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, "
         "raw = EXCLUDED.raw, source_hash = EXCLUDED.source_hash, last_run_id = EXCLUDED.last_run_id, "
-        "last_seen_at = now(), resolved = false, resolved_at = NULL, resolved_run_id = NULL, resolution = NULL").format(
-        q=QUARANTINE, rows=rows)
+        "last_seen_at = now(), resolved = false, resolved_at = NULL, resolved_run_id = NULL, resolution = NULL "
+        "WHERE q.resolved OR (q.reason, q.detail, q.raw, q.source_hash) IS DISTINCT FROM "
+        "(EXCLUDED.reason, EXCLUDED.detail, EXCLUDED.raw, EXCLUDED.source_hash)").format(q=QUARANTINE, rows=rows)
 
 
 def upsert_quarantine(conn, rows: sql.Composable) -> None:

@@ -132,3 +132,38 @@ def test_a_bare_run_prints_help_and_starts_nothing():
     assert out.returncode == 0
     for word in ("usage: ./run", "demo", "test", "ui", "status"):
         assert word in out.stdout
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("x", "QUARANTINE_MAX_PERCENT='x' is not a percentage ('x')"),
+    ("5,nope=3", "QUARANTINE_MAX_PERCENT='5,nope=3' is naming no table of the registry (nope)"),
+    ("150", "QUARANTINE_MAX_PERCENT='150' is out of range"),
+    ("2,3", "QUARANTINE_MAX_PERCENT='2,3' is not one default percentage followed by table=percentage overrides"),
+    ("operations=3", "QUARANTINE_MAX_PERCENT='operations=3' is not one default percentage followed by "
+                     "table=percentage overrides"),
+])
+def test_a_quarantine_budget_is_a_percentage_with_per_table_overrides(raw, message):
+    from migration_assets.settings import Budget
+
+    budget = load({"QUARANTINE_WARN_PERCENT": "1", "QUARANTINE_MAX_PERCENT": " 5 , operations=20,tasks=7.5"}
+                  ).quarantine_max
+    assert (budget, budget.of("operations"), budget.of("tasks"), budget.of("roles")) == (
+        Budget(5.0, (("operations", 20.0), ("tasks", 7.5))), 20.0, 7.5, 5.0)
+    assert str(budget) == "5,operations=20,tasks=7.5"
+    with pytest.raises(SettingsError) as refused:
+        load({"QUARANTINE_MAX_PERCENT": raw})
+    assert str(refused.value) == (f"invalid settings:\n  {message}: allowed a percentage 0..100, then "
+                                  "table=percentage overrides (2,operations=20)")
+
+
+def test_a_warning_level_above_the_maximum_is_refused_naming_where():
+    with pytest.raises(SettingsError) as refused:
+        load({"QUARANTINE_WARN_PERCENT": "3,tasks=30", "QUARANTINE_MAX_PERCENT": "5,operations=2"})
+    assert str(refused.value) == ("invalid settings:\n  QUARANTINE_WARN_PERCENT is above QUARANTINE_MAX_PERCENT "
+                                  "for operations, tasks")
+    from migration_assets.resources import MigrationSettings
+
+    opts = MigrationSettings.from_settings(load({"QUARANTINE_WARN_PERCENT": "4,operations=15",
+                                                 "QUARANTINE_MAX_PERCENT": "5,operations=20"})).check_options("r")
+    assert (opts.quarantine_max.of("operations"), opts.quarantine_warn.of("operations"), opts.quarantine_warn.of(
+        "tasks")) == (20.0, 15.0, 4.0)

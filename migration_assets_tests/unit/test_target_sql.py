@@ -203,7 +203,9 @@ def test_the_merge_the_quarantine_upsert_and_the_watermark_of_one_entity_whole()
         "'run-1'::text AS run_id FROM _quarantine ORDER BY legacy_id) AS r ON CONFLICT (entity, legacy_id) DO "
         "UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, raw = EXCLUDED.raw, source_hash = "
         "EXCLUDED.source_hash, last_run_id = EXCLUDED.last_run_id, last_seen_at = now(), resolved = false, "
-        "resolved_at = NULL, resolved_run_id = NULL, resolution = NULL")
+        "resolved_at = NULL, resolved_run_id = NULL, resolution = NULL WHERE q.resolved OR (q.reason, q.detail, "
+        "q.raw, q.source_hash) IS DISTINCT FROM (EXCLUDED.reason, EXCLUDED.detail, EXCLUDED.raw, "
+        "EXCLUDED.source_hash)")
     state = SourceState(rows=3, min_id=1, max_id=9, change_hwm="2026-12-01 00:00:00")
     statement, params = save_watermark_sql(e, state, LoadOptions(run_id="r"), {2: (1, 5), 1: (2, 7)})
     kept = ("change_hwm", "min_legacy_id", "max_legacy_id", "legacy_rows", "run_id", "mode")
