@@ -21,6 +21,7 @@ timeout, checks that cannot be evaluated after the table committed, a signal) ar
 """
 
 import hashlib
+from datetime import timedelta
 
 from dagster import (
     AssetCheckKey,
@@ -32,6 +33,7 @@ from dagster import (
     DynamicOut,
     DynamicOutput,
     Failure,
+    FreshnessPolicy,
     GraphIn,
     GraphOut,
     In,
@@ -110,10 +112,18 @@ def _asset_metadata(e: Entity) -> dict:
     }
 
 
+# Every table is materialized at least nightly (nightly_full_sync) and whenever its legacy table
+# changes (legacy_changes): a table not materialized for a day is stale, which is how a stopped
+# schedule or sensor, or a failing nightly run, shows in the UI.
+FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
+POOL = "migration_target"  # every step that writes to the target: dagster.yaml's pools bound them across runs
+
+
 def _table_spec(e: Entity) -> AssetSpec:
     return AssetSpec(key=AssetKey(e.name), deps=[AssetKey(p) for p in e.parents], group_name=e.group_name,
                      kinds={"postgres"}, tags=_tags(e), owners=[OWNER], description=_description(e),
-                     metadata=_asset_metadata(e), code_version=code_version(e)).with_io_manager_key(IO_MANAGER_KEY)
+                     metadata=_asset_metadata(e), code_version=code_version(e),
+                     freshness_policy=FRESHNESS).with_io_manager_key(IO_MANAGER_KEY)
 
 
 def build_table_asset(e: Entity, s: Settings):
@@ -121,7 +131,7 @@ def build_table_asset(e: Entity, s: Settings):
     step per check); the step is subsettable, so the checks also run alone, on the table as it is
     (the UI's "Execute" on a check, ``migration-assets check``): the asset not selected, nothing
     loads."""
-    @multi_asset(name=e.name, specs=[_table_spec(e)], can_subset=True, retry_policy=retry_policy(s),
+    @multi_asset(name=e.name, specs=[_table_spec(e)], can_subset=True, retry_policy=retry_policy(s), pool=POOL,
                  check_specs=check_specs(e) if s.asset_checks else None, hooks={record_step_failure})
     def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                      settings: MigrationSettings):
@@ -214,7 +224,7 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
     tags = _tags(e)
 
     # one input per parent: Dagster cannot fan a graph's inputs into one op input
-    @op(name=f"{e.name}{SLICED_STEP}plan", ins={f"after_{p}": In(Nothing) for p in e.parents},
+    @op(name=f"{e.name}{SLICED_STEP}plan", ins={f"after_{p}": In(Nothing) for p in e.parents}, pool=POOL,
         out=DynamicOut(Nothing), retry_policy=policy, tags=tags, description=f"{e.name}: plan the slices (or one step)")
     def plan_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                   settings: MigrationSettings):
@@ -233,6 +243,7 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
             yield DynamicOutput(None, mapping_key=piece.key)
 
     @op(name=f"{e.name}{SLICED_STEP}slice", ins={"planned": In(Nothing)}, out=Out(Nothing), retry_policy=policy,
+        pool=POOL,
         tags=tags, description=f"{e.name}: load one id range (its own transaction)")
     def slice_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                    settings: MigrationSettings):
@@ -253,6 +264,7 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
     outs.update({spec.get_python_identifier(): Out(is_required=False) for spec in specs})
 
     @op(name=f"{e.name}{SLICED_STEP}finish", ins={"slices": In(Nothing)}, out=outs, retry_policy=policy, tags=tags,
+        pool=POOL,
         description=f"{e.name}: build the keys once, quarantine, audit, checks")
     def finish_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                     settings: MigrationSettings):
@@ -287,7 +299,7 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
         code_versions_by_output_name={"result": code_version(e)},
         check_specs=specs or None,
         hook_defs={record_step_failure},
-    )
+    ).map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=FRESHNESS))
 
 
 def build_level_asset(entities: list[Entity], s: Settings) -> AssetsDefinition:
@@ -300,7 +312,7 @@ def build_level_asset(entities: list[Entity], s: Settings) -> AssetsDefinition:
     level = entities[0].level
     specs = [_table_spec(e) for e in entities]
 
-    @multi_asset(name=level_step_name(level), specs=specs, can_subset=True, retry_policy=retry_policy(s),
+    @multi_asset(name=level_step_name(level), specs=specs, can_subset=True, retry_policy=retry_policy(s), pool=POOL,
                  hooks={record_step_failure},
                  check_specs=[c for e in entities for c in check_specs(e)] if s.asset_checks else None,
                  description=f"The tables of level {level} in one step: {', '.join(e.name for e in entities)}")

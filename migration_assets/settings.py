@@ -363,6 +363,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     for name in DB_URL_VARIABLES:
         if env.get(name) and (why := url_problem(env[name])):
             problems.append(f"{name} is not a valid PostgreSQL URL (value not shown: it may hold a password): {why}")
+    if env.get("DAGSTER_PG_URL", "").startswith(("postgresql://", "postgres://")):
+        # dagster.yaml hands it to dagster-postgres as it is, in every process (a Celery worker
+        # too): SQLAlchemy 2.1 picks psycopg 3 for a driverless URL, which breaks dagster-postgres
+        # (its NOTIFY takes no bound parameter)
+        problems.append("DAGSTER_PG_URL names no driver, which dagster-postgres needs: write it as "
+                        "postgresql+psycopg2://... (value not shown: it may hold a password)")
     for prefix in ("SOURCE_DB", "TARGET_DB"):
         port = env.get(f"{prefix}_PORT")
         if port and not (port.strip().isdigit() and 0 < int(port) < 65536):

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from migration_assets.registry import BY_NAME, ENTITIES
 from migration_assets.settings import load
 
@@ -210,3 +212,38 @@ def test_the_catalog_knows_each_table_before_any_run():
     changed = dataclasses.replace(e, columns=tuple(dataclasses.replace(c, required=not c.required)
                                                    if c.target == "phone" else c for c in e.columns))
     assert code_version(changed) != code_version(e)
+
+
+def test_unattended_runs_show_staleness_stay_bounded_and_retry_only_what_a_crash_stopped():
+    """Every table (one-step, level and sliced shapes) is in the target's pool with a freshness
+    policy; dagster.yaml is in the current form: queued runs, a pool limit, run retries that
+    leave asset failures to the assets' RetryPolicy, run monitoring."""
+    import yaml
+    from dagster import AssetsDefinition
+
+    from migration_assets.assets import FRESHNESS, POOL
+    from migration_assets.definitions import table_assets
+
+    for env in ({}, {"MIGRATION_EXECUTOR": "multiprocess"}, {"MIGRATION_SLICE_ROWS": "100000"}):
+        assets = [a for a in table_assets(load(env)) if isinstance(a, AssetsDefinition)]
+        specs = [spec for a in assets for spec in a.specs]
+        assert len(specs) == len(ENTITIES) and all(spec.freshness_policy == FRESHNESS for spec in specs), env
+        pools = {node.pool for a in assets for node in a.node_def.iterate_op_defs()}
+        assert pools == {POOL}, (env, pools)
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "dagster.yaml").read_text())
+    assert "run_coordinator" not in config and config["concurrency"]["runs"]["max_concurrent_runs"] == 2
+    assert config["concurrency"]["pools"]["default_limit"] >= 1
+    assert config["run_retries"] == {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": False}
+    assert config["run_monitoring"]["enabled"] is True
+
+
+def test_a_driverless_dagster_url_is_refused_saying_what_to_write():
+    from migration_assets.settings import SettingsError
+
+    for url in ("postgresql://u:secret-pw@h/db", "postgres://u:secret-pw@h/db"):
+        with pytest.raises(SettingsError) as refused:
+            load({"DAGSTER_PG_URL": url})
+        assert str(refused.value) == ("invalid settings:\n  DAGSTER_PG_URL names no driver, which dagster-postgres "
+                                      "needs: write it as postgresql+psycopg2://... (value not shown: it may hold a "
+                                      "password)")
+    load({"DAGSTER_PG_URL": "postgresql+psycopg2://u:secret-pw@h/db"})
