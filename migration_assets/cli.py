@@ -214,6 +214,30 @@ def migrate(s: settings.Settings, job_name: str = "full_migration", checks_of: l
     return 0 if ok else 1
 
 
+def dry_run(s: settings.Settings, mode: str) -> int:
+    """``migrate --dry-run`` / ``refresh --dry-run``: the rehearsal (engine/rehearsal.py) of every
+    table, printed and written to DRY_RUN_REPORT.md. The target must be set up (pre-flight); it is
+    left as it was, and the legacy database is only read."""
+    from .engine.rehearsal import rehearse
+    from .preflight import validate
+    from .reports import write_dry_run_report
+    from .resources import MigrationSettings
+
+    dbs = resolve()
+    reach(dbs)
+    for warning in validate(dbs.source.conninfo(), dbs.target.conninfo(), s.legacy_timezone):
+        print(f"pre-flight: {warning}", file=sys.stderr)
+    opts = MigrationSettings.from_settings(s).load_options(f"dry-run-{time.strftime('%Y%m%d-%H%M%S')}", mode)
+    started = time.perf_counter()
+    results = rehearse(dbs.source.conninfo(), dbs.target.conninfo(), opts)
+    path, totals = write_dry_run_report(results, mode, reports_dir(s))
+    print(path.read_text().split("\n\n", 2)[2].rstrip())
+    print(f"\ndry run ({mode}) in {time.perf_counter() - started:.1f}s: would insert {totals['inserted']:,}, update "
+          f"{totals['updated']:,}, delete {totals['deleted']:,}, quarantine {totals['quarantined']:,}; nothing was "
+          f"written\nwrote {path}")
+    return 0
+
+
 def summary(s: settings.Settings, run_id: str | None = None) -> None:
     print("\n".join(summary_lines(resolve(refuse_same=False).target.conninfo(), run_id,
                                   timeout_ms=s.migration_timeout_ms)))
@@ -232,14 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--force", metavar="DATABASE", help="replace the tables of DATABASE although the simulator did "
                                                          "not create them")
-    sub.add_parser("migrate", help=f"materialize all {len(ENTITIES)} assets and their checks; exit 1 if a table or an "
-                                   "ERROR check failed, 130 if stopped by a signal")
+    mig = sub.add_parser("migrate", help=f"materialize all {len(ENTITIES)} assets and their checks; exit 1 if a table "
+                                         "or an ERROR check failed, 130 if stopped by a signal")
+    mig.add_argument("--dry-run", action="store_true", help="what the migration would do, per table, without doing it")
     mut = sub.add_parser("mutate", help="change a share of the legacy rows, as a live system would",
                          formatter_class=fmt)
     mut.add_argument("--fraction", type=float, default=0.01)
     mut.add_argument("--round", type=int, default=1)
-    sub.add_parser("refresh", help=f"differential refresh of all {len(ENTITIES)} assets, then "
-                                   "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md")
+    ref = sub.add_parser("refresh", help=f"differential refresh of all {len(ENTITIES)} assets, then "
+                                         "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md")
+    ref.add_argument("--dry-run", action="store_true", help="what the refresh would do, per table, without doing it")
     demo = sub.add_parser("demo", help="setup + simulate + migrate + reports + summary", formatter_class=fmt)
     demo.add_argument("--scale", type=float, default=float(os.environ.get("DEMO_SCALE", 0.05)),
                       help="legacy database size (1.0 = about 4.5M rows); env DEMO_SCALE")
@@ -287,6 +313,8 @@ def _run(a, s: settings.Settings) -> int:
 
         generate(resolve().source.conninfo(), a.scale, a.seed, force=a.force)
     elif a.cmd == "migrate":
+        if a.dry_run:
+            return dry_run(s, "full")
         setup(s)
         return migrate(s)
     elif a.cmd == "mutate":
@@ -296,6 +324,8 @@ def _run(a, s: settings.Settings) -> int:
     elif a.cmd == "refresh":
         from .reports import write_differential_report
 
+        if a.dry_run:
+            return dry_run(s, "differential")
         dbs = setup(s)
         code = migrate(s, "differential_refresh")
         path, remaining = write_differential_report(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir(s),

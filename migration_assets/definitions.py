@@ -33,7 +33,7 @@ from .config import DbSettings, resolve_databases
 from .engine.memory import bound_native_memory
 from .executors import build_executor
 from .io_manager import PostgresArrowIOManager
-from .jobs import asset_checks, differential_refresh, full_migration
+from .jobs import asset_checks, differential_refresh, dry_run, full_migration
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 from .sensors import legacy_changes, nightly_full_sync, record_run_failures
 
@@ -107,7 +107,7 @@ def build_defs() -> Definitions:
     bound_native_memory()
     built = Definitions(
         assets=[*table_assets(s), migration_reports],
-        jobs=[full_migration, differential_refresh, asset_checks],
+        jobs=[full_migration, differential_refresh, asset_checks, dry_run],
         sensors=[record_run_failures, legacy_changes],
         schedules=[nightly_full_sync],
         resources=build_resources(s),

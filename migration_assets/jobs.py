@@ -7,10 +7,15 @@ MIGRATION_MODE); ``differential_refresh`` reads only what changed since each ent
 by the hook the table assets carry (hooks.py), in these jobs and in any run the UI starts.
 """
 
-from dagster import AssetSelection, define_asset_job
+from pathlib import Path
+
+from dagster import AssetSelection, MetadataValue, OpExecutionContext, Output, define_asset_job, job, op
 
 from .assets import MODE_TAG
+from .engine.rehearsal import rehearse
 from .registry import BY_NAME
+from .reports import write_dry_run_report
+from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 
 
 full_migration = define_asset_job(
@@ -27,4 +32,24 @@ asset_checks = define_asset_job(
     description="Evaluate the checks of every table on the target as it is, without loading a row (QA's "
                 "re-check and sign-off; `migration-assets check`). Results are recorded in the audit trail and "
                 "the validation report.")
+
+
+@op(description="Rehearse the load of every table in one target transaction, rolled back: per table what the "
+                "migration (or, with the run tag migration/mode=differential, the refresh) would insert, update, "
+                "delete and quarantine, by reason. Nothing is written to either database.")
+def rehearse_every_table(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
+                         settings: MigrationSettings):
+    mode = context.run.tags.get(MODE_TAG) or settings.mode
+    results = rehearse(legacy.conninfo(), target.conninfo(), settings.load_options(context.run.run_id, mode),
+                       on_progress=context.log.debug)
+    path, totals = write_dry_run_report(results, mode, Path(settings.reports_dir))
+    context.log.info(f"dry run ({mode}): {totals}; nothing was written; report {path}")
+    return Output(None, metadata={"report": MetadataValue.md(path.read_text()), **totals,
+                                  "report_path": MetadataValue.path(str(path.resolve()))})
+
+
+@job(name="dry_run", description="What a migration or a refresh would do, per table, without doing it "
+                                 "(`migration-assets migrate --dry-run`, `refresh --dry-run`).")
+def dry_run():
+    rehearse_every_table()
 

@@ -123,6 +123,37 @@ def write_differential_report(source: str, target: str, folder: Path, *, timeout
     return path, remaining
 
 
+# ------------------------------------------------------------------ dry run
+
+DRY_RUN_REPORT = "DRY_RUN_REPORT.md"
+
+
+def dry_run_report(results, mode: str) -> tuple[str, dict[str, int]]:
+    """(markdown, totals) of a rehearsal's results (engine/rehearsal.py): per table what the load
+    would do, the quarantine by reason."""
+    cols = ("records_read", "inserted", "updated", "unchanged", "deleted", "evicted", "quarantined")
+    totals = {c: sum(getattr(r, c) for r in results) for c in cols}
+    lines = [f"# Dry run ({mode})", "",
+             f"Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC by a rehearsal: every table loaded "
+             "in dependency order in one target transaction, then rolled back; the target was left as it was.", "",
+             "| table | " + " | ".join(c.replace("_", " ") for c in cols) + " | quarantine by reason | difference left |",
+             "|---|" + "---:|" * len(cols) + "---|---:|"]
+    for r in results:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r.quarantine_by_reason.items())) or "-"
+        lines.append(f"| {r.entity} | " + " | ".join(f"{getattr(r, c):,}" for c in cols)
+                     + f" | {reasons} | {r.remaining_difference:,} |")
+    lines.append("| **total** | " + " | ".join(f"**{totals[c]:,}**" for c in cols) + " | | |")
+    return "\n".join(lines) + "\n", totals
+
+
+def write_dry_run_report(results, mode: str, folder: Path) -> tuple[Path, dict[str, int]]:
+    text, totals = dry_run_report(results, mode)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / DRY_RUN_REPORT
+    path.write_text(text)
+    return path, totals
+
+
 # ------------------------------------------------------------------ validation report
 
 VALIDATION_REPORT = "POST_MIGRATION_VALIDATION_REPORT.md"
