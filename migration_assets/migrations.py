@@ -17,6 +17,7 @@ from pathlib import Path
 
 from psycopg import sql
 
+from .access import all_access_sql
 from .connections import connect, set_statement_timeout
 from .engine.names import CONTROL_SCHEMA
 from .errors import PermanentError
@@ -207,6 +208,8 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
                          [version, name, _checksum(text)])
             applied_now.append(version)
         _keep_others_privileges(conn, others_before)
+        for statement in all_access_sql():  # every setup: the declared access, nothing else
+            conn.execute(statement)
         conn.commit()
     return applied_now
 

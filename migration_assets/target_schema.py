@@ -264,6 +264,15 @@ CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.slice_rejects (
 );
 CREATE INDEX IF NOT EXISTS slice_rejects_entity_idx ON {CONTROL_SCHEMA}.slice_rejects (entity, slice);
 """,
+        "20261206000010_supabase_advisors.sql": f"""-- What Supabase's advisors (supabase db advisors) ask of the project's own objects: the key
+-- function runs with a fixed search_path (function_search_path_mutable), so nothing created in a
+-- schema on a caller's path can stand in for what it calls, and only the project executes it (the
+-- loads compute the same expression inline: engine/names.py); every table has a primary key
+-- (no_primary_key). Access to the registry's tables is applied by setup (access.py).
+ALTER FUNCTION {CONTROL_SCHEMA}.legacy_uuid(text, bigint) SET search_path = '';
+REVOKE EXECUTE ON FUNCTION {CONTROL_SCHEMA}.legacy_uuid(text, bigint) FROM PUBLIC;
+ALTER TABLE {CONTROL_SCHEMA}.slice_rejects ADD COLUMN IF NOT EXISTS id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;
+""",
     }
 
 

@@ -43,9 +43,9 @@ def test_setup_grants_and_comments_nothing_on_the_users_own_tables_and_views(dat
     assert not [p for p in before if p[0] == "server_secrets" and p[1] in ("authenticated", "anon", "service_role")]
     assert apply_migrations(target)
     assert _privileges(target) == before
-    # the registry's own tables got theirs
+    # the registry's own tables got theirs: what access.py declares (by default the service role only)
     assert query(target, "SELECT has_table_privilege('authenticated', 'public.profiles', 'SELECT'), "
-                         "has_table_privilege('service_role', 'public.profiles', 'DELETE')") == [(True, True)]
+                         "has_table_privilege('service_role', 'public.profiles', 'DELETE')") == [(False, True)]
 
 
 def test_setup_refuses_a_quickstart_profiles_table_and_changes_nothing(databases, monkeypatch, tmp_path, capsys,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from ..registry import Entity
+from ..transforms import NAMESPACE_BYTES
 
 CONTROL_SCHEMA = "migration_control"  # the engine's own tables on the target (target_schema.py creates them)
 QUARANTINE = sql.Identifier(CONTROL_SCHEMA, "quarantine")
@@ -84,8 +85,14 @@ def legacy_id_of(alias: str, staged: bool) -> sql.Composable:
 
 
 def legacy_uuid_sql(entity_name: str, legacy_id: sql.Composable) -> sql.Composable:
-    """SQL: the target UUID of ``entity_name``'s legacy id ``legacy_id`` (the control schema's function)."""
-    return sql.SQL("{}.legacy_uuid({}, {})").format(sql.Identifier(CONTROL_SCHEMA), sql.Literal(entity_name), legacy_id)
+    """SQL: the target UUID of ``entity_name``'s legacy id ``legacy_id``, as an expression: the body
+    of the control schema's ``legacy_uuid`` function, which the loads do not call. That function
+    runs with a fixed search_path (Supabase's advisors require it), and a function with a SET
+    clause is never inlined: 5.3 us a call against 2.2 us for the expression (1M ids)."""
+    digest = sql.SQL("decode(md5({} || {} || ':' || ({})::text), 'hex')").format(
+        sql.Literal(NAMESPACE_BYTES.decode()), sql.Literal(entity_name), legacy_id)
+    return sql.SQL("encode(set_byte(set_byte({d}, 6, (get_byte({d}, 6) & 15) | 48), 8, (get_byte({d}, 8) & 63) | 128), "
+                   "'hex')::uuid").format(d=digest)
 
 
 def not_soft_deleted_sql(alias: str | None = None) -> sql.Composable:

@@ -17,6 +17,7 @@ from migration_assets.engine.plan import (READ_ALL, ReadPlan, accounted_sql, ret
 from migration_assets.engine.rejects import (duplicates_sql, first_missing_parent_sql, orphan_detail, orphan_sql,
                                              unique_swap_sql, upsert_quarantine_sql)
 from migration_assets.engine.stream import SourceState
+from migration_assets.engine.names import legacy_uuid_sql
 from migration_assets.registry import BY_NAME, ENTITIES
 
 from .conftest import render, with_fks
@@ -87,7 +88,7 @@ def test_resolution_is_scoped_to_the_rows_this_load_wrote():
     staged, fast = render(resolve_loaded_sql(e, "r", staged=True)), render(resolve_loaded_sql(e, "r", staged=False))
     assert "IN (SELECT \"_legacy_id\" FROM _stage)" in staged and "_stage" not in fast
     for text in (staged, fast):
-        assert "resolution = 'loaded'" in text and "\"migration_control\".legacy_uuid('roles', q.legacy_id)" in text
+        assert "resolution = 'loaded'" in text and render(legacy_uuid_sql("roles", sql.SQL("q.legacy_id"))) in text
     gone = render(resolve_quarantine_sql(e, "r", SOFT_DELETED, SELECT_ONE))
     assert f"resolution = '{SOFT_DELETED}'" in gone
 
@@ -217,3 +218,20 @@ def test_the_merge_the_quarantine_upsert_and_the_watermark_of_one_entity_whole()
         "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in kept) + ", updated_at = now(), "
         + ", ".join(f"{c} = EXCLUDED.{c}" for c in summary))
     assert params == ["roles", "2026-12-01 00:00:00", 1, 9, 3, "r", "full", [1, 2], [2, 1], ["7", "5"]]
+
+
+def test_the_key_expression_is_the_control_functions_body():
+    """The loads compute a legacy id's UUID with the expression the control schema's legacy_uuid
+    function holds (not inlinable once its search_path is fixed); both spelled the same."""
+    from migration_assets.target_schema import migration_files
+
+    expression = render(legacy_uuid_sql("roles", sql.SQL("legacy_id")))
+    assert expression == ("encode(set_byte(set_byte(decode(md5('migration_assets' || 'roles' || ':' || (legacy_id)::text), "
+                          "'hex'), 6, (get_byte(decode(md5('migration_assets' || 'roles' || ':' || (legacy_id)::text), "
+                          "'hex'), 6) & 15) | 48), 8, (get_byte(decode(md5('migration_assets' || 'roles' || ':' || "
+                          "(legacy_id)::text), 'hex'), 8) & 63) | 128), 'hex')::uuid")
+    body = migration_files()["20261124000005_differential_refresh.sql"].split("$fn$")[1]
+    assert " ".join(body.split()).replace("( ", "(").replace("entity", "'roles'").replace(
+        "legacy_id::text", "(legacy_id)::text") == \
+        "SELECT " + expression
+
