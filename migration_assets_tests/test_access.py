@@ -104,7 +104,7 @@ def _supabase_cli() -> str | None:
     return found or (str(cached) if cached.exists() else None)
 
 
-def test_supabase_advisors_find_nothing_to_warn_about(migrated):
+def test_supabase_advisors_find_nothing_to_warn_about(migrated, tmp_path):
     cli = _supabase_cli()
     if cli is None:
         pytest.skip("the Supabase CLI is not installed (npm i -E supabase@2.117.0; .ci/run installs it where npm "
@@ -114,7 +114,7 @@ def test_supabase_advisors_find_nothing_to_warn_about(migrated):
     url = (f"postgresql://{params['user']}@{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/"
            f"{params['dbname']}?sslmode=disable")
     out = subprocess.run([cli, "db", "advisors", "--db-url", url, "--type", "all", "--level", "info", "-o", "json"],
-                         capture_output=True, text=True, timeout=180)
+                         capture_output=True, text=True, timeout=180, cwd=tmp_path)  # it writes supabase/.temp
     assert out.returncode == 0, out.stderr[-2000:]
     findings = json.loads(out.stdout or "[]")
     names = sorted({(f.get("level"), f.get("name")) for f in findings})
