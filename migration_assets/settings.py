@@ -268,9 +268,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QUARANTINE_WARN_PERCENT", "quarantine_warn", Budget(10.0), "budget",
             "the quarantine_within_budget check warns when more than this share of a table's legacy rows is in "
             "quarantine"),
-    Setting("QUARANTINE_MAX_PERCENT", "quarantine_max", Budget(20.0), "budget",
+    Setting("QUARANTINE_MAX_PERCENT", "quarantine_max", Budget(50.0), "budget",
             "above this share of a table's legacy rows in quarantine, quarantine_within_budget fails as an ERROR "
             "and blocks the table's children; status and check exit 1"),
+    Setting("QUARANTINE_MIN_ROWS", "quarantine_min_rows", 25, "int",
+            "a table with at most this many rows in quarantine is within its quarantine budget whatever its share "
+            "(a small table's share moves by whole rows)", minimum=0, maximum=1_000_000_000),
     Setting("MIGRATION_SLICED_TABLES", "sliced_tables", (), "tables",
             "the tables loaded in slices when MIGRATION_SLICE_ROWS is set; empty: every table whose registry size "
             "(expected rows at scale 1.0) is at least MIGRATION_SLICE_ROWS"),

@@ -55,6 +55,7 @@ def test_check_evaluates_every_table_without_loading_and_signs_off_against_the_b
     shares = _shares(target)
     monkeypatch.setenv("QUARANTINE_WARN_PERCENT", "0.05")
     monkeypatch.setenv("QUARANTINE_MAX_PERCENT", "0.1")
+    monkeypatch.setenv("QUARANTINE_MIN_ROWS", "0")  # no floor: every share counts
     assert cli.main(["check"]) == 1
     out = capsys.readouterr().out
     over = sorted(name for name, share in shares.items() if share > 0.1)
@@ -94,14 +95,23 @@ def test_a_budget_between_warning_and_maximum_is_a_warning_with_its_reasons(priv
     recorded = query(target, "SELECT count(*) FROM migration_control.check_results")
     name = max(shares, key=shares.get)
     share = shares[name]
-    opts = CheckOptions(quarantine_warn=Budget(share / 2), quarantine_max=Budget(share * 2))
+    opts = CheckOptions(quarantine_warn=Budget(share / 2), quarantine_max=Budget(share * 2), quarantine_min_rows=0)
     (r,) = [r for r in run_checks(legacy, target, entity(name), opts=opts) if r.check_name == "quarantine_within_budget"]
     assert (r.passed, r.severity.value) == (False, "WARN")
     held = query(target, "SELECT reason, count(*) FROM migration_control.quarantine WHERE entity = %s AND NOT resolved "
                          "GROUP BY 1", [name])
     assert r.metadata["by_reason"].value == dict(held)
     assert r.metadata["percent"].value == round(share, 3)
-    opts = CheckOptions(quarantine_warn=Budget(share / 4), quarantine_max=Budget(share / 2))
+    opts = CheckOptions(quarantine_warn=Budget(share / 4), quarantine_max=Budget(share / 2), quarantine_min_rows=0)
+    (r,) = [r for r in run_checks(legacy, target, entity(name), opts=opts) if r.check_name == "quarantine_within_budget"]
+    assert (r.passed, r.severity.value) == (False, "ERROR")
+    # a table with no more quarantined rows than QUARANTINE_MIN_ROWS is within budget whatever its share
+    floor = sum(n for _, n in held)
+    opts = CheckOptions(quarantine_warn=Budget(share / 4), quarantine_max=Budget(share / 2), quarantine_min_rows=floor)
+    (r,) = [r for r in run_checks(legacy, target, entity(name), opts=opts) if r.check_name == "quarantine_within_budget"]
+    assert r.passed and r.metadata["percent"].value == round(share, 3)
+    opts = CheckOptions(quarantine_warn=Budget(share / 4), quarantine_max=Budget(share / 2),
+                        quarantine_min_rows=floor - 1)
     (r,) = [r for r in run_checks(legacy, target, entity(name), opts=opts) if r.check_name == "quarantine_within_budget"]
     assert (r.passed, r.severity.value) == (False, "ERROR")
     assert query(target, "SELECT count(*) FROM migration_control.check_results") == recorded  # no run id: not kept

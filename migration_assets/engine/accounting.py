@@ -43,6 +43,7 @@ class CheckOptions:
     uuid_every: int = DEFAULTS["uuid_every"]
     quarantine_warn: Budget = DEFAULTS["quarantine_warn"]  # percent of the legacy rows (quarantine_within_budget)
     quarantine_max: Budget = DEFAULTS["quarantine_max"]
+    quarantine_min_rows: int = DEFAULTS["quarantine_min_rows"]
     timeout_ms: int | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
 

@@ -153,17 +153,21 @@ def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None
 def quarantine_within_budget(target_conn, e: Entity, acc: IdAccounting, opts: CheckOptions) -> CheckOutcome:
     """The open quarantine rows as a share of the legacy rows (both from the accounting), against
     the table's budget; the reasons that make up the share from the quarantine. Passed up to
-    QUARANTINE_WARN_PERCENT; a warning up to QUARANTINE_MAX_PERCENT; an error above it."""
+    QUARANTINE_WARN_PERCENT, or at most QUARANTINE_MIN_ROWS rows whatever the share; a warning up
+    to QUARANTINE_MAX_PERCENT; an error above it."""
     warn, high = opts.quarantine_warn.of(e.name), opts.quarantine_max.of(e.name)
     percent = 100 * acc.quarantined / acc.legacy_rows if acc.legacy_rows else 0.0
+    few = acc.quarantined <= opts.quarantine_min_rows  # within budget whatever the share
     by_reason = dict(target_conn.execute(sql.SQL(
         "SELECT reason, count(*) FROM {} WHERE entity = %s AND NOT resolved GROUP BY reason ORDER BY 2 DESC, 1").format(
         QUARANTINE), [e.name]).fetchall())
-    return CheckOutcome("quarantine_within_budget", percent <= warn, level="ERROR" if percent > high else "WARN",
+    return CheckOutcome("quarantine_within_budget", few or percent <= warn,
+                        level="ERROR" if not few and percent > high else "WARN",
                         metadata={
                             "percent": round(percent, 3),
                             "warn_above_percent": warn,
                             "max_percent": high,
+                            "min_rows": opts.quarantine_min_rows,
                             "quarantined": acc.quarantined,
                             "legacy_rows": acc.legacy_rows,
                             "by_reason": by_reason,
