@@ -31,17 +31,24 @@ from .reports import summary_lines
 from .migrations import apply_migrations
 
 
-def load_dotenv(path: Path | None = None) -> None:
+def load_dotenv(path: Path | None = None) -> Path | None:
     """The variables of ``.env`` (written by ``setup``) that the environment does not set: the
-    environment always wins, for every command."""
+    environment always wins, for every command. Returns the file read, if any.
+
+    The file belongs to the project folder (PROJECT_DIR), beside dagster.yaml and
+    workspace.yaml, whatever folder a command runs in: ``./run ui`` starts ``dagster dev`` there,
+    which loads ``.env`` from its working directory, so the commands and the UI read the same
+    file. It names one set of databases: two projects, or two operators with databases of their
+    own, use a checkout each or set the variables in their environment."""
     path = path or PROJECT_DIR / ".env"
     if not path.exists():
-        return
+        return None
     for line in path.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             os.environ.setdefault(key.strip(), value.strip())
+    return path
 
 
 def write_dotenv(values: dict[str, str], path: Path | None = None) -> None:
@@ -92,6 +99,7 @@ def setup(s: settings.Settings, write_env: bool = False, dbs=None):
     if write_env:
         # dagster dev loads .env from its working directory; the file is git-ignored
         write_dotenv(dbs.env())
+        print(f"wrote {PROJECT_DIR / '.env'} (mode 0600): the databases every command and the UI of this project use")
     where = "embedded PostgreSQL (pgserver)" if dbs.embedded else "configured server"
     print(f"databases ({where}): legacy {dbs.source.describe()}, target {dbs.target.describe()}")
     print(f"target schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
@@ -289,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd is None:
         parser.print_help()
         return 0
-    load_dotenv()
+    if (read := load_dotenv()) is not None:  # says which file, so nobody reads another's databases unawares
+        print(f"migration-assets {a.cmd}: settings the environment does not set read from {read}", file=sys.stderr)
     from .preflight import DatabaseUnreachable
     from .simulator import NotASimulatedDatabase
     from .migrations import MigrationDrift, SetupError

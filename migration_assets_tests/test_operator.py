@@ -242,12 +242,14 @@ def test_only_source_and_target_configured_runs_without_a_dagster_database(legac
     assert "not kept for the UI" in err and "Traceback" not in err
 
 
-def test_every_command_reads_the_env_file_and_the_environment_wins(legacy, target, monkeypatch, tmp_path):
+def test_every_command_reads_the_env_file_and_the_environment_wins(legacy, target, monkeypatch, tmp_path, capsys):
     """.env (written by setup) fills in what the environment does not set, for every command; a
     variable set in the environment wins over the file; no embedded server is started."""
     _isolated(monkeypatch, tmp_path, TARGET_DB_URL=target, MIGRATION_HOME=str(tmp_path))
     monkeypatch.delenv("SOURCE_DB_URL", raising=False)
     cli.write_dotenv({"SOURCE_DB_URL": legacy, "TARGET_DB_URL": "host=127.0.0.1 port=1 dbname=stale user=x"})
     assert cli.main(["summary"]) == 0
+    assert capsys.readouterr().err == (f"migration-assets summary: settings the environment does not set read from "
+                                       f"{tmp_path / '.env'}\n")
     assert os.environ["SOURCE_DB_URL"] == legacy and os.environ["TARGET_DB_URL"] == target
     assert not (tmp_path / ".pgdata").exists()
