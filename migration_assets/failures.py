@@ -6,7 +6,7 @@ step, every statement bounded by MIGRATION_TIMEOUT; a signal rolls the work back
 without a retry (stopping.py); a transient error (errors.classify) is raised as it is, for the
 asset's RetryPolicy; any other becomes ``Failure(allow_retries=False)`` made by
 :func:`as_failure`, which carries the kind in its metadata, so the step's failure hook
-(jobs.record_step_failure) and the run's failure sensor record the kind the step decided instead
+(hooks.record_step_failure) and the run's failure sensor record the kind the step decided instead
 of guessing it again from text (:func:`kind_of`).
 """
 

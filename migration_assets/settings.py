@@ -233,7 +233,7 @@ SETTINGS: tuple[Setting, ...] = (
             "how far before the watermark a differential refresh re-reads (clock skew, late commits)",
             minimum=0, maximum=31_536_000, engine=True),
     Setting("MIGRATION_ASSET_CHECKS", "asset_checks", True, "bool",
-            "evaluate the five checks of every table right after its load"),
+            "evaluate the checks of every table right after its load (engine/checks.py, CHECKS)"),
     Setting("CONTENT_CHECKSUM_SAMPLE_ABOVE", "sample_above", -1, "int",
             "tables with more legacy rows compare a sample of ids in content_checksum (-1: never sample, every "
             "row's content is compared)",
