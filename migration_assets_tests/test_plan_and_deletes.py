@@ -6,7 +6,6 @@ ordered by id) and the open quarantine must hold the same (entity, legacy id, re
 """
 
 import random
-import os
 import threading
 
 import psycopg
@@ -56,12 +55,18 @@ def assert_equal_to_fresh(databases, legacy: str, target: str) -> None:
     assert open_quarantine(target) == open_quarantine(fresh)
 
 
+@pytest.fixture(autouse=True)
+def wide_budget(monkeypatch):
+    """The cascades these tests drive can quarantine most of a small table: the quarantine budget
+    (test_checks_only.py) is opened wide for this module's runs only, it is not what they test."""
+    monkeypatch.setenv("QUARANTINE_WARN_PERCENT", "100")
+    monkeypatch.setenv("QUARANTINE_MAX_PERCENT", "100")
+
+
 def refresh(mode: str = "differential", selection=None):
-    """A refresh through Dagster. The cascades these tests drive can quarantine most of a small
-    table: the quarantine budget (test_checks_only.py) is opened wide, it is not what they test."""
+    """A refresh through Dagster (under the module's wide budget)."""
     from migration_assets.definitions import build_resources, table_assets
 
-    os.environ.update(QUARANTINE_WARN_PERCENT="100", QUARANTINE_MAX_PERCENT="100")
     result = materialize(table_assets(), resources=build_resources(), instance=DagsterInstance.ephemeral(),
                          tags={MODE_TAG: mode}, selection=selection)
     assert result.success
