@@ -23,6 +23,8 @@ timeout, checks that cannot be evaluated after the table committed, a signal) ar
 import hashlib
 from datetime import timedelta
 
+from pydantic import Field
+
 from dagster import (
     AssetCheckKey,
     AssetExecutionContext,
@@ -47,6 +49,7 @@ from dagster import (
     RetryPolicy,
     TableColumn,
     TableSchema,
+    Config,
     asset,
     graph,
     multi_asset,
@@ -55,6 +58,7 @@ from dagster import (
 
 from . import stopping
 from .checks import check_specs, run_checks
+from .cutover import CutOver, perform, summary
 from .engine.names import ENGINE_VERSION
 from .hooks import SLICED_STEP, level_step_name, record_step_failure
 from .engine.slices import FinishSlices, load_slice, plan_slices, read_slice_plan
@@ -149,11 +153,12 @@ def _preflight(context, e: Entity, legacy: LegacyDatabase, target: PostgresResou
                settings: MigrationSettings) -> None:
     stopping.raise_if_interrupted(context.run.run_id, e.name)
     try:
-        # pre-flight: both schemas against the registry, at the run's first step
+        # pre-flight: both schemas against the registry, and no cutover (unless
+        # MIGRATION_AFTER_CUTOVER), at the run's first load step
         for warning in validate_once(context.run.run_id, legacy.connect, target.connect,
-                                     settings.legacy_timezone):
+                                     settings.legacy_timezone, after_cutover=settings.after_cutover):
             context.log.warning(f"pre-flight: {warning}")
-    except (SchemaMismatch, DatabaseUnreachable) as exc:
+    except (SchemaMismatch, DatabaseUnreachable, CutOver) as exc:
         raise as_failure(classify(exc), f"{e.name}: pre-flight") from None
 
 
@@ -389,4 +394,46 @@ def migration_reports(context: AssetExecutionContext, legacy: LegacyDatabase, ta
         "checks_passed": f"{out['checks_passed']} of {out['checks_total']}",
         "financial_totals_reconciled": out["money_reconciled"],
         "remaining_difference": out["remaining_difference"],
+    })
+
+
+CUTOVER_ASSET = "target_cutover"
+
+
+class CutoverConfig(Config):
+    confirm: str = Field(description="the target database's name (as current_database() says), to confirm that "
+                                     "this target becomes the application's: a cutover is not undone")
+
+
+@asset(
+    name=CUTOVER_ASSET,
+    deps=[AssetKey(e.name) for e in ENTITIES],
+    group_name="cutover",
+    kinds={"supabase"},
+    owners=[OWNER],
+    description="The cutover (cutover.py), run by the `cutover` job after its final differential refresh of every "
+                "table: every table refreshed by this run and every ERROR check passing (quarantine budget "
+                "included), then the app-ready migration (supabase/cutover: id, created_at and updated_at "
+                "defaults, an updated_at trigger) and the record in migration_control.cutovers, in one "
+                "transaction. Afterwards loads refuse to run (MIGRATION_AFTER_CUTOVER overrides). Needs the "
+                "target database's name as `confirm`. Not part of full_migration or differential_refresh.",
+)
+def target_cutover(context: AssetExecutionContext, config: CutoverConfig, target: PostgresResource,
+            settings: MigrationSettings):
+    with target_transaction(context.run.run_id, target, settings.migration_timeout_ms, "cutover") as conn:
+        (database,) = conn.execute("SELECT current_database()").fetchone()
+        if config.confirm != database:
+            raise Failure(description=f"cutover: confirm is {config.confirm!r}, not the target database's name "
+                                      f"({database!r}): nothing was changed", allow_retries=False)
+        row = perform(conn, context.run.run_id)
+        conn.commit()
+    context.log.info(summary(row))
+    window = (row["cut_over_at"] - row["refresh_started_at"]).total_seconds()
+    return MaterializeResult(metadata={
+        "cut_over_at": MetadataValue.text(f"{row['cut_over_at']:%Y-%m-%d %H:%M:%S %Z}"),
+        "write_freeze_seconds": MetadataValue.float(round(window, 3)),
+        "final_refresh_seconds": MetadataValue.float(float(row["refresh_seconds"])),
+        "app_ready_seconds": MetadataValue.float(float(row["cutover_seconds"])),
+        **{k: row[k] for k in ("inserted", "updated", "deleted", "quarantined")},
+        "app_ready_migrations": MetadataValue.text(", ".join(row["app_ready"]) or "already applied"),
     })

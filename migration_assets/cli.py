@@ -1,5 +1,5 @@
-"""Command line: ``migration-assets setup | simulate | migrate | mutate | refresh | demo | summary | report |
-status | server``.
+"""Command line: ``migration-assets setup | simulate | migrate | mutate | refresh | check | cutover | demo |
+summary | report | status | server``.
 
 Every command reads ``.env`` for the variables the environment does not set (the environment
 wins), checks every setting before it connects anywhere, and reports a bad setting, an
@@ -145,7 +145,7 @@ def _instance():
     return DagsterInstance.ephemeral()
 
 
-def run_job(instance, job_name: str, checks_of: list[str] | None = None):
+def run_job(instance, job_name: str, checks_of: list[str] | None = None, config: dict | None = None):
     """Create the run as the code location's own and execute it in this process.
 
     The run is created the way ``dagster job launch`` and the UI create theirs, with the job's
@@ -154,7 +154,9 @@ def run_job(instance, job_name: str, checks_of: list[str] | None = None):
     (``execute_in_process`` stores no origin: the UI could not find such runs and failed to
     re-execute them). It executes here, not through the run launcher, so the command waits for
     it, prints its log and turns a Ctrl-C into a canceled run (stopping.py). ``checks_of``: the
-    job's checks of these tables only (the ``asset_checks`` job, ``check --select``)."""
+    job's checks of these tables only (the ``asset_checks`` job, ``check --select``); ``config``:
+    run configuration beside the log level's (the cutover's confirmation)."""
+    run_config = {**RUN_CONFIG, **(config or {})}
     from dagster._utils.hosted_user_process import recon_job_from_origin
     from dagster._core.execution.api import execute_run
     from dagster._core.remote_origin import InProcessCodeLocationOrigin
@@ -176,10 +178,10 @@ def run_job(instance, job_name: str, checks_of: list[str] | None = None):
             job = location.get_job(JobSubsetSelector(location_name=CODE_LOCATION, repository_name=repo.name,
                                                      job_name=job_name, op_selection=None, asset_selection=set(),
                                                      asset_check_selection=check_selection))
-        plan = location.get_execution_plan(job, RUN_CONFIG, step_keys_to_execute=None, known_state=None,
+        plan = location.get_execution_plan(job, run_config, step_keys_to_execute=None, known_state=None,
                                            instance=instance).execution_plan_snapshot
         run = instance.create_run(
-            job_name=job_name, run_id=None, run_config=RUN_CONFIG, resolved_op_selection=None,
+            job_name=job_name, run_id=None, run_config=run_config, resolved_op_selection=None,
             step_keys_to_execute=plan.step_keys_to_execute, op_selection=None, status=None, root_run_id=None,
             parent_run_id=None, tags=job.tags, job_snapshot=job.job_snapshot, execution_plan_snapshot=plan,
             parent_job_snapshot=job.parent_job_snapshot, remote_job_origin=job.get_remote_origin(),
@@ -189,14 +191,15 @@ def run_job(instance, job_name: str, checks_of: list[str] | None = None):
         return execute_run(recon_job_from_origin(job.get_python_origin()), run, instance)
 
 
-def migrate(s: settings.Settings, job_name: str = "full_migration", checks_of: list[str] | None = None) -> int:
+def migrate(s: settings.Settings, job_name: str = "full_migration", checks_of: list[str] | None = None,
+            config: dict | None = None) -> int:
     """Run ``job_name`` (run_job) in the instance under DAGSTER_HOME. Returns the exit code: 0 when
     every table loaded and every ERROR check passed, 1 when not, 130 when a signal stopped it."""
     from dagster import AssetCheckSeverity
 
     instance = _instance()
     started = time.perf_counter()
-    result = run_job(instance, job_name, checks_of)
+    result = run_job(instance, job_name, checks_of, config)
     elapsed = time.perf_counter() - started
     # a signal inside a load is noted by the IO manager; one that lands in Dagster's own code
     # between steps ends the run as "interrupted"
@@ -246,6 +249,44 @@ def dry_run(s: settings.Settings, mode: str) -> int:
     return 0
 
 
+def refuse_after_cutover(dbs, flag: bool, s: settings.Settings) -> None:
+    """``migrate`` and ``refresh`` on a target that was cut over: cutover.CutOver (exit 2), unless
+    ``--after-cutover`` (``flag``) or MIGRATION_AFTER_CUTOVER; the flag sets the variable, so the
+    run's steps (whose pre-flight refuses too) see it."""
+    from .cutover import refuse_loads
+
+    if flag:
+        os.environ["MIGRATION_AFTER_CUTOVER"] = "true"  # the code location's settings are built after this
+    with connect(dbs.target.conninfo(connect_timeout=10)) as conn:
+        refuse_loads(conn, flag or s.after_cutover)
+
+
+def cut_over(s: settings.Settings) -> int:
+    """``migration-assets cutover``: refuse (exit 2) unless the migration is complete, every ERROR
+    check passes and the target was not cut over; then run the ``cutover`` job (the final
+    differential refresh of every table with its checks, then the cutover asset: cutover.py).
+    Exit 0 when the target was cut over, 1 when the final refresh or its checks failed (nothing
+    was cut over), 130 when a signal stopped it."""
+    from . import cutover
+
+    dbs = setup(s)
+    with connect(dbs.target.conninfo(connect_timeout=10)) as conn:
+        (database,) = conn.execute("SELECT current_database()").fetchone()
+        if problems := cutover.problems(conn):
+            raise cutover.refusal(problems)
+    print(f"cutover of {dbs.target.describe()}: the legacy application's writes must be stopped now (README, "
+          "'Cutover'); final differential refresh of every table, then the app-ready migration")
+    code = migrate(s, "cutover", config={"ops": {"target_cutover": {"config": {"confirm": database}}}})
+    with connect(dbs.target.conninfo(connect_timeout=10)) as conn:
+        done = cutover.recorded(conn)
+        left = cutover.problems(conn) if done is None else []
+    if done is None:
+        print("NOT cut over: " + ("; ".join(left[:12]) or "the run failed before the cutover step"))
+        return code or 1
+    print(cutover.summary(done))
+    return 0
+
+
 def summary(s: settings.Settings, run_id: str | None = None) -> None:
     print("\n".join(summary_lines(resolve(refuse_same=False).target.conninfo(), run_id,
                                   timeout_ms=s.migration_timeout_ms)))
@@ -267,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help=f"materialize all {len(ENTITIES)} assets and their checks; exit 1 if a table "
                                          "or an ERROR check failed, 130 if stopped by a signal")
     mig.add_argument("--dry-run", action="store_true", help="what the migration would do, per table, without doing it")
+    mig.add_argument("--after-cutover", action="store_true", help="load although the target was cut over "
+                     "(MIGRATION_AFTER_CUTOVER): overwrites what the application changed in migrated rows")
     mut = sub.add_parser("mutate", help="change a share of the legacy rows, as a live system would",
                          formatter_class=fmt)
     mut.add_argument("--fraction", type=float, default=0.01)
@@ -274,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     ref = sub.add_parser("refresh", help=f"differential refresh of all {len(ENTITIES)} assets, then "
                                          "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md")
     ref.add_argument("--dry-run", action="store_true", help="what the refresh would do, per table, without doing it")
+    ref.add_argument("--after-cutover", action="store_true", help="refresh although the target was cut over "
+                     "(MIGRATION_AFTER_CUTOVER): overwrites what the application changed in migrated rows")
+    sub.add_parser("cutover", help="final differential refresh with every check, then the app-ready migration and "
+                                   "the cutover's record; stop the legacy writes first (README, 'Cutover'); exit 2 "
+                                   "when a precondition is not met, 1 when the final refresh failed")
     demo = sub.add_parser("demo", help="setup + simulate + migrate + reports + summary", formatter_class=fmt)
     demo.add_argument("--scale", type=float, default=float(os.environ.get("DEMO_SCALE", 0.05)),
                       help="legacy database size (1.0 = about 4.5M rows); env DEMO_SCALE")
@@ -299,14 +347,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if (read := load_dotenv()) is not None:  # says which file, so nobody reads another's databases unawares
         print(f"migration-assets {a.cmd}: settings the environment does not set read from {read}", file=sys.stderr)
-    from .preflight import DatabaseUnreachable
+    from .errors import PermanentError
     from .simulator import NotASimulatedDatabase
-    from .migrations import MigrationDrift, SetupError
 
     try:
         s = settings.load()  # every setting checked before anything connects
         return _run(a, s)
-    except (settings.SettingsError, SetupError, MigrationDrift, NotASimulatedDatabase, DatabaseUnreachable) as exc:
+    except (settings.SettingsError, PermanentError, NotASimulatedDatabase) as exc:
+        # a refused operation: set-up, drift, unreachable database, a cutover (or its refusal)
         print(f"migration-assets {a.cmd}: {redact(str(exc))}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
@@ -324,7 +372,7 @@ def _run(a, s: settings.Settings) -> int:
     elif a.cmd == "migrate":
         if a.dry_run:
             return dry_run(s, "full")
-        setup(s)
+        refuse_after_cutover(setup(s), a.after_cutover, s)
         return migrate(s)
     elif a.cmd == "mutate":
         from .simulator import mutate
@@ -336,6 +384,7 @@ def _run(a, s: settings.Settings) -> int:
         if a.dry_run:
             return dry_run(s, "differential")
         dbs = setup(s)
+        refuse_after_cutover(dbs, a.after_cutover, s)
         code = migrate(s, "differential_refresh")
         path, remaining = write_differential_report(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir(s),
                                                     timeout_ms=s.migration_timeout_ms)
@@ -362,6 +411,8 @@ def _run(a, s: settings.Settings) -> int:
         code = migrate(s, "asset_checks", a.select or [e.name for e in ENTITIES])
         print("\n".join(budget_lines(dbs.target.conninfo(), timeout_ms=s.migration_timeout_ms)))
         return code
+    elif a.cmd == "cutover":
+        return cut_over(s)
     elif a.cmd == "summary":
         summary(s)
     elif a.cmd == "report":
@@ -388,6 +439,7 @@ def _run(a, s: settings.Settings) -> int:
 
 def print_status(s: settings.Settings) -> int:
     """The seed's daily status check, for cron: exit 0 when healthy, 1 when not, 2 when unreachable."""
+    from . import cutover
     from .reports import status
 
     dbs = resolve(refuse_same=False)
@@ -407,6 +459,9 @@ def print_status(s: settings.Settings) -> int:
               f"{r['target']:>9,} {r['quarantined']:>8,} {r['checks']:>6}  {r['state']}")
     bad = [r["entity"] for r in rows if r["state"] != "OK"]
     print("-" * len(header))
+    with connect(dbs.target.conninfo(connect_timeout=10)) as conn:
+        if (done := cutover.recorded(conn)) is not None:
+            print(f"CUT OVER: {cutover.summary(done)}; loads are refused")
     print("HEALTHY: every entity loaded, reconciled and passing its checks" if healthy
           else f"NOT HEALTHY: {len(bad)} entities need attention: {', '.join(bad)}")
     return 0 if healthy else 1

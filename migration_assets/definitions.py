@@ -28,12 +28,12 @@ import dagster as dg
 from dagster import Definitions, EnvVar
 
 from . import settings
-from .assets import IO_MANAGER_KEY, build_table_assets, migration_reports
+from .assets import IO_MANAGER_KEY, build_table_assets, migration_reports, target_cutover
 from .config import DbSettings, resolve_databases
 from .engine.memory import bound_native_memory
 from .executors import build_executor
 from .io_manager import PostgresArrowIOManager
-from .jobs import asset_checks, differential_refresh, dry_run, full_migration
+from .jobs import asset_checks, cutover as cutover_job, differential_refresh, dry_run, full_migration
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 from .sensors import legacy_changes, nightly_full_sync, record_run_failures
 
@@ -106,8 +106,8 @@ def build_defs() -> Definitions:
     s = settings.load()
     bound_native_memory()
     built = Definitions(
-        assets=[*table_assets(s), migration_reports],
-        jobs=[full_migration, differential_refresh, asset_checks, dry_run],
+        assets=[*table_assets(s), migration_reports, target_cutover],
+        jobs=[full_migration, differential_refresh, asset_checks, dry_run, cutover_job],
         sensors=[record_run_failures, legacy_changes],
         schedules=[nightly_full_sync],
         resources=build_resources(s),

@@ -2,7 +2,8 @@
 
 ``full_migration`` compares every row (the mode of the run's ``migration/mode`` tag, default
 MIGRATION_MODE); ``differential_refresh`` reads only what changed since each entity's watermark.
-``asset_checks`` evaluates the checks alone. The sensor requests subsets of
+``asset_checks`` evaluates the checks alone. ``cutover`` is the final refresh followed by the
+cutover asset (cutover.py); the other jobs leave that asset out. The sensor requests subsets of
 ``differential_refresh``; the nightly schedule runs ``full_migration``. A failed step is audited
 by the hook the table assets carry (hooks.py), in these jobs and in any run the UI starts.
 """
@@ -11,21 +12,31 @@ from pathlib import Path
 
 from dagster import AssetSelection, MetadataValue, OpExecutionContext, Output, define_asset_job, job, op
 
-from .assets import MODE_TAG
+from .assets import CUTOVER_ASSET, MODE_TAG
 from .engine.rehearsal import rehearse
 from .registry import BY_NAME
 from .reports import write_dry_run_report
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 
 
+# every asset but the cutover, which only the cutover job runs
+LOADS = AssetSelection.all() - AssetSelection.assets(CUTOVER_ASSET)
+
 full_migration = define_asset_job(
-    "full_migration", selection=AssetSelection.all(),
+    "full_migration", selection=LOADS,
     description=f"Migrate all {len(BY_NAME)} entities in dependency order (the seed's comprehensive migration); on "
                 "a loaded target, compares every row and applies inserts, updates and deletes.")
 
 differential_refresh = define_asset_job(
-    "differential_refresh", selection=AssetSelection.all(), tags={MODE_TAG: "differential"},
+    "differential_refresh", selection=LOADS, tags={MODE_TAG: "differential"},
     description="Refresh from the legacy rows changed, added or deleted since each entity's watermark.")
+
+cutover = define_asset_job(
+    "cutover", selection=AssetSelection.assets(*BY_NAME, CUTOVER_ASSET), tags={MODE_TAG: "differential"},
+    description="The cutover (`migration-assets cutover`; runbook in the README): a final differential refresh of "
+                "every table with its checks, then the target_cutover asset applies the app-ready migration and records "
+                "the cutover, if every table refreshed and every ERROR check passes. Stop the legacy writes first. "
+                "Needs ops.target_cutover.config.confirm = the target database's name.")
 
 asset_checks = define_asset_job(
     "asset_checks", selection=AssetSelection.all_asset_checks(),

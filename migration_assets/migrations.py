@@ -165,6 +165,45 @@ def _canonical_type(kind: str) -> str:
     return {"timestamptz": "timestamp with time zone"}.get(kind, kind)
 
 
+def lock_history(conn) -> None:
+    """Take the set-up's transaction-level advisory lock and make sure the history table exists:
+    concurrent set-ups (and a cutover) wait for each other, and the lock cannot outlive the
+    transaction (a session lock would stay on whichever server connection a transaction pooler
+    gave it)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(CONTROL_SCHEMA)))
+    conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version text PRIMARY KEY, name text, checksum text, "
+                         "applied_at timestamptz DEFAULT now())").format(HISTORY))
+    _adopt_old_history(conn)
+
+
+def applied_versions(conn) -> dict[str, str]:
+    """version -> checksum of every file applied (setup's and the cutover's)."""
+    return dict(conn.execute(sql.SQL("SELECT version, checksum FROM {}").format(HISTORY)).fetchall())
+
+
+def apply_files(conn, files: list[Path]) -> list[str]:
+    """Apply, in the caller's transaction (under :func:`lock_history`), those of ``files`` not in
+    the history, recording each with its checksum; refuse an applied file that changed since
+    (:class:`MigrationDrift`). Returns the versions applied now."""
+    done = applied_versions(conn)
+    applied_now = []
+    for path in files:
+        version, _, name = path.stem.partition("_")
+        text = path.read_text()
+        if version in done:
+            if done[version] and done[version] != _checksum(text):
+                raise MigrationDrift(f"migration {path.name} changed after it was applied")
+            continue
+        if "CREATE ROLE" in text and (problem := _roles_problem(conn, ROLES)):
+            raise SetupError(f"cannot apply {path.name}: {problem}")
+        conn.execute(text)  # the file is static, reviewed SQL: no parameters
+        conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(HISTORY),
+                     [version, name, _checksum(text)])
+        applied_now.append(version)
+    return applied_now
+
+
 def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
                      timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[str]:
     """Apply the migration files not yet applied; return the versions applied now.
@@ -173,40 +212,20 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
     after it was applied is refused. The Supabase CLI's own history
     (``supabase_migrations.schema_migrations``) is left alone: rows of ours there would be versions
     missing from the project's own ``supabase/migrations``, and ``supabase db push`` refuses to run
-    until they are repaired away. One transaction under a transaction-level advisory lock:
-    concurrent set-ups wait for each other, the lock cannot outlive the transaction (a session
-    lock would stay on whichever server connection a transaction pooler gave it), and a failing
+    until they are repaired away. One transaction under :func:`lock_history`'s lock: a failing
     file leaves nothing applied. ``timeout_ms`` (MIGRATION_TIMEOUT) bounds every statement."""
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise FileNotFoundError(f"no migration files in {directory}")
-    applied_now = []
     with connect(conninfo) as conn:
         set_statement_timeout(conn, timeout_ms)
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(CONTROL_SCHEMA)))
-        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version text PRIMARY KEY, name text, checksum text, "
-                             "applied_at timestamptz DEFAULT now())").format(HISTORY))
-        _adopt_old_history(conn)
-        done = dict(conn.execute(sql.SQL("SELECT version, checksum FROM {}").format(HISTORY)).fetchall())
-        if _TABLE_CREATED_BY not in done and (problems := foreign_shape_problems(conn)):
+        lock_history(conn)
+        if _TABLE_CREATED_BY not in applied_versions(conn) and (problems := foreign_shape_problems(conn)):
             raise SetupError("cannot set up the target: " + "; ".join(problems) + ". Ways out: rename or move that "
                              "table (ALTER TABLE public.<name> RENAME TO ..., or SET SCHEMA), or migrate into a "
                              "database without it; nothing was changed")
         others_before = _others_privileges(conn)
-        for path in files:
-            version, _, name = path.stem.partition("_")
-            text = path.read_text()
-            if version in done:
-                if done[version] and done[version] != _checksum(text):
-                    raise MigrationDrift(f"migration {path.name} changed after it was applied")
-                continue
-            if "CREATE ROLE" in text and (problem := _roles_problem(conn, ROLES)):
-                raise SetupError(f"cannot apply {path.name}: {problem}")
-            conn.execute(text)  # the file is static, reviewed SQL: no parameters
-            conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(HISTORY),
-                         [version, name, _checksum(text)])
-            applied_now.append(version)
+        applied_now = apply_files(conn, files)
         _keep_others_privileges(conn, others_before)
         for statement in all_access_sql():  # every setup: the declared access, nothing else
             conn.execute(statement)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import psycopg
 
 from . import connections
+from .cutover import CutOver, refuse_loads
 from .errors import PermanentError
 from .redaction import first_line
 from .registry import ENTITIES
@@ -131,6 +132,7 @@ _USER_TRIGGERS = """
     SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
     WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)
+      AND t.tgfoid <> coalesce(to_regprocedure('migration_control.set_updated_at()'), 0)
     ORDER BY 1, 2"""
 
 
@@ -164,8 +166,8 @@ def legacy_warnings(conn: psycopg.Connection, zone: str = "UTC") -> list[str]:
 
 
 def target_warnings(conn: psycopg.Connection) -> list[str]:
-    """Triggers someone added to the registry's tables: they fire on every row a load or refresh
-    writes, and one that changes the row (a ``moddatetime(updated_at)``) makes the table differ from
+    """Triggers someone added to the registry's tables (the cutover's own updated_at trigger, which
+    leaves a load's rows alone, excepted): they fire on every row a load or refresh writes, and one that changes the row (a ``moddatetime(updated_at)``) makes the table differ from
     a fresh migration and fails content_checksum."""
     return [f"trigger {name} on public.{table} ({definition.split(' ON ')[0].removeprefix('CREATE ')}) is not the "
             "project's: it fires on every row a load or refresh writes; a trigger that changes the row (such as "
@@ -181,11 +183,12 @@ class SchemaMismatch(PermanentError):
     recovery = "align the schema with the registry (apply the migrations), then re-run"
 
 
-def validate(source, target, zone: str = "UTC") -> list[str]:
+def validate(source, target, zone: str = "UTC", *, after_cutover: bool = True) -> list[str]:
     """``source``/``target``: conninfo strings, or callables returning a connection (the resources'
-    ``connect``, whose errors name the server without any secret); ``zone``: LEGACY_TIMEZONE.
-    Raises on a mismatch; returns the warnings (legacy_warnings, target_warnings) for the run's
-    log."""
+    ``connect``, whose errors name the server without any secret); ``zone``: LEGACY_TIMEZONE;
+    ``after_cutover`` false: a target that was cut over is refused (cutover.CutOver: the loads'
+    pre-flight). Raises on a mismatch; returns the warnings (legacy_warnings, target_warnings) for
+    the run's log."""
     def connect(x):
         return x() if callable(x) else connections.connect(x)
 
@@ -196,6 +199,7 @@ def validate(source, target, zone: str = "UTC") -> list[str]:
             raise DatabaseUnreachable(f"the {which} database does not answer: {first_line(exc)}") from None
 
     with reach(source, "legacy") as src, reach(target, "target") as tgt:
+        refuse_loads(tgt, after_cutover)
         problems = legacy_problems(src, zone) + target_problems(tgt)
         warnings = legacy_warnings(src, zone) + target_warnings(tgt)
     if problems:
@@ -215,7 +219,7 @@ class DatabaseUnreachable(PermanentError):
 _validated: dict[str, BaseException | None] = {}
 
 
-def validate_once(run_id: str, source, target, zone: str = "UTC") -> list[str]:
+def validate_once(run_id: str, source, target, zone: str = "UTC", *, after_cutover: bool = True) -> list[str]:
     """Validate at the first step of a run (in-process executor: one process per run). A failure
     is remembered for the run, so the other steps fail at once with the same one line instead of
     each reaching for an unreachable server. Returns the warnings at the first call only."""
@@ -224,8 +228,8 @@ def validate_once(run_id: str, source, target, zone: str = "UTC") -> list[str]:
             raise _validated[run_id]
         return []
     try:
-        warnings = validate(source, target, zone)
-    except (SchemaMismatch, DatabaseUnreachable) as exc:
+        warnings = validate(source, target, zone, after_cutover=after_cutover)
+    except (SchemaMismatch, DatabaseUnreachable, CutOver) as exc:
         _validated[run_id] = exc
         raise
     _validated[run_id] = None

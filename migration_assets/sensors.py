@@ -34,6 +34,7 @@ from psycopg import sql
 
 from .assets import MODE_TAG, REPORT_ASSET
 from .connections import set_statement_timeout
+from .cutover import describe, recorded
 from .engine.audit import write_audit
 from .engine.source_sql import source_state_sql
 from .errors import ErrorKind
@@ -173,6 +174,8 @@ def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, tar
                                                  settings.legacy_timezone)
     with target.connect() as tgt:
         set_statement_timeout(tgt, settings.migration_timeout_ms)
+        if not settings.after_cutover and (c := recorded(tgt)) is not None:
+            return SkipReason(f"{describe(c)}: no refresh is requested (MIGRATION_AFTER_CUTOVER)")
         done = migrated_states(tgt)
         waiting = {r[0] for r in tgt.execute(sql.SQL(
             "SELECT DISTINCT entity FROM {} WHERE NOT resolved AND reason = {}").format(

@@ -274,6 +274,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QUARANTINE_MIN_ROWS", "quarantine_min_rows", 25, "int",
             "a table with at most this many rows in quarantine is within its quarantine budget whatever its share "
             "(a small table's share moves by whole rows)", minimum=0, maximum=1_000_000_000),
+    Setting("MIGRATION_AFTER_CUTOVER", "after_cutover", False, "bool",
+            "let loads run on a target that was cut over (migration-assets cutover): they overwrite what the "
+            "application changed in migrated rows with the legacy values; false refuses them"),
     Setting("MIGRATION_SLICED_TABLES", "sliced_tables", (), "tables",
             "the tables loaded in slices when MIGRATION_SLICE_ROWS is set; empty: every table whose registry size "
             "(expected rows at scale 1.0) is at least MIGRATION_SLICE_ROWS"),

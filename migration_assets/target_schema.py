@@ -273,16 +273,87 @@ ALTER FUNCTION {CONTROL_SCHEMA}.legacy_uuid(text, bigint) SET search_path = '';
 REVOKE EXECUTE ON FUNCTION {CONTROL_SCHEMA}.legacy_uuid(text, bigint) FROM PUBLIC;
 ALTER TABLE {CONTROL_SCHEMA}.slice_rejects ADD COLUMN IF NOT EXISTS id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;
 """,
+        "20261207000011_cutovers.sql": f"""-- The cutover (migration-assets cutover, cutover.py): when the target became the application's, by
+-- which run, what its final refresh changed and how long writes had to be frozen. Once a row is
+-- here, loads refuse to run (MIGRATION_AFTER_CUTOVER overrides).
+CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.cutovers (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  run_id text NOT NULL,
+  refresh_started_at timestamptz NOT NULL,
+  cut_over_at timestamptz NOT NULL DEFAULT now(),
+  refresh_seconds numeric NOT NULL,
+  cutover_seconds numeric NOT NULL,
+  inserted bigint NOT NULL,
+  updated bigint NOT NULL,
+  deleted bigint NOT NULL,
+  quarantined bigint NOT NULL,
+  app_ready text[] NOT NULL
+);
+""",
     }
 
 
-def write_migrations(directory: Path = MIGRATIONS_DIR) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
+CUTOVER_DIR = PROJECT_DIR / "supabase" / "cutover"
+
+
+def app_ready_sql() -> str:
+    """The app-ready migration, applied at cutover only (cutover.py): what an application's first
+    writes need, and nothing that changes a migrated value. ``id`` defaults to
+    ``gen_random_uuid()`` (built into PostgreSQL 13+), ``created_at`` and the change column to
+    ``now()`` (a ``date`` column to ``current_date``), and a BEFORE UPDATE trigger sets the change
+    column on every update that leaves ``metadata`` as it was (the application's; a load rewrites
+    the metadata and keeps the legacy timestamp). During the migration a trigger that stamped
+    every update would rewrite the legacy timestamps on every merge and content_checksum would
+    fail."""
+    stamps = ("created_at", "created_on")
+    lines = [f"""-- Applied by migration-assets cutover, never by setup: defaults for the application's inserts and
+-- an updated_at trigger. Nothing here rewrites a migrated value.
+
+-- Sets the column named by the trigger's argument to now() on every update of the application.
+-- A load (allowed after cutover by MIGRATION_AFTER_CUTOVER only) writes a legacy row's own
+-- values, its change column included, and always rewrites the row's metadata (source hash,
+-- recoveries): such an update keeps its values. A fixed, empty search_path (what Supabase's
+-- advisors ask of every function): everything it calls is in pg_catalog. Triggers run it
+-- whoever updates; nobody calls it directly.
+CREATE OR REPLACE FUNCTION {CONTROL_SCHEMA}.set_updated_at() RETURNS trigger
+LANGUAGE plpgsql SET search_path = '' AS $fn$
+BEGIN
+  IF NEW.metadata IS NOT DISTINCT FROM OLD.metadata THEN
+    NEW := jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[0], now()));
+  END IF;
+  RETURN NEW;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION {CONTROL_SCHEMA}.set_updated_at() FROM PUBLIC;
+"""]
+    for e in topological_order():
+        t = f"public.{_q(e.target_table)}"
+        parts = [f"ALTER COLUMN id SET DEFAULT gen_random_uuid()"]
+        for c in e.columns:
+            if c.target in stamps or c.target == e.change_column:
+                now = "current_date" if c.target_type == "date" else "now()"
+                parts.append(f"ALTER COLUMN {_q(c.target)} SET DEFAULT {now}")
+        lines.append(f"ALTER TABLE {t}\n  " + ",\n  ".join(parts) + ";")
+        change = e.column(e.change_column)
+        if change.target_type == "timestamptz":
+            lines.append(f"CREATE OR REPLACE TRIGGER ma_set_{change.target} BEFORE UPDATE ON {t} FOR EACH ROW "
+                         f"EXECUTE FUNCTION {CONTROL_SCHEMA}.set_updated_at({_lit(change.target)});")
+    return "\n".join(lines) + "\n"
+
+
+def cutover_files() -> dict[str, str]:
+    """File name -> SQL text of ``supabase/cutover``, applied by ``migration-assets cutover``."""
+    return {"20261207000001_app_ready.sql": app_ready_sql()}
+
+
+def write_migrations(directory: Path = MIGRATIONS_DIR, cutover_directory: Path = CUTOVER_DIR) -> list[Path]:
     written = []
-    for name, text in migration_files().items():
-        path = directory / name
-        path.write_text(text)
-        written.append(path)
+    for folder, files in ((directory, migration_files()), (cutover_directory, cutover_files())):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            path = folder / name
+            path.write_text(text)
+            written.append(path)
     return written
 
 

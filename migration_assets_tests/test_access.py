@@ -104,19 +104,24 @@ def _supabase_cli() -> str | None:
     return found or (str(cached) if cached.exists() else None)
 
 
-def test_supabase_advisors_find_nothing_to_warn_about(migrated, tmp_path):
+def advisor_findings(target: str, folder: Path) -> set[tuple[str, str]]:
+    """(level, name) of what ``supabase db advisors`` (every type, every level) reports on
+    ``target``; skips the test where the CLI is not installed."""
     cli = _supabase_cli()
     if cli is None:
         pytest.skip("the Supabase CLI is not installed (npm i -E supabase@2.117.0; .ci/run installs it where npm "
                     "is): its advisors were not run")
-    _, target = migrated
     params = psycopg.conninfo.conninfo_to_dict(target)
     url = (f"postgresql://{params['user']}@{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/"
            f"{params['dbname']}?sslmode=disable")
     out = subprocess.run([cli, "db", "advisors", "--db-url", url, "--type", "all", "--level", "info", "-o", "json"],
-                         capture_output=True, text=True, timeout=180, cwd=tmp_path)  # it writes supabase/.temp
+                         capture_output=True, text=True, timeout=180, cwd=folder)  # it writes supabase/.temp
     assert out.returncode == 0, out.stderr[-2000:]
-    findings = json.loads(out.stdout or "[]")
-    names = sorted({(f.get("level"), f.get("name")) for f in findings})
+    return {(f.get("level"), f.get("name")) for f in json.loads(out.stdout or "[]")}
+
+
+def test_supabase_advisors_find_nothing_to_warn_about(migrated, tmp_path):
+    _, target = migrated
+    names = advisor_findings(target, tmp_path)
     assert not [n for n in names if n[0] in ("WARN", "ERROR")], names
     assert ("INFO", "rls_enabled_no_policy") not in names and ("INFO", "no_primary_key") not in names, names
