@@ -43,7 +43,8 @@ def measure(admin: str, scale: float, change: float) -> dict:
     full = migrate_child(legacy, target, None, extra_env={"MIGRATION_ASSET_CHECKS": "1"})
     mutate(legacy, fraction=change, round_no=1, seed=7, log=lambda *_: None)
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    env.update(SOURCE_DB_URL=legacy, TARGET_DB_URL=target)
+    # this checkout's package, whatever the environment has installed (a worktree's A/B run)
+    env.update(SOURCE_DB_URL=legacy, TARGET_DB_URL=target, PYTHONPATH=str(HERE.parent))
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "migration_assets.cli", "cutover"], env=env, cwd=folder,
@@ -60,10 +61,12 @@ def measure(admin: str, scale: float, change: float) -> dict:
 
 
 def report(results: dict, change: float) -> list[str]:
-    lines = ["# The cutover's write-freeze window (bench.cutover)", "",
-             f"Every legacy table {change:.1%} changed after a full migration with every check, then "
-             "`migration-assets cutover` (final differential refresh with every check, app-ready migration, "
-             "record). Medians; seconds.", "",
+    lines = ["## The cutover's write-freeze window (bench.cutover)", "",
+             f"Written by `.venv/bin/python -m bench.cutover`. Every legacy table {change:.1%} changed after a "
+             "full migration with every check, then `migration-assets cutover` in a child process (final "
+             "differential refresh with every check, app-ready migration, record). The window is what "
+             "`migration_control.cutovers` records: from the final refresh's start to the cutover's commit; the "
+             "command adds its process start and Dagster's run. Medians; seconds.", "",
              "| scale | full migration with checks | cutover command | window recorded | of it: final refresh "
              "| app-ready | rows changed | window / full |", "|---|---|---|---|---|---|---|---|"]
     for scale, rounds in results.items():
@@ -80,7 +83,7 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--change", type=float, default=0.001, help="share of every legacy table changed before it")
     a = p.parse_args(argv)
-    admin = admin_url()
+    admin, _ = admin_url()
     results = {}
     for scale in a.scales:
         results[scale] = []

@@ -246,7 +246,7 @@ def write_report(results: dict, path: Path) -> None:
     last = list(results.values())[-1][-1]["full"]["loads"]
     for name, (read, secs, path_) in sorted(last.items(), key=lambda kv: -kv[1][1])[:8]:
         lines.append(f"| {name} | {read:,} | {secs:.2f} | {read / secs if secs else 0:,.0f} | {path_} |")
-    for section in ("peers.md", "differential.md", "executors.md"):  # bench.peers, .differential, .executors
+    for section in ("peers.md", "differential.md", "cutover.md", "executors.md"):  # bench.peers, ...
         if (Path(__file__).parent / section).exists():
             lines += ["", (Path(__file__).parent / section).read_text().rstrip("\n")]
     lines += ["", (Path(__file__).parent / "design_measurements.md").read_text().rstrip("\n")]
