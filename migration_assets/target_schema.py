@@ -1,13 +1,26 @@
-"""The Supabase target schema: ordered SQL migration files, generated from the registry, applied
-idempotently.
+"""The Supabase target schema as an append-only history of SQL files, the next one generated from
+the registry.
 
-    python -m migration_assets.target_schema --write     # regenerate supabase/migrations/*.sql
+    python -m migration_assets.target_schema --write     # write the registry's changes as a new file
     python -m migration_assets.target_schema --apply     # apply what is not applied yet
 
-The files under ``supabase/migrations`` are committed (reviewable, usable by ``supabase db push``)
-and a unit test keeps them equal to what the registry generates; migrations.py applies them. The
-statements themselves are idempotent (IF NOT EXISTS, guarded role creation), so a database whose
-schema came from ``supabase db push`` of these same files, or was set up by hand, converges.
+``supabase/migrations`` holds the history every target runs (``setup``: migrations.py; or
+``supabase db push``); ``supabase/cutover`` what ``migration-assets cutover`` applies. A file in
+either never changes once committed: targets set up by it exist, and ``setup`` refuses one whose
+checksum changed (MIGRATION_DRIFT). ``supabase/schema_state.json`` records each file's checksum
+and the registry's tables as the files leave them (their columns, constraints, indexes,
+comments). ``--write`` compares the registry with that state and writes what differs as one new,
+idempotent file, ``<version>_<what>.sql`` (a new table, a column added, dropped or retyped, a
+constraint or index changed, a table removed), plus, for a new table, its app-ready statements as
+a new cutover file, and records them. Unit tests keep the files equal to the state and the state
+equal to the registry.
+
+Columns added to an existing table arrive without NOT NULL (the table has rows): a required one
+gets a ``CHECK (column IS NOT NULL) NOT VALID`` instead, enforced on every row written from then
+on and on none written before; the table is re-read by its next load (its transform version
+changed, assets.code_version), which writes the column in every row. A target column renamed in
+the registry is a column dropped and one added (the re-read fills it): after a cutover, when the
+application owns the rows, write a ``RENAME COLUMN`` file by hand instead.
 
 Nothing here needs an extension: UUIDs come from the loader (RFC 4122 v3 via md5, built in).
 """
@@ -15,14 +28,19 @@ Nothing here needs an extension: UUIDs come from the loader (RFC 4122 v3 via md5
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import hashlib
+import json
 from pathlib import Path
 
 from .config import PROJECT_DIR
 from .engine.names import CONTROL_SCHEMA
-from .registry import ENTITIES, Entity, topological_order
-from .transforms import EMAIL_REGEX, NAMESPACE_BYTES, Kind
+from .registry import ENTITIES, Entity
+from .transforms import EMAIL_REGEX, Kind
 
 MIGRATIONS_DIR = PROJECT_DIR / "supabase" / "migrations"
+CUTOVER_DIR = PROJECT_DIR / "supabase" / "cutover"
+STATE_PATH = PROJECT_DIR / "supabase" / "schema_state.json"
 ROLES = ("anon", "authenticated", "service_role")
 
 
@@ -33,6 +51,10 @@ def _q(name: str) -> str:
 
 def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def checksum(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def constraint_names(e: Entity) -> dict[str, str]:
@@ -49,286 +71,175 @@ def constraint_names(e: Entity) -> dict[str, str]:
     return names
 
 
-def table_sql(e: Entity) -> str:
+# ------------------------------------------------------------------ a table as the files leave it
+
+
+def dependency_order(entities) -> list[tuple[Entity, int]]:
+    """``entities`` parents first, each with its level (1 + its parents' highest), computed from
+    the list given (a registry being changed, not only the registry's own)."""
+    level: dict[str, int] = {}
+    out, left = [], list(entities)
+    while left:
+        ready = [e for e in left if all(p in level for p in e.parents)]
+        if not ready:
+            names = {e.name for e in left}
+            missing = sorted({f"{e.name} -> {p}" for e in left for p in e.parents if p not in names and p not in level})
+            raise ValueError(f"foreign keys to entities that do not exist: {missing}" if missing else
+                             f"a foreign-key cycle among {sorted(names)}")
+        ready.sort(key=lambda e: (1 + max((level[p] for p in e.parents), default=0), e.name))
+        e = ready[0]
+        level[e.name] = 1 + max((level[p] for p in e.parents), default=0)
+        out.append((e, level[e.name]))
+        left.remove(e)
+    return out
+
+
+def table_model(e: Entity, level: int) -> dict:
+    """Table ``e`` as the registry wants it: columns (name -> type, ``NOT NULL`` when required),
+    constraints and indexes (name -> definition), comment. The order is the files' order."""
     names = constraint_names(e)
-    lines = ["  id uuid NOT NULL"]
-    for c in e.columns:
-        null = " NOT NULL" if c.required else ""
-        lines.append(f"  {_q(c.target)} {c.target_type}{null}")
-    lines.append("  metadata jsonb NOT NULL DEFAULT '{}'::jsonb")
-    lines.append(f"  CONSTRAINT {_q(names['pkey'])} PRIMARY KEY (id)")
-    for c in e.unique_columns:
-        lines.append(f"  CONSTRAINT {_q(names['unique:' + c.target])} UNIQUE ({_q(c.target)})")
-    for c in e.email_columns:
-        lines.append(f"  CONSTRAINT {_q(names['email:' + c.target])} CHECK ({_q(c.target)} ~ {_lit(EMAIL_REGEX)})")
+    columns = {"id": "uuid NOT NULL"}
+    columns |= {c.target: c.target_type + (" NOT NULL" if c.required else "") for c in e.columns}
+    columns["metadata"] = "jsonb NOT NULL DEFAULT '{}'::jsonb"
+    constraints = {names["pkey"]: "PRIMARY KEY (id)"}
+    constraints |= {names["unique:" + c.target]: f"UNIQUE ({_q(c.target)})" for c in e.unique_columns}
+    constraints |= {names["email:" + c.target]: f"CHECK ({_q(c.target)} ~ {_lit(EMAIL_REGEX)})"
+                    for c in e.email_columns}
     for c in e.columns:
         if c.kind in (Kind.CODE_INT, Kind.CODE_CHAR):
             allowed = ", ".join(_lit(v) for v in dict.fromkeys(c.codes.values()))
-            lines.append(f"  CONSTRAINT {_q(e.target_table + '_' + c.target + '_check')} CHECK ({_q(c.target)} IN ({allowed}))")
-    for c in e.foreign_keys:
-        lines.append(f"  CONSTRAINT {_q(names['fk:' + c.target])} FOREIGN KEY ({_q(c.target)}) "
-                     f"REFERENCES public.{_q(c.parent)} (id)")
-    out = [f"-- {e.name}: {e.description} Legacy table {e.legacy_table}; level {e.level}, {e.priority}.",
-           f"CREATE TABLE IF NOT EXISTS public.{_q(e.target_table)} (\n" + ",\n".join(lines) + "\n);"]
-    for c in e.foreign_keys:
-        out.append(f"CREATE INDEX IF NOT EXISTS {_q(names['fkidx:' + c.target])} "
-                   f"ON public.{_q(e.target_table)} ({_q(c.target)});")
-    out.append(f"ALTER TABLE public.{_q(e.target_table)} ENABLE ROW LEVEL SECURITY;")
-    out.append(f"COMMENT ON TABLE public.{_q(e.target_table)} IS {_lit(e.description)};")
+            constraints[f"{e.target_table}_{c.target}_check"] = f"CHECK ({_q(c.target)} IN ({allowed}))"
+    constraints |= {names["fk:" + c.target]: f"FOREIGN KEY ({_q(c.target)}) REFERENCES public.{_q(c.parent)} (id)"
+                    for c in e.foreign_keys}
+    indexes = {names["fkidx:" + c.target]: f"({_q(c.target)})" for c in e.foreign_keys}
+    if any(not c.required for c in e.foreign_keys):
+        # rows loaded with an optional reference set NULL are retried on every run (engine/rejects.py)
+        indexes[f"{e.target_table}_retry_idx"] = "(id) WHERE (metadata -> 'recovered') ? 'retry'"
+    header = f"{e.name}: {e.description} Legacy table {e.legacy_table}; level {level}, {e.priority}."
+    return {"columns": columns, "constraints": constraints, "indexes": indexes, "comment": e.description,
+            "header": header}
+
+
+def registry_tables(entities=None) -> dict[str, dict]:
+    return {e.target_table: table_model(e, level) for e, level in dependency_order(ENTITIES if entities is None
+                                                                                   else entities)}
+
+
+def _not_null_check(table: str, column: str) -> str:
+    return f"{table}_{column}_not_null"
+
+
+def create_table_sql(table: str, m: dict) -> str:
+    """A new table, whole: its columns, constraints, indexes, row level security and comment."""
+    lines = [f"  {name if name in ('id', 'metadata') else _q(name)} {kind}" for name, kind in m["columns"].items()]
+    lines += [f"  CONSTRAINT {_q(name)} {definition}" for name, definition in m["constraints"].items()]
+    out = [f"-- {m['header']}",
+           f"CREATE TABLE IF NOT EXISTS public.{_q(table)} (\n" + ",\n".join(lines) + "\n);"]
+    out += [f"CREATE INDEX IF NOT EXISTS {_q(name)} ON public.{_q(table)} {definition};"
+            for name, definition in m["indexes"].items()]
+    out.append(f"ALTER TABLE public.{_q(table)} ENABLE ROW LEVEL SECURITY;")
+    out.append(f"COMMENT ON TABLE public.{_q(table)} IS {_lit(m['comment'])};")
     return "\n".join(out)
 
 
-def migration_files() -> dict[str, str]:
-    """File name -> SQL text, in application order."""
-    roles = "\n".join(
-        f"  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_lit(r)}) THEN\n"
-        f"    CREATE ROLE {_q(r)} NOLOGIN NOINHERIT{' BYPASSRLS' if r == 'service_role' else ''};\n  END IF;"
-        for r in ROLES)
-    prefix = NAMESPACE_BYTES.decode("ascii")
-    setup = f"""-- Supabase roles (present on a Supabase project, created here on a plain PostgreSQL),
--- the migration_control schema, and the legacy-id UUID function used by the checks.
-DO $$
-BEGIN
-{roles}
-END
-$$;
-
-CREATE SCHEMA IF NOT EXISTS {CONTROL_SCHEMA};
-
--- RFC 4122 version-3 UUID of (entity, legacy id) in namespace {prefix!r}: equal to Python's
--- uuid.uuid3(uuid.UUID(bytes=b'{prefix}'), entity || ':' || legacy_id).
-CREATE OR REPLACE FUNCTION {CONTROL_SCHEMA}.legacy_uuid(entity text, legacy_id bigint)
-RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT AS $fn$
-  SELECT (left(h, 12) || '3' || substr(h, 14, 3)
-          || translate(substr(h, 17, 1), '0123456789abcdef', '89ab89ab89ab89ab') || right(h, 15))::uuid
-  FROM (SELECT md5({_lit(prefix)} || entity || ':' || legacy_id::text) AS h) s
-$fn$;
-"""
-    tables = "-- The 45 target tables in dependency order (parents first).\n\n" + "\n\n".join(
-        table_sql(e) for e in topological_order())
-    tables += "\n\nGRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;\n" \
-              "GRANT ALL ON ALL TABLES IN SCHEMA public TO service_role;\n" \
-              "GRANT SELECT ON ALL TABLES IN SCHEMA public TO authenticated;\n"
-    control = f"""-- Audit trail, quarantine and watermarks of the migration.
-
-CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.migration_runs (
-  id bigserial PRIMARY KEY,
-  run_id text NOT NULL,
-  entity text NOT NULL,
-  status text NOT NULL CHECK (status IN ('COMPLETED', 'SKIPPED', 'FAILED', 'ALREADY_MIGRATED')),
-  mode text NOT NULL DEFAULT 'full',
-  load_path text,
-  records_read bigint NOT NULL DEFAULT 0,
-  existing_records bigint NOT NULL DEFAULT 0,
-  inserted bigint NOT NULL DEFAULT 0,
-  updated bigint NOT NULL DEFAULT 0,
-  unchanged bigint NOT NULL DEFAULT 0,
-  quarantined bigint NOT NULL DEFAULT 0,
-  deleted bigint NOT NULL DEFAULT 0,
-  duration_ms bigint NOT NULL DEFAULT 0,
-  started_at timestamptz NOT NULL,
-  finished_at timestamptz,
-  error_class text,
-  error text,
-  recovery text,
-  details jsonb NOT NULL DEFAULT '{{}}'::jsonb
-);
-CREATE INDEX IF NOT EXISTS migration_runs_entity_idx ON {CONTROL_SCHEMA}.migration_runs (entity, started_at DESC);
-CREATE INDEX IF NOT EXISTS migration_runs_run_idx ON {CONTROL_SCHEMA}.migration_runs (run_id);
-
-CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.quarantine (
-  entity text NOT NULL,
-  legacy_id bigint NOT NULL,
-  reason text NOT NULL,
-  detail text NOT NULL,
-  raw jsonb,
-  first_run_id text NOT NULL,
-  last_run_id text NOT NULL,
-  first_seen_at timestamptz NOT NULL DEFAULT now(),
-  last_seen_at timestamptz NOT NULL DEFAULT now(),
-  resolved boolean NOT NULL DEFAULT false,
-  resolved_at timestamptz,
-  resolved_run_id text,
-  PRIMARY KEY (entity, legacy_id)
-);
-CREATE INDEX IF NOT EXISTS quarantine_open_idx ON {CONTROL_SCHEMA}.quarantine (entity, reason) WHERE NOT resolved;
-
-CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.watermarks (
-  entity text PRIMARY KEY,
-  change_hwm timestamptz,
-  max_legacy_id bigint,
-  legacy_rows bigint,
-  run_id text,
-  updated_at timestamptz NOT NULL DEFAULT now()
-);
-"""
-    return {
-        "20261124000001_roles_and_control_schema.sql": setup,
-        "20261124000002_target_tables.sql": tables,
-        "20261124000003_migration_control.sql": control,
-        "20261124000004_quarantine_source_hash.sql":
-            "-- Hash of the raw legacy row each quarantine row came from: lets a re-run skip unchanged rows.\n"
-            f"ALTER TABLE {CONTROL_SCHEMA}.quarantine ADD COLUMN IF NOT EXISTS source_hash bigint;\n",
-        "20261124000005_differential_refresh.sql": f"""-- Differential refresh: how a quarantine row was resolved, and what a watermark covers.
-
-ALTER TABLE {CONTROL_SCHEMA}.quarantine ADD COLUMN IF NOT EXISTS resolution text;
-ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS min_legacy_id bigint;
-ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS mode text;
-
--- The same key function as a single expression, so that the planner inlines it (a SQL function
--- with a FROM clause is called row by row): used to find target rows by legacy id.
-CREATE OR REPLACE FUNCTION {CONTROL_SCHEMA}.legacy_uuid(entity text, legacy_id bigint)
-RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT AS $fn$
-  SELECT encode(set_byte(set_byte(
-    decode(md5('migration_assets' || entity || ':' || legacy_id::text), 'hex'),
-    6, (get_byte(decode(md5('migration_assets' || entity || ':' || legacy_id::text), 'hex'), 6) & 15) | 48),
-    8, (get_byte(decode(md5('migration_assets' || entity || ':' || legacy_id::text), 'hex'), 8) & 63) | 128),
-    'hex')::uuid
-$fn$;
-
--- Rows loaded with an optional foreign key set NULL (parent missing) are retried on every run;
--- this small partial index finds them without reading every row's metadata.
-""" + "".join(
-            f'CREATE INDEX IF NOT EXISTS "{e.target_table}_retry_idx" ON public."{e.target_table}" (id) '
-            f"WHERE (metadata -> 'recovered') ? 'retry';\n"
-            for e in ENTITIES if any(not c.required for c in e.foreign_keys)),
-        "20261124000006_check_results.sql": f"""-- Asset check results, kept next to the audit trail for the reports and the status command.
-
-CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.check_results (
-  id bigserial PRIMARY KEY,
-  run_id text NOT NULL,
-  entity text NOT NULL,
-  check_name text NOT NULL,
-  passed boolean NOT NULL,
-  severity text NOT NULL,
-  description text,
-  metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,
-  checked_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS check_results_latest_idx ON {CONTROL_SCHEMA}.check_results (entity, check_name, id DESC);
-""",
-        "20261124000007_change_summary.sql": f"""-- The per-bucket change summary a full-mode load leaves behind (bucket of 1,024 legacy ids,
--- rows, sum of the rows' source hashes modulo 2^64): what target + open quarantine hold after
--- that load, written in its transaction. The next full-mode load compares the legacy table
--- with it instead of re-reading every target row's metadata; NULL after a differential load.
-ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS summary_buckets bigint[];
-ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS summary_rows bigint[];
-ALTER TABLE {CONTROL_SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS summary_hashes numeric[];
-""",
-        "20261201000008_canceled_status.sql": f"""-- A run stopped by a signal records the table it interrupted as CANCELED (its load was rolled
--- back and is not retried).
-ALTER TABLE {CONTROL_SCHEMA}.migration_runs DROP CONSTRAINT IF EXISTS migration_runs_status_check;
-ALTER TABLE {CONTROL_SCHEMA}.migration_runs ADD CONSTRAINT migration_runs_status_check
-  CHECK (status IN ('COMPLETED', 'SKIPPED', 'FAILED', 'ALREADY_MIGRATED', 'CANCELED'));
-""",
-        "20261201000009_slices.sql": f"""-- A large empty table loaded in id-range slices, each its own step (engine/slices.py): the
--- plan and the keys its first step dropped (rebuilt by its last step), one row per slice (which
--- run and which worker loaded it, when), and the rows the slices rejected until the last step
--- quarantines them. A plan stays after its table is finished, as the record of its slices.
-CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.slice_loads (
-  entity text PRIMARY KEY,
-  run_id text NOT NULL,
-  constraints jsonb NOT NULL,
-  legacy_rows bigint NOT NULL,
-  min_legacy_id bigint,
-  max_legacy_id bigint,
-  change_hwm text,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  finished_at timestamptz,
-  finished_run_id text
-);
-CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.slices (
-  entity text NOT NULL REFERENCES {CONTROL_SCHEMA}.slice_loads ON DELETE CASCADE,
-  slice integer NOT NULL,
-  lo bigint NOT NULL,
-  hi bigint NOT NULL,
-  status text NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'COMPLETED')),
-  run_id text,
-  worker text,
-  rows_read bigint,
-  rejected bigint,
-  recoveries jsonb,
-  duration_ms bigint,
-  finished_at timestamptz,
-  PRIMARY KEY (entity, slice)
-);
-CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.slice_rejects (
-  entity text NOT NULL,
-  slice integer NOT NULL,
-  legacy_id bigint NOT NULL,
-  reason text NOT NULL,
-  detail text,
-  raw jsonb,
-  source_hash bigint,
-  FOREIGN KEY (entity, slice) REFERENCES {CONTROL_SCHEMA}.slices ON DELETE CASCADE
-);
-CREATE INDEX IF NOT EXISTS slice_rejects_entity_idx ON {CONTROL_SCHEMA}.slice_rejects (entity, slice);
-""",
-        "20261206000010_supabase_advisors.sql": f"""-- What Supabase's advisors (supabase db advisors) ask of the project's own objects: the key
--- function runs with a fixed search_path (function_search_path_mutable), so nothing created in a
--- schema on a caller's path can stand in for what it calls, and only the project executes it (the
--- loads compute the same expression inline: engine/names.py); every table has a primary key
--- (no_primary_key). Access to the registry's tables is applied by setup (access.py).
-ALTER FUNCTION {CONTROL_SCHEMA}.legacy_uuid(text, bigint) SET search_path = '';
-REVOKE EXECUTE ON FUNCTION {CONTROL_SCHEMA}.legacy_uuid(text, bigint) FROM PUBLIC;
-ALTER TABLE {CONTROL_SCHEMA}.slice_rejects ADD COLUMN IF NOT EXISTS id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;
-""",
-        "20261207000011_cutovers.sql": f"""-- The cutover (migration-assets cutover, cutover.py): when the target became the application's, by
--- which run, what its final refresh changed and how long writes had to be frozen. Once a row is
--- here, loads refuse to run (MIGRATION_AFTER_CUTOVER overrides).
-CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.cutovers (
-  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  run_id text NOT NULL,
-  refresh_started_at timestamptz NOT NULL,
-  cut_over_at timestamptz NOT NULL DEFAULT now(),
-  refresh_seconds numeric NOT NULL,
-  cutover_seconds numeric NOT NULL,
-  inserted bigint NOT NULL,
-  updated bigint NOT NULL,
-  deleted bigint NOT NULL,
-  quarantined bigint NOT NULL,
-  app_ready text[] NOT NULL
-);
-""",
-    }
+def changes(have: dict[str, dict], want: dict[str, dict]) -> tuple[list[str], list[str], dict[str, dict]]:
+    """What turns the tables the files leave (``have``) into the registry's (``want``): the SQL
+    statements (idempotent, in an order PostgreSQL accepts: what goes away first, then what
+    comes), short names of the changes for the file's name, and the state after them (``want``,
+    except that a column added to an existing table is nullable with a NOT VALID check)."""
+    drops, dropped_tables, creates, adds, what = [], [], [], [], []
+    after: dict[str, dict] = {}
+    for table in [t for t in reversed(list(have)) if t not in want]:  # children before parents
+        dropped_tables.append(f"DROP TABLE IF EXISTS public.{_q(table)};")  # after the keys that reference it
+        what.append(f"drop_{table}")
+    for table, w in want.items():
+        t = f"public.{_q(table)}"
+        if table not in have:
+            creates.append(create_table_sql(table, w))
+            what.append(f"add_{table}")
+            after[table] = w
+            continue
+        h = have[table]
+        now = {"columns": {}, "constraints": {}, "indexes": {}, "comment": w["comment"], "header": w["header"]}
+        nn_h = {c for c in h["columns"] if _not_null_check(table, c) in h["constraints"]}
+        for name, kind in h["constraints"].items():
+            if name not in w["constraints"] or w["constraints"][name] != kind:
+                if name.removeprefix(table + "_").removesuffix("_not_null") in nn_h:
+                    continue  # a NOT VALID not-null check: decided with its column below
+                drops.append(f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {_q(name)};")
+                what.append(f"drop_{name}")
+        for name in h["indexes"]:
+            if name not in w["indexes"] or w["indexes"][name] != h["indexes"][name]:
+                drops.append(f"DROP INDEX IF EXISTS public.{_q(name)};")
+        for name in h["columns"]:
+            if name not in w["columns"]:
+                drops.append(f"ALTER TABLE {t} DROP COLUMN IF EXISTS {_q(name)};")
+                what.append(f"drop_{table}_{name}")
+        for name, kind in w["columns"].items():
+            wtype, required = kind.removesuffix(" NOT NULL"), kind.endswith(" NOT NULL")
+            check = _not_null_check(table, name)
+            if name not in h["columns"]:
+                adds.append(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {_q(name)} {wtype};")
+                what.append(f"add_{table}_{name}")
+                now["columns"][name] = wtype
+                if required:
+                    adds.append(f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {_q(check)};")
+                    adds.append(f"ALTER TABLE {t} ADD CONSTRAINT {_q(check)} CHECK ({_q(name)} IS NOT NULL) NOT VALID;")
+                    now["constraints"][check] = f"CHECK ({_q(name)} IS NOT NULL) NOT VALID"
+                continue
+            hkind = h["columns"][name]
+            htype, hnotnull = hkind.removesuffix(" NOT NULL"), hkind.endswith(" NOT NULL")
+            if htype != wtype:
+                adds.append(f"ALTER TABLE {t} ALTER COLUMN {_q(name)} TYPE {wtype} USING {_q(name)}::{wtype};")
+                what.append(f"retype_{table}_{name}")
+            now["columns"][name] = wtype + (" NOT NULL" if hnotnull else "")
+            has_check = name in nn_h
+            if required and not (hnotnull or has_check):
+                adds.append(f"ALTER TABLE {t} ADD CONSTRAINT {_q(check)} CHECK ({_q(name)} IS NOT NULL) NOT VALID;")
+                now["constraints"][check] = f"CHECK ({_q(name)} IS NOT NULL) NOT VALID"
+                what.append(f"require_{table}_{name}")
+            elif required and has_check:
+                now["constraints"][check] = h["constraints"][check]
+            elif not required and hnotnull:
+                adds.append(f"ALTER TABLE {t} ALTER COLUMN {_q(name)} DROP NOT NULL;")
+                now["columns"][name] = wtype
+                what.append(f"optional_{table}_{name}")
+            elif not required and has_check:
+                drops.append(f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {_q(check)};")
+                what.append(f"optional_{table}_{name}")
+        for name, kind in w["constraints"].items():
+            if h["constraints"].get(name) != kind:
+                adds.append(f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {_q(name)};")
+                adds.append(f"ALTER TABLE {t} ADD CONSTRAINT {_q(name)} {kind};")
+                what.append(f"add_{name}")
+            now["constraints"][name] = kind
+        for name, kind in w["indexes"].items():
+            if h["indexes"].get(name) != kind:
+                adds.append(f"CREATE INDEX IF NOT EXISTS {_q(name)} ON {t} {kind};")
+            now["indexes"][name] = kind
+        if h["comment"] != w["comment"]:
+            adds.append(f"COMMENT ON TABLE {t} IS {_lit(w['comment'])};")
+        after[table] = now
+    return drops + dropped_tables + creates + adds, list(dict.fromkeys(what)), after
 
 
-CUTOVER_DIR = PROJECT_DIR / "supabase" / "cutover"
+# ------------------------------------------------------------------ the cutover's files
 
 
-def app_ready_sql() -> str:
-    """The app-ready migration, applied at cutover only (cutover.py): what an application's first
-    writes need, and nothing that changes a migrated value. ``id`` defaults to
-    ``gen_random_uuid()`` (built into PostgreSQL 13+), ``created_at`` and the change column to
+def app_ready_sql(entities) -> str:
+    """The app-ready statements of ``entities``, applied at cutover only (cutover.py): what an
+    application's first writes need, and nothing that changes a migrated value. ``id`` defaults
+    to ``gen_random_uuid()`` (built into PostgreSQL 13+), ``created_at`` and the change column to
     ``now()`` (a ``date`` column to ``current_date``), and a BEFORE UPDATE trigger sets the change
     column on every update that leaves ``metadata`` as it was (the application's; a load rewrites
     the metadata and keeps the legacy timestamp). During the migration a trigger that stamped
     every update would rewrite the legacy timestamps on every merge and content_checksum would
     fail."""
     stamps = ("created_at", "created_on")
-    lines = [f"""-- Applied by migration-assets cutover, never by setup: defaults for the application's inserts and
--- an updated_at trigger. Nothing here rewrites a migrated value.
-
--- Sets the column named by the trigger's argument to now() on every update of the application.
--- A load (allowed after cutover by MIGRATION_AFTER_CUTOVER only) writes a legacy row's own
--- values, its change column included, and always rewrites the row's metadata (source hash,
--- recoveries): such an update keeps its values. A fixed, empty search_path (what Supabase's
--- advisors ask of every function): everything it calls is in pg_catalog. Triggers run it
--- whoever updates; nobody calls it directly.
-CREATE OR REPLACE FUNCTION {CONTROL_SCHEMA}.set_updated_at() RETURNS trigger
-LANGUAGE plpgsql SET search_path = '' AS $fn$
-BEGIN
-  IF NEW.metadata IS NOT DISTINCT FROM OLD.metadata THEN
-    NEW := jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[0], now()));
-  END IF;
-  RETURN NEW;
-END
-$fn$;
-REVOKE EXECUTE ON FUNCTION {CONTROL_SCHEMA}.set_updated_at() FROM PUBLIC;
-"""]
-    for e in topological_order():
+    lines = []
+    for e in entities:
         t = f"public.{_q(e.target_table)}"
-        parts = [f"ALTER COLUMN id SET DEFAULT gen_random_uuid()"]
+        parts = ["ALTER COLUMN id SET DEFAULT gen_random_uuid()"]
         for c in e.columns:
             if c.target in stamps or c.target == e.change_column:
                 now = "current_date" if c.target_type == "date" else "now()"
@@ -341,30 +252,85 @@ REVOKE EXECUTE ON FUNCTION {CONTROL_SCHEMA}.set_updated_at() FROM PUBLIC;
     return "\n".join(lines) + "\n"
 
 
-def cutover_files() -> dict[str, str]:
-    """File name -> SQL text of ``supabase/cutover``, applied by ``migration-assets cutover``."""
-    return {"20261207000001_app_ready.sql": app_ready_sql()}
+# ------------------------------------------------------------------ the history and its state
 
 
-def write_migrations(directory: Path = MIGRATIONS_DIR, cutover_directory: Path = CUTOVER_DIR) -> list[Path]:
+def read_state(path: Path = STATE_PATH) -> dict:
+    return json.loads(path.read_text())
+
+
+def _next_version(versions: list[str], today: dt.date) -> str:
+    """``YYYYMMDD`` of today and a counter that continues the history's (20261124000001 ...)."""
+    counter = max(int(v[8:]) for v in versions) + 1 if versions else 1
+    version = f"{today:%Y%m%d}{counter:06d}"
+    return version if not versions or version > max(versions) else f"{max(versions)[:8]}{counter:06d}"
+
+
+def pending(state: dict, entities=None, today: dt.date | None = None) -> tuple[dict[str, str], dict]:
+    """The files (folder/name -> text) that bring the history from ``state`` to the registry
+    (``entities``), and the state after them; none when nothing changed."""
+    entities = list(ENTITIES if entities is None else entities)
+    statements, what, after = changes(state["tables"], registry_tables(entities))
+    if not statements:
+        return {}, state
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    versions = [name.split("/")[-1].partition("_")[0] for name in state["files"]]
+    version = _next_version(versions, today)
+    slug = what[0][:60] + (f"_and_{len(what) - 1}_more" if len(what) > 1 else "")
+    body = (f"-- Generated by python -m migration_assets.target_schema --write from the registry's changes: "
+            f"{', '.join(what)}.\n-- Never edited once committed (targets have applied it): a later change is a "
+            f"later file.\n\n" + "\n".join(statements) + "\n")
+    files = {f"migrations/{version}_{slug}.sql": body}
+    new_tables = [e for e, _ in dependency_order(entities) if e.target_table not in state["tables"]]
+    if new_tables:  # the next version: one history records both folders' files
+        cutover_version = _next_version(versions + [version], today)
+        files[f"cutover/{cutover_version}_app_ready_{slug}.sql"] = (
+            f"-- The app-ready statements of the tables added by migrations/{version}_{slug}.sql (cutover.py).\n"
+            + app_ready_sql(new_tables))
+    new_state = {"files": {**state["files"], **{name: checksum(text) for name, text in files.items()}},
+                 "tables": after}
+    return files, new_state
+
+
+def history_files(root: Path = PROJECT_DIR / "supabase") -> dict[str, str]:
+    """folder/name -> text of every file of the history on disk."""
+    return {f"{p.parent.name}/{p.name}": p.read_text()
+            for folder in ("migrations", "cutover") for p in sorted((root / folder).glob("*.sql"))}
+
+
+def write_pending(root: Path = PROJECT_DIR / "supabase", entities=None, today: dt.date | None = None) -> list[Path]:
+    """Write the files :func:`pending` finds and the new state; refuse when a file of the history
+    differs from its recorded checksum (restore it: the change belongs in a new file)."""
+    state = read_state(root / STATE_PATH.name)
+    on_disk = history_files(root)
+    edited = sorted(n for n, text in on_disk.items() if state["files"].get(n) != checksum(text))
+    missing = sorted(set(state["files"]) - set(on_disk))
+    if edited or missing:
+        raise SystemExit(f"the history differs from {STATE_PATH.name}: edited or unrecorded {edited}, missing "
+                         f"{missing}; restore them (git checkout supabase/) and put the change in the registry")
+    files, new_state = pending(state, entities, today)
     written = []
-    for folder, files in ((directory, migration_files()), (cutover_directory, cutover_files())):
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            path = folder / name
-            path.write_text(text)
-            written.append(path)
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    if files:
+        (root / STATE_PATH.name).write_text(json.dumps(new_state, indent=1) + "\n")
     return written
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m migration_assets.target_schema")
-    p.add_argument("--write", action="store_true", help="regenerate supabase/migrations from the registry")
+    p.add_argument("--write", action="store_true", help="write the registry's changes as a new migration file")
     p.add_argument("--apply", action="store_true", help="apply pending migrations to the target database")
     a = p.parse_args(argv)
     if a.write:
-        for path in write_migrations():
+        written = write_pending()
+        for path in written:
             print(f"wrote {path.relative_to(PROJECT_DIR)}")
+        if not written:
+            print("the registry and supabase/migrations agree: nothing to write")
     if a.apply:
         from .config import resolve_databases
 

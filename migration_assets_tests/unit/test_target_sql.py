@@ -223,14 +223,14 @@ def test_the_merge_the_quarantine_upsert_and_the_watermark_of_one_entity_whole()
 def test_the_key_expression_is_the_control_functions_body():
     """The loads compute a legacy id's UUID with the expression the control schema's legacy_uuid
     function holds (not inlinable once its search_path is fixed); both spelled the same."""
-    from migration_assets.target_schema import migration_files
+    from migration_assets.target_schema import MIGRATIONS_DIR
 
     expression = render(legacy_uuid_sql("roles", sql.SQL("legacy_id")))
     assert expression == ("encode(set_byte(set_byte(decode(md5('migration_assets' || 'roles' || ':' || (legacy_id)::text), "
                           "'hex'), 6, (get_byte(decode(md5('migration_assets' || 'roles' || ':' || (legacy_id)::text), "
                           "'hex'), 6) & 15) | 48), 8, (get_byte(decode(md5('migration_assets' || 'roles' || ':' || "
                           "(legacy_id)::text), 'hex'), 8) & 63) | 128), 'hex')::uuid")
-    body = migration_files()["20261124000005_differential_refresh.sql"].split("$fn$")[1]
+    body = (MIGRATIONS_DIR / "20261124000005_differential_refresh.sql").read_text().split("$fn$")[1]
     assert " ".join(body.split()).replace("( ", "(").replace("entity", "'roles'").replace(
         "legacy_id::text", "(legacy_id)::text") == \
         "SELECT " + expression
