@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import psycopg
 import pyarrow as pa
 from dagster import (
     ConfigurableIOManager,
@@ -47,6 +48,7 @@ from .engine.slices import FinishSlices
 from .engine.stream import LegacyStream
 from .errors import ErrorKind, classify
 from .failures import target_transaction
+from .preflight import UNMAPPED_OF_TABLE, unmapped_columns
 from .registry import entity
 from .resources import MigrationSettings, PostgresResource
 
@@ -84,14 +86,29 @@ class PostgresArrowIOManager(ConfigurableIOManager):
                                     on_error=lambda exc: self._record_failure(context, e.name, exc, started)) as conn:
                 result = commit_load(conn, obj, context.run_id, on_progress=progress, warn=context.log.warning,
                                      renew=lambda c: connections.set_statement_timeout(c, timeout_ms))
+            unmapped = self._unmapped(context, e, obj)
         finally:
             obj.close()
-        context.add_output_metadata(self._metadata(e, result, obj.opts.delete_policy))
+        context.add_output_metadata({**self._metadata(e, result, obj.opts.delete_policy),
+                                     "legacy_unmapped_columns": MetadataValue.json(unmapped)})
         context.log.info(
             f"{e.name}: {result.status} via {result.load_path}: read {result.records_read:,}, "
             f"inserted {result.inserted:,}, updated {result.updated:,}, unchanged {result.unchanged:,}, "
             f"deleted {result.deleted:,}, "
             f"quarantined {result.quarantined:,} in {result.duration_s:.2f}s ({result.rows_per_second:,.0f} rows/s)")
+
+    @staticmethod
+    def _unmapped(context: OutputContext, e, obj: LegacyStream | FinishSlices) -> list[str]:
+        """The legacy table's columns the registry does not map (the catalog shows what is left
+        behind), read on the stream's connection; the load is committed, so a failure here is
+        only a warning."""
+        stream = obj.stream if isinstance(obj, FinishSlices) else obj
+        try:
+            return unmapped_columns(e, stream.query(UNMAPPED_OF_TABLE, [e.legacy_table]))
+        except psycopg.Error as exc:
+            context.log.warning(f"{e.name}: could not list the legacy columns the registry does not map: "
+                                f"{classify(exc).message}")
+            return []
 
     def _record_failure(self, context: OutputContext, name: str, exc: BaseException | None, started: float):
         """Audit the failure on its own connection (the load's transaction was rolled back);

@@ -16,7 +16,10 @@ stops the run before any table loads, with ``Failure(allow_retries=False)``.
 
 from __future__ import annotations
 
+import difflib
+
 import psycopg
+from psycopg import sql
 
 from . import connections
 from .cutover import CutOver, refuse_loads
@@ -77,19 +80,67 @@ def legacy_problems(conn: psycopg.Connection, zone: str = "UTC") -> list[str]:
             problems.append(f"legacy table {e.legacy_table} (entity {e.name}) does not exist")
             continue
         expected = [(e.legacy_pk, Kind.PK)] + [(c.legacy_name, c.kind) for c in e.columns]
-        for name, kind in expected:
+        mapped = {name for name, _ in expected}
+        for (name, kind), target in zip(expected, ["id"] + [c.target for c in e.columns]):
             want = _legacy_type(kind)
+            where = f"Column {target!r} of entity {e.name} in registry.py"
             if name not in cols:
-                problems.append(f"legacy column {e.legacy_table}.{name} (-> {e.name}) does not exist")
+                # the unmapped columns of its type family, the most similar name first
+                alike = difflib.get_close_matches(name, [c for c, t in cols.items()
+                                                         if c not in mapped and _family(t) == _family(want)], 5, 0)
+                hint = (f"if it was renamed to {' or '.join(alike)}, set legacy='{alike[0]}' on {where}" if alike
+                        else f"restore it on the legacy side, or change {where}")
+                problems.append(f"legacy column {e.legacy_table}.{name} (-> {e.name}.{target}) does not exist: {hint}")
             elif _family(cols[name]) != _family(want):
-                problems.append(f"legacy column {e.legacy_table}.{name} (-> {e.name}) is {cols[name]}, "
-                                f"expected {want}")
+                problems.append(f"legacy column {e.legacy_table}.{name} (-> {e.name}.{target}) is {cols[name]}, "
+                                f"expected {want}: give {where} the Kind that reads {cols[name]}, or convert the "
+                                "legacy column back")
             elif cols[name] == "timestamp with time zone" and zone != "UTC":
                 # its values are instants already: reading them in another zone would shift them
                 problems.append(f"legacy column {e.legacy_table}.{name} (-> {e.name}) is timestamp with time zone, "
                                 f"which LEGACY_TIMEZONE={zone} would shift: that setting is for timestamps without "
                                 "time zone; leave it at UTC for this database")
     return problems
+
+
+_BASE_TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+                "AND table_type = 'BASE TABLE'")
+SIMULATOR_MARK = "_simulator"  # the table simulator.py marks the databases it fills with
+
+
+def legacy_drift(conn: psycopg.Connection) -> tuple[dict[str, list[str]], list[str]]:
+    """What the legacy schema holds that the registry does not map: per entity, the columns of
+    its legacy table no Column reads ("name (type)"); and the tables no entity reads."""
+    found = _columns(conn, _COLUMNS)
+    columns = {}
+    for e in ENTITIES:
+        if extra := unmapped_columns(e, list(found.get(e.legacy_table, {}).items())):
+            columns[e.name] = extra
+    read = {e.legacy_table for e in ENTITIES} | {SIMULATOR_MARK}
+    tables = sorted(t for (t,) in conn.execute(_BASE_TABLES) if t not in read)
+    return columns, tables
+
+
+UNMAPPED_OF_TABLE = sql.SQL("SELECT column_name, data_type FROM information_schema.columns "
+                            "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position")
+
+
+def unmapped_columns(e, rows: list[tuple[str, str]]) -> list[str]:
+    """Of the legacy table's (column, type) ``rows`` (UNMAPPED_OF_TABLE), those no Column of
+    ``e`` reads, as "name (type)"."""
+    mapped = {e.legacy_pk} | {c.legacy_name for c in e.columns}
+    return [f"{name} ({kind})" for name, kind in rows if name not in mapped]
+
+
+def drift_warnings(columns: dict[str, list[str]], tables: list[str]) -> list[str]:
+    by_name = {e.name: e for e in ENTITIES}
+    out = [f"legacy table {by_name[name].legacy_table} has columns the registry does not map (entity {name}): "
+           f"{', '.join(extra)}: their values are not migrated; map one with a Column in registry.py, or leave it"
+           for name, extra in columns.items()]
+    if tables:
+        out.append(f"legacy tables no entity maps: {', '.join(tables)}: their rows are not migrated; add an Entity "
+                   "in registry.py, or leave them")
+    return out
 
 
 def target_problems(conn: psycopg.Connection) -> list[str]:
@@ -187,8 +238,8 @@ def validate(source, target, zone: str = "UTC", *, after_cutover: bool = True) -
     """``source``/``target``: conninfo strings, or callables returning a connection (the resources'
     ``connect``, whose errors name the server without any secret); ``zone``: LEGACY_TIMEZONE;
     ``after_cutover`` false: a target that was cut over is refused (cutover.CutOver: the loads'
-    pre-flight). Raises on a mismatch; returns the warnings (legacy_warnings, target_warnings) for
-    the run's log."""
+    pre-flight). Raises on a mismatch; returns the warnings (legacy_warnings, target_warnings, the
+    legacy columns and tables the registry does not map) for the run's log."""
     def connect(x):
         return x() if callable(x) else connections.connect(x)
 
@@ -201,7 +252,7 @@ def validate(source, target, zone: str = "UTC", *, after_cutover: bool = True) -
     with reach(source, "legacy") as src, reach(target, "target") as tgt:
         refuse_loads(tgt, after_cutover)
         problems = legacy_problems(src, zone) + target_problems(tgt)
-        warnings = legacy_warnings(src, zone) + target_warnings(tgt)
+        warnings = legacy_warnings(src, zone) + target_warnings(tgt) + drift_warnings(*legacy_drift(src))
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise SchemaMismatch("schema does not match the registry: " + "; ".join(problems[:10]) + more)

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from .connections import connect, set_statement_timeout
+from .preflight import drift_warnings, legacy_drift
 from .registry import ENTITIES, entity, topological_order
 from .settings import DEFAULTS
 from .transforms import Kind
@@ -211,8 +212,10 @@ def budget_lines(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[s
     return ["quarantine budget:"] + [f"  {severity}  {_budget_line(name, severity, m)}" for name, severity, m in over]
 
 
-def validation_report(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[str, int, int]:
-    """(markdown, checks passed, checks in all) from the latest result of every check."""
+def validation_report(target: str, source: str | None = None, *,
+                      timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[str, int, int]:
+    """(markdown, checks passed, checks in all) from the latest result of every check; with
+    ``source``, also what the legacy database holds that the registry does not map."""
     checks = latest_checks(target, timeout_ms=timeout_ms)
     lines = ["# Post-migration validation report", "",
              f"Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC from "
@@ -249,6 +252,12 @@ def validation_report(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> t
               + ("every table within it" if not over else "")]
     lines += [f"  - {severity}: {_budget_line(name, severity, m)}" for name, severity, m in over]
     lines += [""]
+    if source is not None:
+        with _connect(source, timeout_ms) as conn:
+            drift = drift_warnings(*legacy_drift(conn))
+        lines += ["## Legacy data the registry does not map", "",
+                  *([f"- {w}" for w in drift] or ["- none: every legacy column and table is read by the registry"]),
+                  ""]
     lines += ["## Totals", "", f"- checks passed: **{passed:,} of {total:,}**",
               f"- entities with every check passing: **{len(ENTITIES) - len(failing)} of {len(ENTITIES)}**",
               f"- entities needing attention: {', '.join(failing) if failing else 'none'}", "",
@@ -387,7 +396,7 @@ def write_all(source: str, target: str, folder: Path, *, timeout_ms: int = DEFAU
     folder.mkdir(parents=True, exist_ok=True)
     text, figures = comprehensive_report(source, target, timeout_ms=timeout_ms)
     (folder / COMPREHENSIVE_REPORT).write_text(text)
-    text, passed, total = validation_report(target, timeout_ms=timeout_ms)
+    text, passed, total = validation_report(target, source, timeout_ms=timeout_ms)
     (folder / VALIDATION_REPORT).write_text(text)
     diff_path, remaining = write_differential_report(source, target, folder, timeout_ms=timeout_ms)
     figures.update({"remaining_difference": remaining})
