@@ -74,6 +74,13 @@ from .settings import Settings
 OWNER = "team:data-migration"
 IO_MANAGER_KEY = "target_io_manager"
 MODE_TAG = "migration/mode"  # run tag: "full" or "differential" (set by the sensor and the schedule)
+READ_TAG = "migration/read"  # run tag: "all" re-reads and compares every legacy row (migrate --full)
+
+
+def load_options(context, settings: MigrationSettings):
+    """The load options of this run: the settings, the run's mode tag and its read tag."""
+    return settings.load_options(context.run.run_id, context.run.tags.get(MODE_TAG),
+                                 incremental=context.run.tags.get(READ_TAG) != "all")
 
 
 def retry_policy(s: Settings) -> RetryPolicy:
@@ -172,8 +179,7 @@ def _open_stream(context, e: Entity, legacy: LegacyDatabase, target: PostgresRes
                  settings: MigrationSettings) -> LegacyStream:
     _preflight(context, e, legacy, target, settings)
     try:
-        mode = context.run.tags.get(MODE_TAG)
-        return legacy.stream(e, settings.load_options(context.run.run_id, mode))
+        return legacy.stream(e, load_options(context, settings))
     except Exception as exc:
         raise _permanent(e, exc) from None
 
@@ -257,7 +263,7 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
             return
         number = int(key.removeprefix("slice_"))
         stopping.raise_if_interrupted(context.run.run_id, e.name)
-        opts = settings.load_options(context.run.run_id, context.run.tags.get(MODE_TAG))
+        opts = load_options(context, settings)
         stream = legacy.stream(e, opts)
         progress = bounded_progress(e.name, settings.migration_timeout_ms, context.log.info)
         piece = _committed_on_target(context, target, settings, stream, f"{e.name} {key}",
@@ -398,6 +404,7 @@ def migration_reports(context: AssetExecutionContext, legacy: LegacyDatabase, ta
 
 
 CUTOVER_ASSET = "target_cutover"
+CUTOVER_GROUP = "cutover"
 
 
 class CutoverConfig(Config):
@@ -408,7 +415,7 @@ class CutoverConfig(Config):
 @asset(
     name=CUTOVER_ASSET,
     deps=[AssetKey(e.name) for e in ENTITIES],
-    group_name="cutover",
+    group_name=CUTOVER_GROUP,
     kinds={"supabase"},
     owners=[OWNER],
     description="The cutover (cutover.py), run by the `cutover` job after its final differential refresh of every "

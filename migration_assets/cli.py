@@ -145,7 +145,8 @@ def _instance():
     return DagsterInstance.ephemeral()
 
 
-def run_job(instance, job_name: str, checks_of: list[str] | None = None, config: dict | None = None):
+def run_job(instance, job_name: str, checks_of: list[str] | None = None, config: dict | None = None,
+            tables: list[str] | None = None, tags: dict[str, str] | None = None):
     """Create the run as the code location's own and execute it in this process.
 
     The run is created the way ``dagster job launch`` and the UI create theirs, with the job's
@@ -154,8 +155,9 @@ def run_job(instance, job_name: str, checks_of: list[str] | None = None, config:
     (``execute_in_process`` stores no origin: the UI could not find such runs and failed to
     re-execute them). It executes here, not through the run launcher, so the command waits for
     it, prints its log and turns a Ctrl-C into a canceled run (stopping.py). ``checks_of``: the
-    job's checks of these tables only (the ``asset_checks`` job, ``check --select``); ``config``:
-    run configuration beside the log level's (the cutover's confirmation)."""
+    job's checks of these tables only (the ``asset_checks`` job, ``check --select``); ``tables``:
+    these tables and their checks only (``migrate --select``); ``config``: run configuration
+    beside the log level's (the cutover's confirmation); ``tags``: the run's, beside the job's."""
     run_config = {**RUN_CONFIG, **(config or {})}
     from dagster._utils.hosted_user_process import recon_job_from_origin
     from dagster._core.execution.api import execute_run
@@ -168,38 +170,43 @@ def run_job(instance, job_name: str, checks_of: list[str] | None = None, config:
     with origin.create_location(instance) as location:
         (repo,) = location.get_repositories().values()
         job = repo.get_full_job(job_name)
-        check_selection = None
-        if checks_of is not None:
+        check_selection = asset_selection = None
+        if checks_of is not None or tables is not None:
             from dagster import AssetKey
             from dagster._core.definitions.selector import JobSubsetSelector
 
+            keys = {AssetKey(n) for n in (checks_of if checks_of is not None else tables)}
             check_selection = {k for k in job.asset_check_selection or repo.asset_graph.asset_check_keys
-                               if k.asset_key in {AssetKey(n) for n in checks_of}}
+                               if k.asset_key in keys}
+            asset_selection = keys if tables is not None else set()
             job = location.get_job(JobSubsetSelector(location_name=CODE_LOCATION, repository_name=repo.name,
-                                                     job_name=job_name, op_selection=None, asset_selection=set(),
+                                                     job_name=job_name, op_selection=None,
+                                                     asset_selection=asset_selection,
                                                      asset_check_selection=check_selection))
         plan = location.get_execution_plan(job, run_config, step_keys_to_execute=None, known_state=None,
                                            instance=instance).execution_plan_snapshot
         run = instance.create_run(
             job_name=job_name, run_id=None, run_config=run_config, resolved_op_selection=None,
             step_keys_to_execute=plan.step_keys_to_execute, op_selection=None, status=None, root_run_id=None,
-            parent_run_id=None, tags=job.tags, job_snapshot=job.job_snapshot, execution_plan_snapshot=plan,
+            parent_run_id=None, tags={**job.tags, **(tags or {})}, job_snapshot=job.job_snapshot,
+            execution_plan_snapshot=plan,
             parent_job_snapshot=job.parent_job_snapshot, remote_job_origin=job.get_remote_origin(),
-            job_code_origin=job.get_python_origin(), asset_selection=None,
+            job_code_origin=job.get_python_origin(),
+            asset_selection=frozenset(asset_selection) if asset_selection else None,
             asset_check_selection=frozenset(check_selection) if check_selection is not None else None,
             asset_graph=repo.asset_graph)
         return execute_run(recon_job_from_origin(job.get_python_origin()), run, instance)
 
 
 def migrate(s: settings.Settings, job_name: str = "full_migration", checks_of: list[str] | None = None,
-            config: dict | None = None) -> int:
+            config: dict | None = None, tables: list[str] | None = None, tags: dict[str, str] | None = None) -> int:
     """Run ``job_name`` (run_job) in the instance under DAGSTER_HOME. Returns the exit code: 0 when
     every table loaded and every ERROR check passed, 1 when not, 130 when a signal stopped it."""
     from dagster import AssetCheckSeverity
 
     instance = _instance()
     started = time.perf_counter()
-    result = run_job(instance, job_name, checks_of, config)
+    result = run_job(instance, job_name, checks_of, config, tables, tags)
     elapsed = time.perf_counter() - started
     # a signal inside a load is noted by the IO manager; one that lands in Dagster's own code
     # between steps ends the run as "interrupted"
@@ -310,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--dry-run", action="store_true", help="what the migration would do, per table, without doing it")
     mig.add_argument("--after-cutover", action="store_true", help="load although the target was cut over "
                      "(MIGRATION_AFTER_CUTOVER): overwrites what the application changed in migrated rows")
+    mig.add_argument("--select", nargs="+", metavar="TABLE", choices=sorted(e.name for e in ENTITIES),
+                     help="only these tables (and their checks); their parents must be loaded")
+    mig.add_argument("--full", action="store_true", help="re-read and compare every legacy row of the tables "
+                     "(a corrected transform, a suspected drift), not only the id buckets whose content changed")
     mut = sub.add_parser("mutate", help="change a share of the legacy rows, as a live system would",
                          formatter_class=fmt)
     mut.add_argument("--fraction", type=float, default=0.01)
@@ -373,7 +384,9 @@ def _run(a, s: settings.Settings) -> int:
         if a.dry_run:
             return dry_run(s, "full")
         refuse_after_cutover(setup(s), a.after_cutover, s)
-        return migrate(s)
+        from .assets import MODE_TAG, READ_TAG
+
+        return migrate(s, tables=a.select, tags={MODE_TAG: "full", READ_TAG: "all"} if a.full else None)
     elif a.cmd == "mutate":
         from .simulator import mutate
 

@@ -78,9 +78,9 @@ class _MigrationSettingsBase(ConfigurableResource):
     def from_settings(cls, values: Settings) -> "MigrationSettings":
         return cls(**{s.field: s.to_config(getattr(values, s.field)) for s in SETTINGS})
 
-    def load_options(self, run_id: str, mode: str | None = None) -> LoadOptions:
+    def load_options(self, run_id: str, mode: str | None = None, incremental: bool = True) -> LoadOptions:
         engine = {s.field: getattr(self, s.field) for s in SETTINGS if s.engine}
-        return LoadOptions(**{**engine, "mode": mode or self.mode}, run_id=run_id)
+        return LoadOptions(**{**engine, "mode": mode or self.mode}, run_id=run_id, incremental=incremental)
 
     def check_options(self, run_id: str) -> CheckOptions:
         """The checks' options: the settings CheckOptions names, MIGRATION_TIMEOUT, the run's load options."""

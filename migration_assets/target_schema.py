@@ -12,7 +12,8 @@ and the registry's tables as the files leave them (their columns, constraints, i
 comments). ``--write`` compares the registry with that state and writes what differs as one new,
 idempotent file, ``<version>_<what>.sql`` (a new table, a column added, dropped or retyped, a
 constraint or index changed, a table removed), plus, for a new table, its app-ready statements as
-a new cutover file, and records them. Unit tests keep the files equal to the state and the state
+a new cutover file, and records them; a file written by hand (a change to the control schema) is
+recorded by the same command. Unit tests keep the files equal to the state and the state
 equal to the registry.
 
 Columns added to an existing table arrive without NOT NULL (the table has rows): a required one
@@ -299,15 +300,24 @@ def history_files(root: Path = PROJECT_DIR / "supabase") -> dict[str, str]:
 
 
 def write_pending(root: Path = PROJECT_DIR / "supabase", entities=None, today: dt.date | None = None) -> list[Path]:
-    """Write the files :func:`pending` finds and the new state; refuse when a file of the history
-    differs from its recorded checksum (restore it: the change belongs in a new file)."""
+    """Record the files written by hand since (the control schema's changes: a new file, never an
+    edit), then write the files :func:`pending` finds and the new state. Refuse when a recorded
+    file differs from its checksum or is gone (restore it: the change belongs in a new file)."""
     state = read_state(root / STATE_PATH.name)
     on_disk = history_files(root)
-    edited = sorted(n for n, text in on_disk.items() if state["files"].get(n) != checksum(text))
+    edited = sorted(n for n, text in on_disk.items() if n in state["files"] and state["files"][n] != checksum(text))
     missing = sorted(set(state["files"]) - set(on_disk))
     if edited or missing:
-        raise SystemExit(f"the history differs from {STATE_PATH.name}: edited or unrecorded {edited}, missing "
-                         f"{missing}; restore them (git checkout supabase/) and put the change in the registry")
+        raise SystemExit(f"the history differs from {STATE_PATH.name}: edited {edited}, missing {missing}; restore "
+                         "them (git checkout supabase/) and put the change in a new file")
+    added = {n: checksum(text) for n, text in on_disk.items() if n not in state["files"]}
+    if added:
+        later = [n for n in added if n.split("/")[-1] < max(f.split("/")[-1] for f in state["files"])]
+        if later:
+            raise SystemExit(f"{later} sort before files already recorded: targets have applied those; give the new "
+                             "file a later version")
+        state = {**state, "files": {**state["files"], **added}}
+        (root / STATE_PATH.name).write_text(json.dumps(state, indent=1) + "\n")
     files, new_state = pending(state, entities, today)
     written = []
     for name, text in files.items():
@@ -326,7 +336,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--apply", action="store_true", help="apply pending migrations to the target database")
     a = p.parse_args(argv)
     if a.write:
+        before = set(read_state()["files"])
         written = write_pending()
+        for name in sorted(set(read_state()["files"]) - before - {f"{p.parent.name}/{p.name}" for p in written}):
+            print(f"recorded supabase/{name} (written by hand)")
         for path in written:
             print(f"wrote {path.relative_to(PROJECT_DIR)}")
         if not written:

@@ -49,6 +49,7 @@ from .options import LoadOptions
 from .plan import (READ_ALL, ReadPlan, accounted, open_quarantine_rows, plan_changes, plan_differential,
                    read_watermark, save_watermark)
 from .rejects import name_first_missing_parent, reject_target_side, unique_swap_sql, upsert_quarantine_sql
+from .source_sql import hash_salt
 from .stream import LegacyStream
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,16 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         result.load_path = f"merge (fast path not possible: {blocker})"
         log.warning("%s: fast path not possible (%s): loading through the merge", e.name, blocker)
     previous = read_watermark(conn, e)
-    differential = has_rows and opts.mode == "differential" and previous is not None
+    # A transform changed since the rows were loaded (or the version predates its recording): the
+    # differential plan would leave the unchanged legacy rows as the old transform made them. Full
+    # mode compares every bucket, and the source hash is salted with the same version, so every
+    # row is read and converted anew.
+    retransform = previous is not None and previous.transform_version != hash_salt(e, opts)
+    if has_rows and retransform and opts.mode == "differential":
+        log.warning("%s: its transform changed since its rows were loaded: full mode (every row converted again)",
+                    e.name)
+        result.mode = "full"
+    differential = has_rows and opts.mode == "differential" and previous is not None and not retransform
     # A differential load reads a few rows of what may be millions: it counts the table once,
     # after the merge (apply_deletes needs that count anyway), and derives the count before.
     result.existing = None if differential else (

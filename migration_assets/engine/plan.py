@@ -17,8 +17,9 @@ Both narrowed plans add the rows that may load differently without a change at t
 (:func:`retry_rows_sql`). Deletes are found after the merge (deletes.py).
 
 The watermark (:func:`read_watermark`, :func:`save_watermark_sql`) is the entity's row in
-``migration_control.watermarks``: the snapshot's state after the last load and, after a full
-load that accounted for every row, its bucket summary. It is written in the load's transaction.
+``migration_control.watermarks``: the snapshot's state after the last load, the transform
+version its rows were converted with (source_sql.hash_salt) and, after a full load that
+accounted for every row, its bucket summary. It is written in the load's transaction.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ..transforms import md5_key_sql, uuid_from_md5_sql
 from .names import (BUCKET, DUPLICATE_KEY, HASH_MOD, ORPHAN_FK, QUARANTINE, WATERMARKS, live_rows_sql, table_named,
                     target_table)
 from .options import LoadOptions
-from .source_sql import bucket_summary_sql, changed_since_sql, future_marks_sql, ids_sql
+from .source_sql import bucket_summary_sql, changed_since_sql, future_marks_sql, hash_salt, ids_sql
 from .stream import LegacyStream, SourceState
 
 log = logging.getLogger(__name__)
@@ -76,18 +77,19 @@ class Watermark:
     max_id: int | None
     legacy_rows: int
     summary: Summary | None = None  # after that load
+    transform_version: int | None = None  # source_sql.hash_salt of that load (None: before it was recorded)
 
 
 def read_watermark(conn, e: Entity) -> Watermark | None:
     row = conn.execute(sql.SQL(
         "SELECT (change_hwm AT TIME ZONE 'UTC')::text, min_legacy_id, max_legacy_id, legacy_rows, "
-        "summary_buckets, summary_rows, summary_hashes "
+        "summary_buckets, summary_rows, summary_hashes, transform_version "
         "FROM {} WHERE entity = %s").format(WATERMARKS), [e.name]).fetchone()
     if not row:
         return None
-    buckets, rows, hashes = row[4:]
+    buckets, rows, hashes, version = row[4:]
     summary = {b: (n, int(h)) for b, n, h in zip(buckets, rows, hashes)} if buckets is not None else None
-    return Watermark(*row[:4], summary=summary)
+    return Watermark(*row[:4], summary=summary, transform_version=version)
 
 
 def save_watermark_sql(e: Entity, state: SourceState, opts: LoadOptions,
@@ -100,15 +102,16 @@ def save_watermark_sql(e: Entity, state: SourceState, opts: LoadOptions,
     order = sorted(summary) if summary is not None else None
     statement = sql.SQL(
         "INSERT INTO {} AS w (entity, change_hwm, min_legacy_id, max_legacy_id, legacy_rows, run_id, mode, updated_at, "
-        "summary_buckets, summary_rows, summary_hashes) "
-        "VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now(), %s, %s, %s::numeric[]) "
+        "summary_buckets, summary_rows, summary_hashes, transform_version) "
+        "VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now(), %s, %s, %s::numeric[], %s) "
         "ON CONFLICT (entity) DO UPDATE SET change_hwm = EXCLUDED.change_hwm, min_legacy_id = EXCLUDED.min_legacy_id, "
         "max_legacy_id = EXCLUDED.max_legacy_id, legacy_rows = EXCLUDED.legacy_rows, run_id = EXCLUDED.run_id, "
         "mode = EXCLUDED.mode, updated_at = now(), summary_buckets = EXCLUDED.summary_buckets, "
-        "summary_rows = EXCLUDED.summary_rows, summary_hashes = EXCLUDED.summary_hashes").format(WATERMARKS)
+        "summary_rows = EXCLUDED.summary_rows, summary_hashes = EXCLUDED.summary_hashes, "
+        "transform_version = EXCLUDED.transform_version").format(WATERMARKS)
     return statement, [e.name, state.change_hwm, state.min_id, state.max_id, state.rows, opts.run_id, opts.mode,
                        order, [summary[b][0] for b in order] if order is not None else None,
-                       [str(summary[b][1]) for b in order] if order is not None else None]
+                       [str(summary[b][1]) for b in order] if order is not None else None, hash_salt(e, opts)]
 
 
 def save_watermark(conn, e: Entity, state: SourceState, opts: LoadOptions, summary: Summary | None) -> None:

@@ -16,6 +16,7 @@ from migration_assets.engine.plan import (READ_ALL, ReadPlan, accounted_sql, ret
                                           target_summary_sql)
 from migration_assets.engine.rejects import (duplicates_sql, first_missing_parent_sql, orphan_detail, orphan_sql,
                                              unique_swap_sql, upsert_quarantine_sql)
+from migration_assets.engine.source_sql import hash_salt
 from migration_assets.engine.stream import SourceState
 from migration_assets.engine.names import legacy_uuid_sql
 from migration_assets.registry import BY_NAME, ENTITIES
@@ -117,10 +118,14 @@ def test_the_plan_sql_counts_target_and_open_quarantine_per_bucket():
 def test_the_watermark_is_one_parameterised_upsert():
     state = SourceState(rows=3, min_id=1, max_id=9, change_hwm="2026-12-01 00:00:00")
     statement, params = save_watermark_sql(BY_NAME["roles"], state, LoadOptions(run_id="r"), {2: (1, 5), 1: (2, 7)})
-    assert render(statement).count("%s") == len(params) == 10
-    assert params[0] == "roles" and params[7:] == [[1, 2], [2, 1], ["7", "5"]]
+    assert render(statement).count("%s") == len(params) == 11
+    version = hash_salt(BY_NAME["roles"], LoadOptions())
+    assert params[0] == "roles" and params[7:] == [[1, 2], [2, 1], ["7", "5"], version]
     _, params = save_watermark_sql(BY_NAME["roles"], state, LoadOptions(), None)
-    assert params[7:] == [None, None, None]
+    assert params[7:] == [None, None, None, version]
+    # the version is the source hash's salt: a changed transform changes both
+    changed = replace(BY_NAME["roles"], description="renamed")
+    assert save_watermark_sql(changed, state, LoadOptions(), None)[1][10] != version
 
 
 def test_a_plan_is_a_value():
@@ -210,14 +215,15 @@ def test_the_merge_the_quarantine_upsert_and_the_watermark_of_one_entity_whole()
     state = SourceState(rows=3, min_id=1, max_id=9, change_hwm="2026-12-01 00:00:00")
     statement, params = save_watermark_sql(e, state, LoadOptions(run_id="r"), {2: (1, 5), 1: (2, 7)})
     kept = ("change_hwm", "min_legacy_id", "max_legacy_id", "legacy_rows", "run_id", "mode")
-    summary = ("summary_buckets", "summary_rows", "summary_hashes")
+    summary = ("summary_buckets", "summary_rows", "summary_hashes", "transform_version")
     assert render(statement) == (
         'INSERT INTO "migration_control"."watermarks" AS w (entity, change_hwm, min_legacy_id, max_legacy_id, '
-        "legacy_rows, run_id, mode, updated_at, summary_buckets, summary_rows, summary_hashes) VALUES (%s, "
-        "%s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now(), %s, %s, %s::numeric[]) ON CONFLICT (entity) "
-        "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in kept) + ", updated_at = now(), "
+        "legacy_rows, run_id, mode, updated_at, summary_buckets, summary_rows, summary_hashes, transform_version) "
+        "VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now(), %s, %s, %s::numeric[], %s) ON "
+        "CONFLICT (entity) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in kept) + ", updated_at = now(), "
         + ", ".join(f"{c} = EXCLUDED.{c}" for c in summary))
-    assert params == ["roles", "2026-12-01 00:00:00", 1, 9, 3, "r", "full", [1, 2], [2, 1], ["7", "5"]]
+    assert params == ["roles", "2026-12-01 00:00:00", 1, 9, 3, "r", "full", [1, 2], [2, 1], ["7", "5"],
+                      hash_salt(e, LoadOptions())]
 
 
 def test_the_key_expression_is_the_control_functions_body():
