@@ -1,0 +1,139 @@
+"""A target shaped like a Supabase project, reached over TLS as ``postgres`` (not a superuser):
+its roles (``supabase_admin`` the superuser owning the extensions, ``anon``, ``authenticated``,
+``service_role``, ``authenticator``), its ``auth``, ``storage`` and ``extensions`` schemas, and
+the default privileges that give the API roles every new table in ``public``. On it: setup,
+migrate, refresh and cutover; and a team's ``supabase db push`` of the migration files followed
+by setup and migrate."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import psycopg
+import pytest
+
+from migration_assets import cli
+from migration_assets.registry import ENTITIES
+from migration_assets.simulator import generate, mutate
+from migration_assets.target_schema import MIGRATIONS_DIR
+
+from . import servers
+from .conftest import query
+from .test_access import _supabase_cli
+from .test_operator import _isolated
+
+# Supabase's roles (the postgres role: LOGIN CREATEROLE CREATEDB REPLICATION BYPASSRLS, not a superuser)
+CLUSTER = """
+CREATE ROLE postgres LOGIN CREATEROLE CREATEDB REPLICATION BYPASSRLS;
+CREATE ROLE anon NOLOGIN NOINHERIT;
+CREATE ROLE authenticated NOLOGIN NOINHERIT;
+CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+CREATE ROLE authenticator LOGIN NOINHERIT;
+CREATE ROLE supabase_auth_admin LOGIN NOINHERIT CREATEROLE;
+GRANT anon, authenticated, service_role TO authenticator;
+GRANT anon, authenticated, service_role TO postgres;
+"""
+
+# a database as a Supabase project's: the schemas and the grants (run by supabase_admin)
+DATABASE = """
+GRANT ALL ON DATABASE {db} TO postgres;
+CREATE SCHEMA extensions;
+CREATE EXTENSION pgcrypto WITH SCHEMA extensions;
+CREATE EXTENSION "uuid-ossp" WITH SCHEMA extensions;
+GRANT USAGE ON SCHEMA extensions TO postgres, anon, authenticated, service_role;
+CREATE SCHEMA auth AUTHORIZATION supabase_auth_admin;
+CREATE TABLE auth.users (
+  instance_id uuid, id uuid PRIMARY KEY, aud varchar(255), role varchar(255), email varchar(255),
+  encrypted_password varchar(255), email_confirmed_at timestamptz, raw_app_meta_data jsonb,
+  raw_user_meta_data jsonb, created_at timestamptz, updated_at timestamptz);
+ALTER TABLE auth.users OWNER TO supabase_auth_admin;
+CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS
+  $$ SELECT (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid $$;
+GRANT USAGE ON SCHEMA auth TO postgres, anon, authenticated, service_role;
+CREATE SCHEMA storage;
+GRANT ALL ON SCHEMA public TO postgres, anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+"""
+
+
+@pytest.fixture(scope="module")
+def supabase():
+    if (why := servers.available()) is not None:
+        pytest.skip(why)
+    server = servers.TempServer(superuser="supabase_admin")
+    try:
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute(CLUSTER)
+            conn.execute("CREATE DATABASE push")
+        for db in ("postgres", "push"):
+            with psycopg.connect(server.url(db), autocommit=True) as conn:
+                conn.execute(DATABASE.format(db=db))
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def private_legacy(databases):
+    legacy = databases.new("legacy_shaped")
+    generate(legacy, scale=0.005, seed=97, log=lambda *_: None)
+    return legacy
+
+
+def test_setup_migrate_refresh_and_cutover_as_postgres_over_tls(supabase, private_legacy, monkeypatch, tmp_path,
+                                                                 capsys):
+    target = supabase.url("postgres", user="postgres")
+    with psycopg.connect(target) as conn:  # as Supabase's postgres: no superuser, over TLS
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        psycopg.connect(supabase.url("postgres", user="postgres", sslmode="disable"))
+    _isolated(monkeypatch, tmp_path, SOURCE_DB_URL=private_legacy, TARGET_DB_URL=target,
+              QUARANTINE_MAX_PERCENT="100")  # a legacy database of 0.5%: the budget is not this test's
+    assert cli.main(["setup"]) == 0
+    # the project's default privileges would hand every new table to the API roles: setup takes them back
+    grants = query(target, "SELECT count(*) FROM information_schema.role_table_grants WHERE table_schema = 'public' "
+                           "AND grantee IN ('anon', 'authenticated')")
+    assert grants == [(0,)]
+    assert cli.main(["migrate"]) == 0
+    mutate(private_legacy, 0.02, 1, log=lambda *_: None)
+    assert cli.main(["refresh"]) == 0
+    assert "remaining difference: 0 rows" in capsys.readouterr().out
+    assert cli.main(["cutover"]) == 0
+    assert "the target was cut over at" in capsys.readouterr().out
+    with psycopg.connect(target) as conn:
+        conn.execute("SET ROLE service_role")
+        (new_id,) = conn.execute("INSERT INTO public.offices (name, code, is_active) VALUES ('Cut over', 'CUT-1', "
+                                 "true) RETURNING id").fetchone()
+    assert new_id is not None
+    assert cli.main(["refresh"]) == 2
+    assert "the target was cut over at" in capsys.readouterr().err
+
+
+def test_supabase_db_push_then_setup_and_migrate(supabase, private_legacy, monkeypatch, tmp_path, capsys):
+    tool = _supabase_cli()
+    if tool is None:
+        pytest.skip("the Supabase CLI is not installed (npm i -E supabase@2.117.0; .ci/run installs it where npm "
+                    "is): supabase db push was not run")
+    project = tmp_path / "app"
+    shutil.copytree(MIGRATIONS_DIR, project / "supabase" / "migrations")
+    target = supabase.url("push", user="postgres")
+    pushed = subprocess.run([tool, "db", "push", "--db-url", target, "--yes"], cwd=project, capture_output=True,
+                            text=True, timeout=300)
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    versions = sorted(p.stem.partition("_")[0] for p in MIGRATIONS_DIR.glob("*.sql"))
+    cli_history = query(target, "SELECT version FROM supabase_migrations.schema_migrations ORDER BY version")
+    assert [v for (v,) in cli_history] == versions
+
+    _isolated(monkeypatch, tmp_path, SOURCE_DB_URL=private_legacy, TARGET_DB_URL=target,
+              QUARANTINE_MAX_PERCENT="100")
+    assert cli.main(["setup"]) == 0  # records the files the CLI applied in its own history, changes nothing else
+    assert query(target, "SELECT count(*) FROM migration_control.schema_migrations") == [(len(versions),)]
+    assert query(target, "SELECT version FROM supabase_migrations.schema_migrations ORDER BY version") == cli_history
+    assert cli.main(["migrate"]) == 0
+    loaded = query(target, "SELECT count(DISTINCT entity) FROM migration_control.migration_runs "
+                           "WHERE status = 'COMPLETED'")
+    assert loaded == [(len(ENTITIES),)]
