@@ -1,5 +1,5 @@
-"""Command line: ``migration-assets setup | simulate | migrate | mutate | refresh | check | cutover | demo |
-summary | report | status | server``.
+"""Command line: ``migration-assets setup | simulate | migrate | mutate | refresh | check | cutover | link-auth |
+demo | summary | report | status | server``.
 
 Every command reads ``.env`` for the variables the environment does not set (the environment
 wins), checks every setting before it connects anywhere, and reports a bad setting, an
@@ -294,6 +294,23 @@ def cut_over(s: settings.Settings) -> int:
     return 0
 
 
+def link_auth(s: settings.Settings) -> int:
+    """``migration-assets link-auth``: auth_link.link in one target transaction."""
+    from .auth_link import INVALID, TAKEN, link
+    from .connections import set_statement_timeout
+
+    dbs = resolve(refuse_same=False)
+    reach(dbs)
+    with connect(dbs.target.conninfo(connect_timeout=10)) as conn:
+        set_statement_timeout(conn, s.migration_timeout_ms)
+        done = link(conn, f"link-auth-{time.strftime('%Y%m%d-%H%M%S')}")
+        conn.commit()
+    print(f"profiles linked to Supabase Auth users: {done['linked']:,} ({done['matched']:,} matched to existing users "
+          f"now, {done['created']:,} users created without a password); in quarantine: {done['quarantined']:,} "
+          f"({INVALID}, {TAKEN}: migration_control.quarantine, entity profiles_auth_link)")
+    return 0
+
+
 def summary(s: settings.Settings, run_id: str | None = None) -> None:
     print("\n".join(summary_lines(resolve(refuse_same=False).target.conninfo(), run_id,
                                   timeout_ms=s.migration_timeout_ms)))
@@ -342,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "every ERROR check passes, 1 when one fails (quarantine over budget included)")
     chk.add_argument("--select", nargs="+", metavar="TABLE", choices=sorted(e.name for e in ENTITIES),
                      help="only these tables' checks")
+    sub.add_parser("link-auth", help="link each migrated profile to a Supabase Auth user with its email (created "
+                                     "without a password where none exists); profiles Auth cannot take are "
+                                     "quarantined; exit 2 on a target without auth.users")
     sub.add_parser("summary", help="per-entity summary of the last run")
     sub.add_parser("report", help="write the three markdown reports from the audit trail")
     sub.add_parser("status", help="per-entity health from the audit trail; exit 0 healthy, 1 not, 2 unreachable")
@@ -426,6 +446,8 @@ def _run(a, s: settings.Settings) -> int:
         return code
     elif a.cmd == "cutover":
         return cut_over(s)
+    elif a.cmd == "link-auth":
+        return link_auth(s)
     elif a.cmd == "summary":
         summary(s)
     elif a.cmd == "report":

@@ -48,6 +48,7 @@ CREATE TABLE auth.users (
   encrypted_password varchar(255), email_confirmed_at timestamptz, raw_app_meta_data jsonb,
   raw_user_meta_data jsonb, created_at timestamptz, updated_at timestamptz);
 ALTER TABLE auth.users OWNER TO supabase_auth_admin;
+GRANT ALL ON ALL TABLES IN SCHEMA auth TO postgres;
 CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS
   $$ SELECT (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid $$;
 GRANT USAGE ON SCHEMA auth TO postgres, anon, authenticated, service_role;
@@ -68,7 +69,8 @@ def supabase():
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute(CLUSTER)
             conn.execute("CREATE DATABASE push")
-        for db in ("postgres", "push"):
+            conn.execute("CREATE DATABASE auth")
+        for db in ("postgres", "push", "auth"):
             with psycopg.connect(server.url(db), autocommit=True) as conn:
                 conn.execute(DATABASE.format(db=db))
         yield server
@@ -137,3 +139,64 @@ def test_supabase_db_push_then_setup_and_migrate(supabase, private_legacy, monke
     loaded = query(target, "SELECT count(DISTINCT entity) FROM migration_control.migration_runs "
                            "WHERE status = 'COMPLETED'")
     assert loaded == [(len(ENTITIES),)]
+
+
+def test_link_auth_links_profiles_to_auth_users_idempotently_and_quarantines_what_it_cannot(
+        supabase, private_legacy, monkeypatch, tmp_path, capsys):
+    from migration_assets import access
+    from migration_assets.access import Access
+    from migration_assets.migrations import apply_migrations
+
+    from .test_access import _as
+
+    target = supabase.url("auth", user="postgres")
+    _isolated(monkeypatch, tmp_path, SOURCE_DB_URL=private_legacy, TARGET_DB_URL=target,
+              QUARANTINE_MAX_PERCENT="100")
+    assert cli.main(["migrate"]) == 0
+    with psycopg.connect(target) as conn:  # what the email recovery writes for an address it cannot repair
+        conn.execute("UPDATE public.profiles SET email = 'user-' || (metadata->>'legacy_id') || '@invalid.example.com' "
+                     "WHERE id IN (SELECT id FROM public.profiles ORDER BY id DESC LIMIT 3)")
+    profiles = query(target, "SELECT id, email FROM public.profiles ORDER BY id")
+    placeholders = sum(email.endswith("@invalid.example.com") for _, email in profiles)
+    assert placeholders >= 3
+    (first_id, first_email), (second_id, second_email) = [p for p in profiles if "@invalid." not in p[1]][:2]
+    with psycopg.connect(target) as conn:  # an Auth user who signed up already, the email in capitals
+        conn.execute("INSERT INTO auth.users (id, email, aud, role) VALUES (gen_random_uuid(), upper(%s), "
+                     "'authenticated', 'authenticated')", [first_email])
+    capsys.readouterr()
+    assert cli.main(["link-auth"]) == 0
+    valid = len(profiles) - placeholders
+    assert f"profiles linked to Supabase Auth users: {valid:,} (1 matched to existing users now, {valid - 1:,} users " \
+           f"created without a password); in quarantine: {placeholders:,}" in capsys.readouterr().out
+    assert query(target, "SELECT count(*), count(*) FILTER (WHERE encrypted_password IS NULL) FROM auth.users") == \
+        [(valid, valid)]
+    assert query(target, "SELECT lower(u.email) = p.email FROM public.profiles p JOIN auth.users u "
+                         "ON u.id = p.auth_user_id WHERE p.id = %s", [first_id]) == [(True,)]
+    assert query(target, "SELECT reason, count(*) FROM migration_control.quarantine WHERE entity = "
+                         "'profiles_auth_link' AND NOT resolved GROUP BY 1") == [("AUTH_EMAIL_INVALID", placeholders)]
+    before = query(target, "SELECT id, auth_user_id FROM public.profiles ORDER BY id")
+    assert cli.main(["link-auth"]) == 0  # idempotent
+    assert query(target, "SELECT id, auth_user_id FROM public.profiles ORDER BY id") == before
+    assert query(target, "SELECT count(*) FROM auth.users") == [(valid,)]
+
+    # an email whose Auth user belongs to another profile: quarantined as taken
+    with psycopg.connect(target) as conn:
+        conn.execute("UPDATE public.profiles SET email = 'moved.' || email WHERE id = %s", [first_id])
+        conn.execute("UPDATE public.profiles SET email = %s, auth_user_id = NULL WHERE id = %s",
+                     [first_email, second_id])
+    assert cli.main(["link-auth"]) == 0
+    assert ("AUTH_EMAIL_TAKEN", 1) in query(target, "SELECT reason, count(*) FROM migration_control.quarantine "
+                                                    "WHERE entity = 'profiles_auth_link' AND NOT resolved GROUP BY 1")
+    # a policy on auth.uid(): a signed-in user reads their own profile, and only it
+    (user_id,) = query(target, "SELECT auth_user_id FROM public.profiles WHERE id = %s", [first_id])[0]
+    monkeypatch.setitem(access.ACCESS, "profiles", (
+        Access("authenticated", ("SELECT",), using="auth_user_id = (select auth.uid())"),
+        Access("service_role", ("SELECT", "INSERT", "UPDATE", "DELETE"))))
+    apply_migrations(target)
+    claims = {"role": "authenticated", "sub": str(user_id)}
+    assert _as(target, "authenticated", "SELECT id FROM public.profiles", claims) == [(first_id,)]
+    # deleting the Auth user keeps the profile, unlinked
+    with psycopg.connect(target) as conn:
+        conn.execute("DELETE FROM auth.users WHERE id = %s", [user_id])
+    assert query(target, "SELECT auth_user_id FROM public.profiles WHERE id = %s", [first_id]) == [(None,)]
+    assert cli.main(["report"]) == 0 and cli.main(["status"]) in (0, 1)
