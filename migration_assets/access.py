@@ -8,8 +8,9 @@ under which row predicate; a table it does not name gets :data:`DEFAULT`: the se
 (the app's server side), so no table is ever RLS-enabled without a policy. From it, every setup
 takes back every privilege of the API roles on the registry's tables (the released file
 ``…000002`` granted SELECT to ``authenticated`` on all of them), grants exactly the commands
-declared, and replaces the project's own policies (named ``ma_<role>_<command>``; a policy
-someone else created on a table is left alone). Supabase's current rule is the same: a new table
+declared, and replaces the project's own policies (named ``ma_<role>_<command>``, each commented
+with a digest of its predicates; a policy someone else created on a table is left alone): on
+the tables whose access differs from the declaration only (:func:`differing`). Supabase's current rule is the same: a new table
 in ``public`` gets no automatic grant to the API roles.
 
 Predicates are SQL the team writes here, reviewed like the migration files (for example, for a
@@ -20,6 +21,7 @@ get nothing there (its quarantine holds raw legacy rows).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -59,6 +61,45 @@ def policy_name(role: str, command: str) -> str:
     return f"ma_{role}_{command.lower()}"
 
 
+def _digest(a: Access) -> str:
+    """What a policy of ``a`` says, as its comment: setup compares it with the policy on the
+    target instead of PostgreSQL's rewritten text of the predicate."""
+    return "migration_assets " + hashlib.sha256(f"{a.using}\x00{a.check}".encode()).hexdigest()[:16]
+
+
+def declared(e: Entity, spec: dict[str, tuple[Access, ...]] | None = None) -> tuple[frozenset, frozenset]:
+    """Table ``e``'s declared access: its grants ((role, command)) and the project's policies on
+    it ((name, role, command, digest))."""
+    grants = frozenset((a.role, c) for a in access_of(e, spec) for c in a.commands)
+    policies = frozenset((policy_name(a.role, c), a.role, c, _digest(a)) for a in access_of(e, spec) for c in a.commands)
+    return grants, policies
+
+
+_CURRENT = """
+    SELECT c.relname, c.relrowsecurity,
+           coalesce((SELECT array_agg(r.rolname || ' ' || x.privilege_type)
+                     FROM aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) x
+                     JOIN pg_roles r ON r.oid = x.grantee WHERE r.rolname = ANY(%(roles)s)), '{}'),
+           coalesce((SELECT array_agg(concat_ws(' ', p.polname, r.rolname,
+                                                CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT'
+                                                     WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+                                                obj_description(p.oid, 'pg_policy')))
+                     FROM pg_policy p CROSS JOIN LATERAL unnest(p.polroles) AS pr(oid) JOIN pg_roles r ON r.oid = pr.oid
+                     WHERE p.polrelid = c.oid AND p.polname LIKE 'ma\\_%%'), '{}')
+    FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%(tables)s)"""
+
+
+def differing(conn, spec: dict[str, tuple[Access, ...]] | None = None) -> list[Entity]:
+    """The registry's tables whose access on the target is not the declared one: row level
+    security off, a grant to an API role more or less, a project policy missing, extra or
+    saying something else."""
+    current = {t: (rls, frozenset(tuple(g.split(" ")) for g in grants),
+                   frozenset(tuple(p.split(" ", 3)) for p in policies))
+               for t, rls, grants, policies in conn.execute(_CURRENT, {"roles": list(ROLES),
+                                                                       "tables": [e.target_table for e in ENTITIES]})}
+    return [e for e in ENTITIES if current.get(e.target_table) != (True, *declared(e, spec))]
+
+
 def access_sql(e: Entity, spec: dict[str, tuple[Access, ...]] | None = None) -> list[sql.Composable]:
     """The statements that give table ``e`` exactly its declared access (idempotent)."""
     t = target_table(e)
@@ -79,6 +120,8 @@ def access_sql(e: Entity, spec: dict[str, tuple[Access, ...]] | None = None) -> 
             out.append(sql.SQL("CREATE POLICY {} ON {} AS PERMISSIVE FOR {} TO {} {}").format(
                 sql.Identifier(policy_name(a.role, c)), t, sql.SQL(c), sql.Identifier(a.role),
                 sql.SQL(" ").join(clauses)))
+            out.append(sql.SQL("COMMENT ON POLICY {} ON {} IS {}").format(
+                sql.Identifier(policy_name(a.role, c)), t, sql.Literal(_digest(a))))
     return out
 
 
@@ -92,6 +135,9 @@ def control_sql() -> list[sql.Composable]:
         for kind in ("TABLES", "SEQUENCES", "FUNCTIONS")]
 
 
-def all_access_sql(spec: dict[str, tuple[Access, ...]] | None = None) -> list[sql.Composable]:
-    """Every registry table's access, and the control schema closed."""
-    return [s for e in ENTITIES for s in access_sql(e, spec)] + control_sql()
+def all_access_sql(spec: dict[str, tuple[Access, ...]] | None = None, conn=None) -> list[sql.Composable]:
+    """Every registry table's access (with ``conn``: of the tables whose access :func:`differing`
+    finds changed, so a setup with nothing to change takes no table lock and makes no DDL that
+    PostgREST would reload its schema for), and the control schema closed."""
+    tables = ENTITIES if conn is None else differing(conn, spec)
+    return [s for e in tables for s in access_sql(e, spec)] + control_sql()

@@ -227,7 +227,7 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
         others_before = _others_privileges(conn)
         applied_now = apply_files(conn, files)
         _keep_others_privileges(conn, others_before)
-        for statement in all_access_sql():  # every setup: the declared access, nothing else
+        for statement in all_access_sql(conn=conn):  # every setup: the declared access, nothing else
             conn.execute(statement)
         conn.commit()
     return applied_now

@@ -200,3 +200,47 @@ def test_link_auth_links_profiles_to_auth_users_idempotently_and_quarantines_wha
         conn.execute("DELETE FROM auth.users WHERE id = %s", [user_id])
     assert query(target, "SELECT auth_user_id FROM public.profiles WHERE id = %s", [first_id]) == [(None,)]
     assert cli.main(["report"]) == 0 and cli.main(["status"]) in (0, 1)
+
+
+# PostgREST's documented finer-grained schema-cache watch (what a Supabase project runs): a
+# NOTIFY pgrst for DDL on anything but temporary objects
+PGRST_WATCH = """
+CREATE FUNCTION extensions.pgrst_ddl_watch() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE cmd record;
+BEGIN
+  FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+    IF cmd.command_tag IN ('CREATE SCHEMA', 'ALTER SCHEMA', 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO',
+                           'ALTER TABLE', 'CREATE VIEW', 'ALTER VIEW', 'CREATE FUNCTION', 'ALTER FUNCTION',
+                           'CREATE TRIGGER', 'CREATE TYPE', 'ALTER TYPE', 'CREATE RULE', 'COMMENT')
+       AND cmd.schema_name IS DISTINCT FROM 'pg_temp' THEN
+      NOTIFY pgrst, 'reload schema';
+    END IF;
+  END LOOP;
+END $$;
+CREATE EVENT TRIGGER pgrst_ddl_watch ON ddl_command_end EXECUTE FUNCTION extensions.pgrst_ddl_watch();
+"""
+
+
+def _reloads(target: str, action) -> int:
+    """The schema-cache reloads PostgREST would make while ``action`` runs (its NOTIFYs received)."""
+    with psycopg.connect(target, autocommit=True) as listener:
+        listener.execute("LISTEN pgrst")
+        action()
+        return sum(1 for _ in listener.notifies(timeout=1.0))
+
+
+def test_postgrest_reloads_its_schema_once_per_table_of_a_first_migration_and_never_on_a_refresh(
+        supabase, private_legacy, monkeypatch, tmp_path):
+    with psycopg.connect(supabase.url("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE pgrst")
+    with psycopg.connect(supabase.url("pgrst"), autocommit=True) as conn:
+        conn.execute(DATABASE.format(db="pgrst") + PGRST_WATCH)
+    target = supabase.url("pgrst", user="postgres")
+    _isolated(monkeypatch, tmp_path, SOURCE_DB_URL=private_legacy, TARGET_DB_URL=target,
+              QUARANTINE_MAX_PERCENT="100")
+    assert _reloads(target, lambda: cli.main(["setup"])) == 1  # every file in one transaction
+    migration = _reloads(target, lambda: cli.main(["migrate"]))
+    fast = query(target, "SELECT count(*) FROM migration_control.migration_runs WHERE load_path LIKE 'fast%'")[0][0]
+    assert migration == fast  # each table's fast path rebuilds its keys in its own committed transaction
+    mutate(private_legacy, 0.02, 1, log=lambda *_: None)
+    assert _reloads(target, lambda: cli.main(["refresh"])) == 0  # a merge uses temporary tables only
