@@ -202,7 +202,9 @@ def test_preflight_names_table_and_column_and_stops_the_run_before_any_load(data
         conn.execute("ALTER TABLE public.payments ALTER COLUMN amount TYPE text")
     with pytest.raises(SchemaMismatch) as info:
         validate(legacy, target)
-    assert f"legacy column {e.legacy_table}.{e.columns[1].legacy_name} (-> tasks) does not exist" in str(info.value)
+    c = e.columns[1]
+    assert (f"legacy column {e.legacy_table}.{c.legacy_name} (-> tasks.{c.target}) does not exist: if it was renamed "
+            f"to renamed, set legacy='renamed' on Column '{c.target}' of entity tasks in registry.py") in str(info.value)
     assert "target column public.payments.amount is text, expected numeric" in str(info.value)
     monkeypatch.setenv("SOURCE_DB_URL", legacy)
     monkeypatch.setenv("TARGET_DB_URL", target)
