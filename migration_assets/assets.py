@@ -163,7 +163,8 @@ def _preflight(context, e: Entity, legacy: LegacyDatabase, target: PostgresResou
         # pre-flight: both schemas against the registry, and no cutover (unless
         # MIGRATION_AFTER_CUTOVER), at the run's first load step
         for warning in validate_once(context.run.run_id, legacy.connect, target.connect,
-                                     settings.legacy_timezone, after_cutover=settings.after_cutover):
+                                     settings.legacy_timezone, after_cutover=settings.after_cutover,
+                                     logical_slot=settings.slot if settings.change_source == "logical" else None):
             context.log.warning(f"pre-flight: {warning}")
     except (SchemaMismatch, DatabaseUnreachable, CutOver) as exc:
         raise as_failure(classify(exc), f"{e.name}: pre-flight") from None

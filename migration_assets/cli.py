@@ -1,5 +1,5 @@
 """Command line: ``migration-assets setup | simulate | migrate | mutate | refresh | check | cutover | link-auth |
-demo | summary | report | status | server``.
+drop-slot | demo | summary | report | status | server``.
 
 Every command reads ``.env`` for the variables the environment does not set (the environment
 wins), checks every setting before it connects anywhere, and reports a bad setting, an
@@ -362,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("link-auth", help="link each migrated profile to a Supabase Auth user with its email (created "
                                      "without a password where none exists); profiles Auth cannot take are "
                                      "quarantined; exit 2 on a target without auth.users")
+    sub.add_parser("drop-slot", help="drop the logical replication slot and publication (MIGRATION_SLOT) on the legacy "
+                                     "server: an abandoned slot makes the legacy server keep its WAL")
     sub.add_parser("summary", help="per-entity summary of the last run")
     sub.add_parser("report", help="write the three markdown reports from the audit trail")
     sub.add_parser("status", help="per-entity health from the audit trail; exit 0 healthy, 1 not, 2 unreachable")
@@ -448,6 +450,14 @@ def _run(a, s: settings.Settings) -> int:
         return cut_over(s)
     elif a.cmd == "link-auth":
         return link_auth(s)
+    elif a.cmd == "drop-slot":
+        from .engine.changes import drop
+
+        dbs = resolve(refuse_same=False)
+        reach(dbs)
+        existed = drop(dbs.source.conninfo(), s.slot)
+        print(f"replication slot {s.slot}: {'dropped' if existed else 'did not exist'}; publication {s.slot} dropped "
+              "if it existed. A later load in logical mode creates them again (and compares its tables in full)")
     elif a.cmd == "summary":
         summary(s)
     elif a.cmd == "report":
@@ -497,6 +507,15 @@ def print_status(s: settings.Settings) -> int:
     with connect(dbs.target.conninfo(connect_timeout=10)) as conn:
         if (done := cutover.recorded(conn)) is not None:
             print(f"CUT OVER: {cutover.summary(done)}; loads are refused")
+    if s.change_source == "logical":
+        from .engine.changes import lag
+
+        held = lag(dbs.source.conninfo(), s.slot)
+        print(f"replication slot {s.slot} on the legacy server: " + (
+            "none (the next load creates it)" if held is None else
+            f"{held[0]:,} bytes of WAL retained, the oldest pending change committed "
+            + (f"{held[1]:,.0f} s ago" if held[1] is not None else "- (none pending)")
+            + f"; `migration-assets drop-slot` when it is no longer needed"))
     print("HEALTHY: every entity loaded, reconciled and passing its checks" if healthy
           else f"NOT HEALTHY: {len(bad)} entities need attention: {', '.join(bad)}")
     return 0 if healthy else 1

@@ -103,6 +103,48 @@ def legacy_problems(conn: psycopg.Connection, zone: str = "UTC") -> list[str]:
     return problems
 
 
+def logical_problems(conn: psycopg.Connection, slot: str) -> list[str]:
+    """What logical mode (MIGRATION_CHANGE_SOURCE=logical, engine/changes.py) needs of the legacy
+    server and its role, each with what to do: wal_level=logical, the REPLICATION attribute, a
+    free slot, a replica identity on every table (publishing a table without one would make the
+    legacy application's own UPDATEs and DELETEs on it fail), and the right to publish the
+    tables the publication lacks."""
+    problems = []
+    (level,) = conn.execute("SHOW wal_level").fetchone()
+    if level != "logical":
+        problems.append(f"MIGRATION_CHANGE_SOURCE=logical needs wal_level=logical on the legacy server (it is {level}): "
+                        "ALTER SYSTEM SET wal_level = logical and a restart (on a managed PostgreSQL, its logical "
+                        "replication setting), or MIGRATION_CHANGE_SOURCE=watermark")
+    user, replication, superuser = conn.execute(
+        "SELECT current_user, rolreplication, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if not (replication or superuser):
+        problems.append(f"the legacy role {user} lacks REPLICATION, which a logical slot needs: ALTER ROLE {user} "
+                        "REPLICATION (as a superuser; on RDS: GRANT rds_replication TO the role)")
+    exists, used, limit = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = %s), (SELECT count(*) FROM "
+        "pg_replication_slots), current_setting('max_replication_slots')::int", [slot]).fetchone()
+    if not exists and used >= limit:
+        problems.append(f"the legacy server has no free replication slot ({used} of max_replication_slots={limit} "
+                        "used): raise max_replication_slots or drop an unused slot")
+    tables = [e.legacy_table for e in ENTITIES]
+    for table, identity, has_pk, owned in conn.execute("""
+            SELECT c.relname, c.relreplident,
+                   EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                   pg_has_role(c.relowner, 'USAGE')
+            FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY(%s)
+              AND NOT EXISTS (SELECT FROM pg_publication_tables p WHERE p.pubname = %s
+                              AND p.schemaname = current_schema() AND p.tablename = c.relname)
+            ORDER BY 1""", [tables, slot]):
+        if identity == "n" or (identity == "d" and not has_pk):
+            problems.append(f"legacy table {table} has no primary key or replica identity: published, the legacy "
+                            f"application's UPDATE and DELETE on it would fail; ALTER TABLE {table} REPLICA IDENTITY "
+                            "FULL (or give it a primary key) first")
+        elif not (owned or superuser):
+            problems.append(f"the legacy role {user} cannot publish {table} (not its owner): as its owner, CREATE "
+                            f"PUBLICATION {slot} FOR TABLE ... (or ALTER PUBLICATION {slot} ADD TABLE {table})")
+    return problems
+
+
 _BASE_TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
                 "AND table_type = 'BASE TABLE'")
 SIMULATOR_MARK = "_simulator"  # the table simulator.py marks the databases it fills with
@@ -234,11 +276,12 @@ class SchemaMismatch(PermanentError):
     recovery = "align the schema with the registry (apply the migrations), then re-run"
 
 
-def validate(source, target, zone: str = "UTC", *, after_cutover: bool = True) -> list[str]:
+def validate(source, target, zone: str = "UTC", *, after_cutover: bool = True,
+             logical_slot: str | None = None) -> list[str]:
     """``source``/``target``: conninfo strings, or callables returning a connection (the resources'
     ``connect``, whose errors name the server without any secret); ``zone``: LEGACY_TIMEZONE;
     ``after_cutover`` false: a target that was cut over is refused (cutover.CutOver: the loads'
-    pre-flight). Raises on a mismatch; returns the warnings (legacy_warnings, target_warnings, the
+    pre-flight); ``logical_slot``: logical mode's slot, whose needs are checked (logical_problems). Raises on a mismatch; returns the warnings (legacy_warnings, target_warnings, the
     legacy columns and tables the registry does not map) for the run's log."""
     def connect(x):
         return x() if callable(x) else connections.connect(x)
@@ -252,6 +295,8 @@ def validate(source, target, zone: str = "UTC", *, after_cutover: bool = True) -
     with reach(source, "legacy") as src, reach(target, "target") as tgt:
         refuse_loads(tgt, after_cutover)
         problems = legacy_problems(src, zone) + target_problems(tgt)
+        if logical_slot is not None:
+            problems += logical_problems(src, logical_slot)
         warnings = legacy_warnings(src, zone) + target_warnings(tgt) + drift_warnings(*legacy_drift(src))
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
@@ -270,7 +315,8 @@ class DatabaseUnreachable(PermanentError):
 _validated: dict[str, BaseException | None] = {}
 
 
-def validate_once(run_id: str, source, target, zone: str = "UTC", *, after_cutover: bool = True) -> list[str]:
+def validate_once(run_id: str, source, target, zone: str = "UTC", *, after_cutover: bool = True,
+                  logical_slot: str | None = None) -> list[str]:
     """Validate at the first step of a run (in-process executor: one process per run). A failure
     is remembered for the run, so the other steps fail at once with the same one line instead of
     each reaching for an unreachable server. Returns the warnings at the first call only."""
@@ -279,7 +325,7 @@ def validate_once(run_id: str, source, target, zone: str = "UTC", *, after_cutov
             raise _validated[run_id]
         return []
     try:
-        warnings = validate(source, target, zone, after_cutover=after_cutover)
+        warnings = validate(source, target, zone, after_cutover=after_cutover, logical_slot=logical_slot)
     except (SchemaMismatch, DatabaseUnreachable, CutOver) as exc:
         _validated[run_id] = exc
         raise

@@ -35,6 +35,7 @@ from psycopg import sql
 from .assets import MODE_TAG, REPORT_ASSET
 from .connections import set_statement_timeout
 from .cutover import describe, recorded
+from .engine import changes
 from .engine.audit import write_audit
 from .engine.source_sql import source_state_sql
 from .errors import ErrorKind
@@ -163,6 +164,8 @@ def _digest(state) -> str:
                     "requested twice.")
 def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, target: PostgresResource,
                    settings: MigrationSettings):
+    if settings.change_source == "logical":
+        return _slot_changes(legacy, target, settings)
     cursor = json.loads(context.cursor) if context.cursor else {}
     if "requested" not in cursor:  # the cursor of an earlier version: only what was requested
         cursor = {"requested": cursor}
@@ -195,6 +198,27 @@ def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, tar
     run_key = "diff-" + _digest(sorted((n, now[n]) for n in fresh))
     return RunRequest(run_key=run_key, asset_selection=[AssetKey(n) for n in fresh] + [AssetKey(REPORT_ASSET)],
                       tags={MODE_TAG: "differential", "migration/entities": str(len(fresh))})
+
+
+def _slot_changes(legacy: LegacyDatabase, target: PostgresResource, settings: MigrationSettings):
+    """Logical mode: wake on the changes pending in the replication slot. Every table is
+    requested, not only the changed ones: the slot advances to the lowest position all tables
+    recorded (engine/changes.py), and a table without changes costs a few statements."""
+    with target.connect() as tgt:
+        set_statement_timeout(tgt, settings.migration_timeout_ms)
+        if not settings.after_cutover and (c := recorded(tgt)) is not None:
+            return SkipReason(f"{describe(c)}: no refresh is requested (MIGRATION_AFTER_CUTOVER)")
+    with legacy.connect() as src:
+        if changes.slot_state(src, settings.slot) is None:
+            return SkipReason(f"no replication slot {settings.slot} yet: a migration in logical mode creates it")
+    found = changes.peek(legacy.conninfo(), settings.slot)
+    if not found.count:
+        return SkipReason(f"no change pending in the replication slot {settings.slot}")
+    tables = sorted(found.ids) + sorted(found.truncated - set(found.ids))
+    return RunRequest(run_key=f"logical-{found.upto}",
+                      asset_selection=[AssetKey(e.name) for e in ENTITIES] + [AssetKey(REPORT_ASSET)],
+                      tags={MODE_TAG: "differential", "migration/changed_tables": str(len(tables)),
+                            "migration/changes": str(found.count)})
 
 
 nightly_full_sync = ScheduleDefinition(

@@ -19,6 +19,7 @@ target is refused once both are known (:func:`refuse_same_database`).
 from __future__ import annotations
 
 import os
+import re
 import zoneinfo
 from dataclasses import dataclass, make_dataclass
 from pathlib import Path
@@ -86,7 +87,8 @@ class Setting:
     field: str  # attribute of Settings
     default: Any
     # "int", "bool", "choice", "path", "tables" (comma-separated entity names), "zone" (IANA time
-    # zone), "budget" (a percentage with per-table overrides: Budget)
+    # zone), "budget" (a percentage with per-table overrides: Budget), "name" (a replication slot's:
+    # lower-case letters, digits, underscores)
     kind: str
     effect: str
     choices: tuple[str, ...] = ()
@@ -130,6 +132,8 @@ class Setting:
             return "an IANA time zone name (UTC, America/New_York, Europe/Paris...)"
         if self.kind == "budget":
             return "a percentage 0..100, then table=percentage overrides (2,operations=20)"
+        if self.kind == "name":
+            return "lower-case letters, digits and underscores, at most 63"
         return "a folder path"
 
     def parse(self, raw: str) -> Any:
@@ -174,6 +178,9 @@ class Setting:
                 raise ValueError("not allowed")
         elif self.kind == "zone":
             zone_name(value)
+        elif self.kind == "name":
+            if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9_]{1,63}", value):
+                raise ValueError("not a slot name")
         elif self.kind == "budget":
             if not isinstance(value, Budget):
                 raise ValueError("not a budget")
@@ -274,6 +281,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QUARANTINE_MIN_ROWS", "quarantine_min_rows", 25, "int",
             "a table with at most this many rows in quarantine is within its quarantine budget whatever its share "
             "(a small table's share moves by whole rows)", minimum=0, maximum=1_000_000_000),
+    Setting("MIGRATION_CHANGE_SOURCE", "change_source", "watermark", "choice",
+            "what a differential refresh reads: watermark (rows whose change column moved, ids above the highest "
+            "seen; a deleted row found by counting) or logical (the legacy server's logical decoding: exactly the rows "
+            "inserted, updated and deleted since the last refresh; needs wal_level=logical and a role with "
+            "REPLICATION; README, 'Change capture')", choices=("watermark", "logical"), engine=True),
+    Setting("MIGRATION_SLOT", "slot", "migration_assets", "name",
+            "name of the logical replication slot and of the publication on the legacy server (logical mode); one "
+            "per target migrated from the same legacy database", engine=True),
     Setting("MIGRATION_AFTER_CUTOVER", "after_cutover", False, "bool",
             "let loads run on a target that was cut over (migration-assets cutover): they overwrite what the "
             "application changed in migrated rows with the legacy values; false refuses them"),

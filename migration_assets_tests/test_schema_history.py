@@ -22,7 +22,7 @@ from migration_assets.migrations import apply_migrations, schema_fingerprint
 from migration_assets.registry import ENTITIES
 
 from .conftest import query
-from .unit.test_schema_history import DAY, INVOICES, RELEASED_2C904F4, _with_columns
+from .unit.test_schema_history import DAY, INVOICES, RELEASED_2C904F4, _with_columns, version
 from migration_assets.registry import text
 
 
@@ -95,15 +95,15 @@ def test_a_generated_file_upgrades_a_loaded_target_to_what_a_fresh_one_is(databa
     fax = text("fax", "office_code", required=True)  # a column the legacy table has: the walkthrough's load
     registry = _with_columns("offices", lambda cols: cols + (fax,)) + (INVOICES,)
     written = ts.write_pending(root, registry, DAY)
-    assert [p.name for p in written] == ["20270115000013_add_offices_fax_and_1_more.sql",
-                                         "20270115000014_app_ready_add_offices_fax_and_1_more.sql"]
+    assert [p.name for p in written] == [f"{version(1)}_add_offices_fax_and_1_more.sql",
+                                         f"{version(2)}_app_ready_add_offices_fax_and_1_more.sql"]
 
     loaded = databases.new("loaded")
     apply_migrations(loaded)
     migrate_entity(legacy, loaded, "offices", LoadOptions(run_id="before"))
     (offices_rows,) = query(loaded, "SELECT count(*) FROM public.offices")[0]
     assert offices_rows > 0
-    assert apply_migrations(loaded, root / "migrations") == ["20270115000013"]
+    assert apply_migrations(loaded, root / "migrations") == [version(1)]
     fresh = databases.new("fresh_history")
     apply_migrations(fresh, root / "migrations")
     assert schema_fingerprint(loaded) == schema_fingerprint(fresh)

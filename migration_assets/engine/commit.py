@@ -14,11 +14,15 @@ import logging
 from typing import Callable
 
 import psycopg
+from psycopg import sql
 
 from .. import connections
 from ..registry import entity
+from ..errors import classify
 from .audit import LoadResult, write_audit
+from .changes import confirm
 from .load import full_pass, load_stream, needs_full_pass
+from .names import WATERMARKS
 from .options import LoadOptions
 from .slices import FinishSlices, finish_slices
 from .stream import LegacyStream
@@ -42,6 +46,8 @@ def commit_load(conn: psycopg.Connection, work: LegacyStream | FinishSlices, run
         result = load_stream(conn, work, opts, on_progress)
     write_audit(conn, run_id, result, name)
     conn.commit()
+    if opts.change_source == "logical":
+        confirm_slot(conn, work, opts, warn)
     if needs_full_pass(result):
         warn(f"{name}: the differential load left {result.remaining_difference:,} legacy rows unaccounted for "
              "(inserted below the highest id seen): comparing every row")
@@ -51,6 +57,21 @@ def commit_load(conn: psycopg.Connection, work: LegacyStream | FinishSlices, run
         write_audit(conn, run_id, result, name)
         conn.commit()
     return result
+
+
+def confirm_slot(conn: psycopg.Connection, work: LegacyStream | FinishSlices, opts: LoadOptions,
+                 warn: Callable[[str], None]) -> None:
+    """Logical mode, after a commit: advance the legacy slot to the lowest position every table
+    has recorded (changes.confirm). A failure only delays it: the next refresh re-reads those
+    changes (idempotent), so it is a warning, never the step's failure."""
+    stream = work.stream if isinstance(work, FinishSlices) else work
+    try:
+        positions = dict(conn.execute(sql.SQL("SELECT entity, logical_lsn::text FROM {}").format(WATERMARKS)).fetchall())
+        conn.commit()
+        confirm(stream.conninfo, opts.slot, positions)
+    except psycopg.Error as exc:
+        warn(f"the replication slot {opts.slot} could not be advanced now ({classify(exc).message}); the next "
+             "refresh reads those changes again")
 
 
 def migrate_entity(source_conninfo: str, target_conninfo: str, name: str, opts: LoadOptions,

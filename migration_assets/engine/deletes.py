@@ -106,7 +106,13 @@ def apply_deletes(conn, e: Entity, stream: LegacyStream, opts: LoadOptions, resu
                                       "FROM {t} UNION ALL SELECT legacy_id FROM {q} WHERE entity = %s) s").format(
             t=target_table(e), q=QUARANTINE), [e.name]).fetchone()
         ids += [x for x in (lo, hi) if x is not None]
-    gaps = stream.query(*gaps_sql(e, min(ids), max(ids)))
+    if plan.touched is not None:
+        # logical mode: the deleted rows are the changed ids the snapshot no longer holds, exactly
+        gaps = [(i, i) for (i,) in stream.query(sql.SQL(
+            "SELECT x FROM unnest({}::bigint[]) AS x WHERE NOT EXISTS (SELECT FROM {} AS l WHERE l.{} = x)").format(
+            sql.Literal(sorted(plan.touched)), sql.Identifier(e.legacy_table), sql.Identifier(e.legacy_pk)))]
+    else:
+        gaps = stream.query(*gaps_sql(e, min(ids), max(ids)))
     conn.execute("CREATE TEMP TABLE _gone (legacy_id bigint PRIMARY KEY) ON COMMIT DROP")
     conn.execute("CREATE TEMP TABLE _gaps (lo bigint, hi bigint) ON COMMIT DROP")
     with conn.cursor().copy("COPY _gaps (lo, hi) FROM STDIN") as cp:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import psutil
@@ -41,13 +41,14 @@ from psycopg import sql
 from ..errors import PermanentError
 from ..registry import Entity
 from .audit import LoadResult
+from .changes import changes_of_run, ensure, lsn
 from .copy import BinaryCopy, capture_constraints, drop_constraints, fast_path_blocker, restore_constraints, to_csv
 from .deletes import apply_deletes, evict, resolve_quarantine_sql, target_rows_of_sql
 from .names import (DETAIL, LEGACY_ID, NOTES, RAW, REJECT, SLICE_LOADS, SOFT_DELETED, SOURCE_HASH, SOURCE_RULES,
                     column_list, legacy_uuid_sql, target_columns, target_table)
 from .options import LoadOptions
-from .plan import (READ_ALL, ReadPlan, accounted, open_quarantine_rows, plan_changes, plan_differential,
-                   read_watermark, save_watermark)
+from .plan import (READ_ALL, ReadPlan, Watermark, accounted, open_quarantine_rows, plan_changes, plan_differential,
+                   plan_logical, read_watermark, save_watermark)
 from .rejects import name_first_missing_parent, reject_target_side, unique_swap_sql, upsert_quarantine_sql
 from .source_sql import hash_salt
 from .stream import LegacyStream
@@ -241,17 +242,24 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
                     e.name)
         result.mode = "full"
     differential = has_rows and opts.mode == "differential" and previous is not None and not retransform
+    logical = logical_start(stream, previous, differential) if opts.change_source == "logical" else None
+    if differential and logical is not None and not logical.usable:
+        result.mode, differential = "full", False
     # A differential load reads a few rows of what may be millions: it counts the table once,
     # after the merge (apply_deletes needs that count anyway), and derives the count before.
     result.existing = None if differential else (
         conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0] if has_rows else 0)
     # 2. the plan
     plan = READ_ALL
-    if differential:
+    if differential and logical is not None:
+        plan = plan_logical(conn, stream, changes_of_run(stream.conninfo, opts.slot, opts.run_id))
+    elif differential:
         plan = plan_differential(conn, stream, previous)
     elif result.existing and opts.incremental:
         result.mode = "full"
         plan = plan_changes(conn, stream, previous, result.existing)
+    if logical is not None and plan.logical_lsn is None:  # a full load: what changed after the floor comes again
+        plan = replace(plan, logical_lsn=logical.floor)
     if plan.note:
         result.load_path = f"merge ({plan.note})"
     state = plan.state or stream.snapshot()
@@ -312,6 +320,32 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     summary = plan.summary if plan.summary is not None else stream.summary
     count_and_save(conn, e, opts, result, plan, state, summary, source_rules, recoveries, watch)
     return result
+
+
+@dataclass(frozen=True)
+class LogicalStart:
+    floor: str  # the slot's confirmed position before this load's snapshot
+    usable: bool  # the slot's changes since the table's recorded position are all there
+
+
+def logical_start(stream: LegacyStream, previous: Watermark | None, differential: bool) -> LogicalStart:
+    """Logical mode, before the stream's snapshot: the slot and the publication exist (created
+    when missing, so that no change can fall between them and the snapshot), and whether a
+    differential load can take its changes from the slot (changes.py: otherwise full mode)."""
+    e, slot = stream.entity, stream.opts.slot
+    state, created = ensure(stream.conninfo, slot)
+    why = None
+    if not differential:
+        pass  # a full load reads every row (or every changed bucket) anyway
+    elif created or state.lost:
+        why = "was missing and was created now" if created else "lost the WAL it needed (wal_status lost)"
+    elif previous.logical_lsn is None:
+        why = "has no recorded position for this table (loaded in watermark mode)"
+    elif lsn(state.confirmed) > lsn(previous.logical_lsn):
+        why = f"is at {state.confirmed}, past this table's recorded {previous.logical_lsn} (dropped and created again?)"
+    if why is not None:
+        log.warning("%s: the replication slot %s %s: a full-mode pass instead of the slot's changes", e.name, slot, why)
+    return LogicalStart(state.confirmed, why is None)
 
 
 def copy_stream(conn: psycopg.Connection, stream: LegacyStream, batches, cols: list[str], dest: sql.Composable,
@@ -418,7 +452,7 @@ def count_and_save(conn: psycopg.Connection, e: Entity, opts: LoadOptions, resul
     # The summary stays valid for the next full-mode load only when this load accounted for the
     # whole snapshot (target + open quarantine = legacy rows) from a summary of all of it.
     keep = summary if result.mode == "full" and result.remaining_difference == 0 else None
-    save_watermark(conn, e, state, opts, keep)
+    save_watermark(conn, e, state, opts, keep, plan.logical_lsn)
     watch.phase("watermark")
     watch.finish()
 

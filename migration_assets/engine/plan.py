@@ -36,6 +36,7 @@ from ..registry import Entity
 from ..transforms import md5_key_sql, uuid_from_md5_sql
 from .names import (BUCKET, DUPLICATE_KEY, HASH_MOD, ORPHAN_FK, QUARANTINE, WATERMARKS, live_rows_sql, table_named,
                     target_table)
+from .changes import Changes
 from .options import LoadOptions
 from .source_sql import bucket_summary_sql, changed_since_sql, future_marks_sql, hash_salt, ids_sql
 from .stream import LegacyStream, SourceState
@@ -65,6 +66,10 @@ class ReadPlan:
     accounted_before: int | None = None
     state: SourceState | None = None
     note: str = ""
+    # logical mode (changes.py): the legacy ids the decoded changes touched (an id absent from the
+    # snapshot was deleted: no search for deleted rows), and the WAL position to record
+    touched: frozenset[int] | None = None
+    logical_lsn: str | None = None
 
 
 READ_ALL = ReadPlan()
@@ -78,22 +83,23 @@ class Watermark:
     legacy_rows: int
     summary: Summary | None = None  # after that load
     transform_version: int | None = None  # source_sql.hash_salt of that load (None: before it was recorded)
+    logical_lsn: str | None = None  # logical mode: the WAL position that load read changes up to
 
 
 def read_watermark(conn, e: Entity) -> Watermark | None:
     row = conn.execute(sql.SQL(
         "SELECT (change_hwm AT TIME ZONE 'UTC')::text, min_legacy_id, max_legacy_id, legacy_rows, "
-        "summary_buckets, summary_rows, summary_hashes, transform_version "
+        "summary_buckets, summary_rows, summary_hashes, transform_version, logical_lsn::text "
         "FROM {} WHERE entity = %s").format(WATERMARKS), [e.name]).fetchone()
     if not row:
         return None
-    buckets, rows, hashes, version = row[4:]
+    buckets, rows, hashes, version, lsn = row[4:]
     summary = {b: (n, int(h)) for b, n, h in zip(buckets, rows, hashes)} if buckets is not None else None
-    return Watermark(*row[:4], summary=summary, transform_version=version)
+    return Watermark(*row[:4], summary=summary, transform_version=version, logical_lsn=lsn)
 
 
 def save_watermark_sql(e: Entity, state: SourceState, opts: LoadOptions,
-                       summary: Summary | None) -> tuple[sql.Composable, list]:
+                       summary: Summary | None, logical_lsn: str | None = None) -> tuple[sql.Composable, list]:
     """(statement, parameters) that advance the entity's watermark. Run in the load's own
     transaction: it commits with the rows it vouches for, or not at all, so a crash can never make
     a later refresh skip rows. After a load the target holds exactly the snapshot's legacy ids
@@ -102,20 +108,23 @@ def save_watermark_sql(e: Entity, state: SourceState, opts: LoadOptions,
     order = sorted(summary) if summary is not None else None
     statement = sql.SQL(
         "INSERT INTO {} AS w (entity, change_hwm, min_legacy_id, max_legacy_id, legacy_rows, run_id, mode, updated_at, "
-        "summary_buckets, summary_rows, summary_hashes, transform_version) "
-        "VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now(), %s, %s, %s::numeric[], %s) "
+        "summary_buckets, summary_rows, summary_hashes, transform_version, logical_lsn) "
+        "VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now(), %s, %s, %s::numeric[], %s, "
+        "%s::pg_lsn) "
         "ON CONFLICT (entity) DO UPDATE SET change_hwm = EXCLUDED.change_hwm, min_legacy_id = EXCLUDED.min_legacy_id, "
         "max_legacy_id = EXCLUDED.max_legacy_id, legacy_rows = EXCLUDED.legacy_rows, run_id = EXCLUDED.run_id, "
         "mode = EXCLUDED.mode, updated_at = now(), summary_buckets = EXCLUDED.summary_buckets, "
         "summary_rows = EXCLUDED.summary_rows, summary_hashes = EXCLUDED.summary_hashes, "
-        "transform_version = EXCLUDED.transform_version").format(WATERMARKS)
+        "transform_version = EXCLUDED.transform_version, logical_lsn = EXCLUDED.logical_lsn").format(WATERMARKS)
     return statement, [e.name, state.change_hwm, state.min_id, state.max_id, state.rows, opts.run_id, opts.mode,
                        order, [summary[b][0] for b in order] if order is not None else None,
-                       [str(summary[b][1]) for b in order] if order is not None else None, hash_salt(e, opts)]
+                       [str(summary[b][1]) for b in order] if order is not None else None, hash_salt(e, opts),
+                       logical_lsn]
 
 
-def save_watermark(conn, e: Entity, state: SourceState, opts: LoadOptions, summary: Summary | None) -> None:
-    conn.execute(*save_watermark_sql(e, state, opts, summary))
+def save_watermark(conn, e: Entity, state: SourceState, opts: LoadOptions, summary: Summary | None,
+                   logical_lsn: str | None = None) -> None:
+    conn.execute(*save_watermark_sql(e, state, opts, summary, logical_lsn))
 
 
 def retry_rows_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
@@ -288,6 +297,20 @@ def plan_differential(conn, stream: LegacyStream, wm: Watermark) -> ReadPlan:
                     note=(f"differential: changed since {wm.change_hwm} - {opts.overlap_s}s"
                           f"{f' - {set_back} (clocks set back in {opts.legacy_timezone})' if set_back else ''}, ids above "
                           f"{wm.max_id}, {n_future} rows marked in the future, {len(retry)} rows retried"))
+
+
+def plan_logical(conn, stream: LegacyStream, found: Changes) -> ReadPlan:
+    """The plan of a differential load in logical mode: the legacy ids the decoded changes
+    touched (``found``, decoded before this stream's snapshot), plus the rows worth a retry."""
+    e, opts = stream.entity, stream.opts
+    touched = found.ids.get(e.legacy_table, set())
+    retry = {legacy_id for legacy_id, _ in conn.execute(retry_rows_sql(e, opts)).fetchall()}
+    wanted = sorted(touched | retry)
+    note = f"logical: {len(touched)} ids changed up to {found.upto}, {len(retry)} rows retried"
+    if not wanted:
+        return ReadPlan(read_nothing=True, touched=frozenset(), logical_lsn=found.upto, note=note)
+    return ReadPlan(where=ids_sql(e, above=None, ids=wanted), touched=frozenset(touched), logical_lsn=found.upto,
+                    note=note)
 
 
 def clock_set_back(zone: str, since: dt.datetime, until: dt.datetime) -> dt.timedelta:

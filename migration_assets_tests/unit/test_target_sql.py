@@ -118,11 +118,11 @@ def test_the_plan_sql_counts_target_and_open_quarantine_per_bucket():
 def test_the_watermark_is_one_parameterised_upsert():
     state = SourceState(rows=3, min_id=1, max_id=9, change_hwm="2026-12-01 00:00:00")
     statement, params = save_watermark_sql(BY_NAME["roles"], state, LoadOptions(run_id="r"), {2: (1, 5), 1: (2, 7)})
-    assert render(statement).count("%s") == len(params) == 11
+    assert render(statement).count("%s") == len(params) == 12
     version = hash_salt(BY_NAME["roles"], LoadOptions())
-    assert params[0] == "roles" and params[7:] == [[1, 2], [2, 1], ["7", "5"], version]
-    _, params = save_watermark_sql(BY_NAME["roles"], state, LoadOptions(), None)
-    assert params[7:] == [None, None, None, version]
+    assert params[0] == "roles" and params[7:] == [[1, 2], [2, 1], ["7", "5"], version, None]
+    _, params = save_watermark_sql(BY_NAME["roles"], state, LoadOptions(), None, "16/B374D848")
+    assert params[7:] == [None, None, None, version, "16/B374D848"]
     # the version is the source hash's salt: a changed transform changes both
     changed = replace(BY_NAME["roles"], description="renamed")
     assert save_watermark_sql(changed, state, LoadOptions(), None)[1][10] != version
@@ -215,15 +215,15 @@ def test_the_merge_the_quarantine_upsert_and_the_watermark_of_one_entity_whole()
     state = SourceState(rows=3, min_id=1, max_id=9, change_hwm="2026-12-01 00:00:00")
     statement, params = save_watermark_sql(e, state, LoadOptions(run_id="r"), {2: (1, 5), 1: (2, 7)})
     kept = ("change_hwm", "min_legacy_id", "max_legacy_id", "legacy_rows", "run_id", "mode")
-    summary = ("summary_buckets", "summary_rows", "summary_hashes", "transform_version")
+    summary = ("summary_buckets", "summary_rows", "summary_hashes", "transform_version", "logical_lsn")
     assert render(statement) == (
         'INSERT INTO "migration_control"."watermarks" AS w (entity, change_hwm, min_legacy_id, max_legacy_id, '
-        "legacy_rows, run_id, mode, updated_at, summary_buckets, summary_rows, summary_hashes, transform_version) "
-        "VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now(), %s, %s, %s::numeric[], %s) ON "
-        "CONFLICT (entity) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in kept) + ", updated_at = now(), "
+        "legacy_rows, run_id, mode, updated_at, summary_buckets, summary_rows, summary_hashes, transform_version, "
+        "logical_lsn) VALUES (%s, %s::timestamp AT TIME ZONE 'UTC', %s, %s, %s, %s, %s, now(), %s, %s, "
+        "%s::numeric[], %s, %s::pg_lsn) ON CONFLICT (entity) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in kept) + ", updated_at = now(), "
         + ", ".join(f"{c} = EXCLUDED.{c}" for c in summary))
     assert params == ["roles", "2026-12-01 00:00:00", 1, 9, 3, "r", "full", [1, 2], [2, 1], ["7", "5"],
-                      hash_salt(e, LoadOptions())]
+                      hash_salt(e, LoadOptions()), None]
 
 
 def test_the_key_expression_is_the_control_functions_body():
