@@ -31,9 +31,11 @@ def _free_port() -> int:
 
 class TempServer:
     """A server on 127.0.0.1:``port``, its superuser ``superuser`` (trust), TLS on with a
-    self-signed certificate, connections without TLS over TCP refused; ``conf``: more settings."""
+    self-signed certificate and connections without TLS over TCP refused (``tls`` false: plain
+    connections only); ``conf``: more settings."""
 
-    def __init__(self, superuser: str = "postgres", conf: dict[str, str] | None = None):
+    def __init__(self, superuser: str = "postgres", conf: dict[str, str] | None = None, tls: bool = True):
+        self.tls = tls
         self.superuser, self.port = superuser, _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ma_pg_"))
         self.data = self.dir / "data"
@@ -43,15 +45,17 @@ class TempServer:
         self._as = as_postgres
         self._run([str(BIN / "initdb"), "-D", str(self.data), "-U", superuser, "-A", "trust", "--no-sync", "-E", "UTF8",
                    "--locale=C.UTF-8"])
-        self._run(["openssl", "req", "-new", "-x509", "-days", "2", "-nodes", "-subj", "/CN=127.0.0.1",
-                   "-keyout", str(self.data / "server.key"), "-out", str(self.data / "server.crt")])
-        os.chmod(self.data / "server.key", 0o600)
+        if tls:
+            self._run(["openssl", "req", "-new", "-x509", "-days", "2", "-nodes", "-subj", "/CN=127.0.0.1",
+                       "-keyout", str(self.data / "server.key"), "-out", str(self.data / "server.crt")])
+            os.chmod(self.data / "server.key", 0o600)
         settings = {"port": str(self.port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": f"'{self.dir}'",
-                    "ssl": "on", "fsync": "off", "max_connections": "40", **(conf or {})}
+                    "ssl": "on" if tls else "off", "fsync": "off", "max_connections": "40", **(conf or {})}
         with open(self.data / "postgresql.conf", "a") as f:
             f.write("".join(f"{k} = {v}\n" for k, v in settings.items()))
-        (self.data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
-                                               "hostnossl all all 0.0.0.0/0 reject\n")
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n" if tls
+            else "local all all trust\nhost all all 127.0.0.1/32 trust\n")
         self._run([str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60", "start"])
 
     def _run(self, cmd: list[str]) -> None:
@@ -65,7 +69,8 @@ class TempServer:
             for name in ("server.key", "server.crt"):
                 shutil.chown(self.data / name, "postgres")
 
-    def url(self, dbname: str = "postgres", user: str | None = None, sslmode: str = "require") -> str:
+    def url(self, dbname: str = "postgres", user: str | None = None, sslmode: str | None = None) -> str:
+        sslmode = sslmode or ("require" if self.tls else "disable")
         return (f"postgresql://{user or self.superuser}@127.0.0.1:{self.port}/{dbname}?sslmode={sslmode}"
                 "&application_name=migration_assets")
 
