@@ -66,12 +66,13 @@ from .engine.stream import LegacyStream
 from .errors import classify
 from .failures import as_failure, target_transaction
 from .io_manager import bounded_progress
+from .lineage import OWNER, legacy_key
 from .preflight import DatabaseUnreachable, SchemaMismatch, validate_once
 from .registry import ENTITIES, Entity
 from .resources import LegacyDatabase, MigrationSettings, PostgresResource
 from .settings import Settings
 
-OWNER = "team:data-migration"
+
 IO_MANAGER_KEY = "target_io_manager"
 MODE_TAG = "migration/mode"  # run tag: "full" or "differential" (set by the sensor and the schedule)
 READ_TAG = "migration/read"  # run tag: "all" re-reads and compares every legacy row (migrate --full)
@@ -131,7 +132,8 @@ POOL = "migration_target"  # every step that writes to the target: dagster.yaml'
 
 
 def _table_spec(e: Entity) -> AssetSpec:
-    return AssetSpec(key=AssetKey(e.name), deps=[AssetKey(p) for p in e.parents], group_name=e.group_name,
+    return AssetSpec(key=AssetKey(e.name), deps=[legacy_key(e)] + [AssetKey(p) for p in e.parents],
+                     group_name=e.group_name,
                      kinds={"postgres"}, tags=_tags(e), owners=[OWNER], description=_description(e),
                      metadata=_asset_metadata(e), code_version=code_version(e),
                      freshness_policy=FRESHNESS).with_io_manager_key(IO_MANAGER_KEY)
@@ -218,7 +220,8 @@ def _committed_on_target(context, target: PostgresResource, settings: MigrationS
         stream.close()
 
 
-WHOLE = "whole"  # the mapping key of a sliced asset's one step when its table loads in one step
+WHOLE = "whole"
+LEGACY_INPUT = "legacy_table"  # a sliced table's graph input for its legacy table (no entity has that name)  # the mapping key of a sliced asset's one step when its table loads in one step
 
 
 def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
@@ -236,7 +239,9 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
     tags = _tags(e)
 
     # one input per parent: Dagster cannot fan a graph's inputs into one op input
-    @op(name=f"{e.name}{SLICED_STEP}plan", ins={f"after_{p}": In(Nothing) for p in e.parents}, pool=POOL,
+    upstream = [*e.parents, LEGACY_INPUT]  # the parents' tables and the legacy table (external)
+
+    @op(name=f"{e.name}{SLICED_STEP}plan", ins={f"after_{p}": In(Nothing) for p in upstream}, pool=POOL,
         out=DynamicOut(Nothing), retry_policy=policy, tags=tags, description=f"{e.name}: plan the slices (or one step)")
     def plan_step(context: OpExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                   settings: MigrationSettings):
@@ -297,11 +302,11 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
         finished = finish_step(slices=planned.map(lambda p: slice_step(planned=p)).collect())
         return dict(zip(outs, finished)) if len(outs) > 1 else finished
 
-    graph_def = graph(name=e.name, description=_description(e), ins={p: GraphIn() for p in e.parents},
+    graph_def = graph(name=e.name, description=_description(e), ins={p: GraphIn() for p in upstream},
                       out={name: GraphOut() for name in outs})(compose)
     return AssetsDefinition.from_graph(
         graph_def,
-        keys_by_input_name={p: AssetKey(p) for p in e.parents},
+        keys_by_input_name={**{p: AssetKey(p) for p in e.parents}, LEGACY_INPUT: legacy_key(e)},
         keys_by_output_name={"result": AssetKey(e.name)},
         group_name=e.group_name,
         tags_by_output_name={"result": {**tags, "dagster/kind/postgres": ""}},

@@ -48,6 +48,7 @@ from .engine.slices import FinishSlices
 from .engine.stream import LegacyStream
 from .errors import ErrorKind, classify
 from .failures import target_transaction
+from .lineage import column_lineage
 from .preflight import UNMAPPED_OF_TABLE, unmapped_columns
 from .registry import entity
 from .resources import MigrationSettings, PostgresResource
@@ -90,6 +91,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
         finally:
             obj.close()
         context.add_output_metadata({**self._metadata(e, result, obj.opts.delete_policy),
+                                     "dagster/column_lineage": column_lineage(e),
                                      "legacy_unmapped_columns": MetadataValue.json(unmapped)})
         context.log.info(
             f"{e.name}: {result.status} via {result.load_path}: read {result.records_read:,}, "

@@ -9,7 +9,7 @@ import logging
 
 import psycopg
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, TableColumnDep, materialize
 
 from migration_assets.definitions import build_resources, table_assets
 from migration_assets.preflight import SchemaMismatch, validate
@@ -46,6 +46,12 @@ def test_unmapped_legacy_columns_and_tables_are_reported_everywhere_and_still_mi
     assert any("legacy tables no entity maps: tbl_invoice: their rows are not migrated" in w for w in warnings)
     unmapped = {m.asset_key.path[-1]: m.metadata["legacy_unmapped_columns"].value
                 for m in result.get_asset_materialization_events() for m in [m.materialization]}
+    # the catalog's column lineage starts at the legacy table (an external asset upstream)
+    (offices,) = [ev.materialization for ev in result.get_asset_materialization_events()
+                  if ev.materialization.asset_key == AssetKey("offices")]
+    lineage = offices.metadata["dagster/column_lineage"].value.deps_by_column
+    assert lineage["phone"] == [TableColumnDep(asset_key=AssetKey(["legacy", "tbl_office"]), column_name="phone_no")]
+    assert lineage["id"] == [TableColumnDep(asset_key=AssetKey(["legacy", "tbl_office"]), column_name="office_id")]
     assert unmapped["offices"] == ["fax (character varying)"]
     assert all(v == [] for name, v in unmapped.items() if name != "offices") and len(unmapped) == len(ENTITIES)
     text, _, _ = validation_report(target, legacy)

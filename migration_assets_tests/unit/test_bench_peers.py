@@ -35,14 +35,22 @@ def test_the_differential_report_splits_each_refresh_at_the_floor_of_its_own_rou
         one = lambda s: {"wall_s": s, "orchestration_s": 1.0, "phases": {"deletes": s / 2, "merge": s / 4}}
         return {"0.0": one(floor), "0.001": one(small), "0.01": one(large), "wrong": list(wrong)}
 
-    lines = report({"1.0": {"rows": 4_530_501, "full_s": 50.0,
-                            "rounds": [rnd(4.0, 6.0, 10.0), rnd(5.0, 6.5, 12.0), rnd(4.5, 9.0, 11.0)]}})
-    rows = {line.split(" | ")[3]: line.split(" | ") for line in lines if line.startswith("| 1.0 |")}
-    assert rows["0.0%"][4:7] == ["4.50", "9.0%", "-"]
+    def mode(rounds):
+        return {"full_s": 50.0, "peak_rss_mb": 250.0, "lag_s": 3.25, "rounds": rounds}
+
+    lines = report({"1.0": {"rows": 4_530_501,
+                            "watermark": mode([rnd(4.0, 6.0, 10.0), rnd(5.0, 6.5, 12.0), rnd(4.5, 9.0, 11.0)]),
+                            "logical": {**mode([rnd(2.0, 2.5, 3.0)]), "wal_retained_mb": 12.5}}})
+    rows = {tuple(line.split(" | ")[2:5:2]): line.split(" | ") for line in lines if line.startswith("| 1.0 |")}
+    assert rows[("watermark", "0.0%")][5:8] == ["4.50", "9.0%", "-"]
     # medians of the rounds' own differences (2.0, 1.5, 4.5 and 6.0, 7.0, 6.5), not of the medians
-    assert rows["0.1%"][4:7] == ["6.50", "13.0%", "2.00"]
-    assert rows["1.0%"][4:7] == ["11.00", "22.0%", "6.50"]
-    assert rows["1.0%"][8] == "deletes 5.5 s, merge 2.8 s"
-    assert rows["1.0%"][9] == "yes |"
-    broken = report({"1.0": {"rows": 1, "full_s": 50.0, "rounds": [rnd(4.0, 6.0, 10.0, wrong=["tasks: 1 of 2"])]}})
-    assert broken[-1].endswith("| NO |")
+    assert rows[("watermark", "0.1%")][5:8] == ["6.50", "13.0%", "2.00"]
+    assert rows[("watermark", "1.0%")][5:8] == ["11.00", "22.0%", "6.50"]
+    assert rows[("watermark", "1.0%")][8] == "deletes 5.5 s, merge 2.8 s"
+    assert rows[("watermark", "1.0%")][9] == "yes |"
+    assert rows[("logical", "1.0%")][5:8] == ["3.00", "6.0%", "1.00"]
+    assert lines[-2:] == ["- scale 1.0, watermark: lag 3.2 s, peak RSS of the full migration 250 MB",
+                          "- scale 1.0, logical: lag 3.2 s, peak RSS of the full migration 250 MB, WAL retained after "
+                          "the full migration 12.5 MB"]
+    broken = report({"1.0": {"rows": 1, "watermark": mode([rnd(4.0, 6.0, 10.0, wrong=["tasks: 1 of 2"])])}})
+    assert [line for line in broken if line.startswith("| 1.0 |")][-1].endswith("| NO |")
