@@ -36,17 +36,18 @@ def _free_port() -> int:
 
 
 class Webserver:
-    """dagster-webserver, or with ``dev=True`` what ``./run ui`` starts (``dagster dev``: the
-    webserver and the daemon that dequeues runs)."""
+    """dagster-webserver on workspace.yaml, or with ``dev=True`` what ``./run ui`` starts (``dg dev``
+    on the project of pyproject.toml's [tool.dg]: the webserver and the daemon that dequeues runs)."""
 
     def __init__(self, env: dict, dev: bool = False):
         self.env, self.port, self.proc, self.dev = env, _free_port(), None, dev
 
     def start(self) -> "Webserver":
-        command = ["dagster", "dev"] if self.dev else ["dagster-webserver"]
+        bin_dir = Path(sys.executable).parent
+        where = ["--target-path", str(PROJECT_DIR)] if self.dev else ["-w", str(PROJECT_DIR / "workspace.yaml")]
+        command = [str(bin_dir / "dg"), "dev"] if self.dev else [str(bin_dir / "dagster-webserver")]
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / command[0]), *command[1:], "-w", str(PROJECT_DIR / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(self.port)],
+            [*command, *where, "-h", "127.0.0.1", "-p", str(self.port)],
             # not the project directory: dagster loads a .env from its working directory, and the
             # one `migration-assets setup` writes there names the demo's databases
             cwd=self.env["DAGSTER_HOME"], env=self.env, stdout=subprocess.DEVNULL,
