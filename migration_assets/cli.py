@@ -8,7 +8,7 @@ unreachable database or a refused operation in one line on stderr with exit code
 
 ``demo`` is what the README's first command runs: resolve or start the databases, apply the
 target schema, simulate the legacy database, materialize every table asset through Dagster (in the
-instance under DAGSTER_HOME, as a run of the code location, so ``dagster dev`` lists and
+instance under DAGSTER_HOME, as a run of the code location, so ``dg dev`` lists and
 re-executes it), print a per-entity summary.
 """
 
@@ -36,7 +36,7 @@ def load_dotenv(path: Path | None = None) -> Path | None:
     environment always wins, for every command. Returns the file read, if any.
 
     The file belongs to the project folder (PROJECT_DIR), beside dagster.yaml and
-    workspace.yaml, whatever folder a command runs in: ``./run ui`` starts ``dagster dev`` there,
+    workspace.yaml, whatever folder a command runs in: ``./run ui`` starts ``dg dev`` there,
     which loads ``.env`` from its working directory, so the commands and the UI read the same
     file. It names one set of databases: two projects, or two operators with databases of their
     own, use a checkout each or set the variables in their environment."""
@@ -97,7 +97,7 @@ def setup(s: settings.Settings, write_env: bool = False, dbs=None):
     if prepare_instance(dbs):
         print(f"Dagster instance: storage ready in {dbs.dagster.describe()} (DAGSTER_HOME {os.environ['DAGSTER_HOME']})")
     if write_env:
-        # dagster dev loads .env from its working directory; the file is git-ignored
+        # dg dev (and dagster dev) load .env from the project folder; the file is git-ignored
         write_dotenv(dbs.env())
         print(f"wrote {PROJECT_DIR / '.env'} (mode 0600): the databases every command and the UI of this project use")
     where = "embedded PostgreSQL (pgserver)" if dbs.embedded else "configured server"
@@ -131,7 +131,7 @@ RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # a li
 
 
 def _instance():
-    """The instance under DAGSTER_HOME (the one ``dagster dev`` shows), or an ephemeral one with a
+    """The instance under DAGSTER_HOME (the one ``dg dev`` shows), or an ephemeral one with a
     note when it cannot be opened."""
     from dagster import DagsterInstance
 
@@ -319,7 +319,7 @@ def summary(s: settings.Settings, run_id: str | None = None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="migration-assets", description=__doc__.split("\n\n")[0], formatter_class=fmt,
-                                epilog="./run adds: ./run test (the test suite), ./run ui (dagster dev). Settings: "
+                                epilog="./run adds: ./run test (the test suite), ./run ui (dg dev). Settings: "
                                        "README, 'Settings'; the environment wins over .env.")
     sub = p.add_subparsers(dest="cmd", metavar="command")
     sub.add_parser("setup", help="resolve or start the databases, apply the target schema, write .env (0600)")
