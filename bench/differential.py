@@ -76,14 +76,14 @@ def _lag(legacy: str, target: str, env: dict) -> float:
 
 def measure(admin: str, server, scale: float, runs: int, modes=MODES) -> dict:
     with psycopg.connect(server.url(), autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS bench_diff_origin")
+        conn.execute("DROP DATABASE IF EXISTS bench_diff_origin WITH (FORCE)")
         conn.execute("CREATE DATABASE bench_diff_origin")
     origin = server.url("bench_diff_origin")
     generate(origin, scale=scale, seed=7, log=lambda *_: None)
     out = {"rows": sum(legacy_counts(origin).values())}
     for mode in modes:
         with psycopg.connect(server.url(), autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS bench_diff_legacy")
+            conn.execute("DROP DATABASE IF EXISTS bench_diff_legacy WITH (FORCE)")
             conn.execute("CREATE DATABASE bench_diff_legacy TEMPLATE bench_diff_origin")
         legacy = server.url("bench_diff_legacy")
         target = recreate(admin, "bench_diff_target")
@@ -115,8 +115,8 @@ def measure(admin: str, server, scale: float, runs: int, modes=MODES) -> dict:
         out[mode] = res
         drop(admin, "bench_diff_target")
     with psycopg.connect(server.url(), autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS bench_diff_legacy")
-        conn.execute("DROP DATABASE IF EXISTS bench_diff_origin")
+        conn.execute("DROP DATABASE IF EXISTS bench_diff_legacy WITH (FORCE)")
+        conn.execute("DROP DATABASE IF EXISTS bench_diff_origin WITH (FORCE)")
     return out
 
 
