@@ -12,11 +12,13 @@ What it costs: the time of the load itself, and the transaction holds each table
 (readers are not blocked) until the end. The temporary tables a load leaves until its commit are
 dropped after each table, since the transaction never commits. A differential load that leaves
 legacy rows unaccounted for would be followed by a full pass; the rehearsal reports that
-difference instead of running the pass.
+difference instead of running the pass. In logical mode (MIGRATION_CHANGE_SOURCE) it plans as the
+watermark mode does: the same rows change, and nothing is created on the legacy server.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from psycopg import sql
@@ -36,6 +38,9 @@ def rehearse(source_conninfo: str, target_conninfo: str, opts: LoadOptions, name
              on_progress: Callable[[str], None] | None = None) -> list[LoadResult]:
     """The results the load of each table (``names``, default all) would have, in dependency
     order; the target is left exactly as it was."""
+    # the watermark's plan even in logical mode: that mode's first load creates a slot and a
+    # publication on the legacy server, which a rehearsal must not; both plans load the same rows
+    opts = replace(opts, change_source="watermark")
     results = []
     with connections.connect(target_conninfo) as conn:
         try:
