@@ -21,7 +21,7 @@ from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_contex
 from migration_assets.definitions import build_resources, table_assets
 from migration_assets.engine import changes
 from migration_assets.preflight import SchemaMismatch, validate
-from migration_assets.registry import ENTITIES
+from migration_assets.registry import ENTITIES, children
 from migration_assets.sensors import legacy_changes
 from migration_assets.simulator import generate, mutate
 
@@ -193,3 +193,17 @@ def test_preflight_names_what_logical_mode_needs(legacy, target):
     with pytest.raises(SchemaMismatch, match=r"MIGRATION_CHANGE_SOURCE=logical needs wal_level=logical on the legacy "
                                              r"server \(it is replica\)"):
         validate(legacy, target, logical_slot="ma_preflight")
+
+
+def test_a_truncated_legacy_table_is_compared_in_full(live, databases):
+    legacy, target, slot = live
+    _run("full")
+    leaf = next(e for e in ENTITIES if not children(e.name) and e.expected_rows > 1000)
+    with psycopg.connect(legacy) as conn:
+        conn.execute(f'TRUNCATE "{leaf.legacy_table}"')
+    mutate(legacy, 0.02, 1, log=lambda *_: None)
+    result = _run("differential")
+    modes = dict(query(target, "SELECT entity, mode FROM migration_control.migration_runs WHERE run_id = %s",
+                       [result.run_id]))
+    assert modes[leaf.name] == "full" and query(target, f'SELECT count(*) FROM public."{leaf.name}"') == [(0,)]
+    assert_equal_to_fresh(databases, legacy, target)

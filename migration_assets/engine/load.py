@@ -245,14 +245,19 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     logical = logical_start(stream, previous, differential) if opts.change_source == "logical" else None
     if differential and logical is not None and not logical.usable:
         result.mode, differential = "full", False
+    # logical mode: the run's decoded changes (before this stream's snapshot); a TRUNCATE lists no ids
+    found = changes_of_run(stream.conninfo, opts.slot, opts.run_id) if differential and logical else None
+    if found is not None and e.legacy_table in found.truncated:
+        log.warning("%s: its legacy table was truncated since the last refresh: full mode", e.name)
+        result.mode, differential, found = "full", False, None
     # A differential load reads a few rows of what may be millions: it counts the table once,
     # after the merge (apply_deletes needs that count anyway), and derives the count before.
     result.existing = None if differential else (
         conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0] if has_rows else 0)
     # 2. the plan
     plan = READ_ALL
-    if differential and logical is not None:
-        plan = plan_logical(conn, stream, changes_of_run(stream.conninfo, opts.slot, opts.run_id))
+    if found is not None:
+        plan = plan_logical(conn, stream, found)
     elif differential:
         plan = plan_differential(conn, stream, previous)
     elif result.existing and opts.incremental:
