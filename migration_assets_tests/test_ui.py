@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import pytest
 
 from migration_assets.config import PROJECT_DIR, DbSettings, sqlalchemy_url
 from migration_assets.registry import ENTITIES
+
+from .conftest import query
 
 ARTIFACTS = PROJECT_DIR / "test-artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -65,8 +68,11 @@ class Webserver:
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/graphql",
                                      json.dumps({"query": query, "variables": variables or {}}).encode(),
                                      {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            body = json.loads(resp.read())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:  # GraphQL says what it refused
+            raise AssertionError(f"{exc}: {exc.read().decode(errors='replace')[:1000]}") from None
         assert "errors" not in body, body
         return body["data"]
 
@@ -202,5 +208,47 @@ def test_a_command_line_run_is_the_code_locations_and_re_executes_from_the_ui(de
         assert (status, run["parentRunId"]) == ("SUCCESS", run_id)
         runs = server.graphql(JOB_RUNS, {"job": "full_migration"})["pipelineOrError"]["runs"]
         assert {r["runId"] for r in runs} == {run_id, again}
+        _execute_one_tables_checks(server, deployment)
     finally:
         server.stop()
+
+
+LAUNCH = """mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on InvalidSubsetError { message }
+  ... on RunConfigValidationInvalid { errors { message } } } }"""
+
+
+def _execute_one_tables_checks(server: Webserver, deployment: dict) -> None:
+    """QA's "Execute all" on one table's Checks tab: the launch the UI sends (its asset job, no
+    asset, the table's checks), run by dg dev's daemon to SUCCESS, loading nothing; the Checks
+    tab then shows the budget check with its result."""
+    target = deployment["TARGET_DB_URL"]
+    checks = {c["name"] for c in server.graphql(
+        '{ assetNodeOrError(assetKey: {path: ["offices"]}) { ... on AssetNode { assetChecksOrError { '
+        '... on AssetChecks { checks { name } } } } } }')["assetNodeOrError"]["assetChecksOrError"]["checks"]}
+    assert "quarantine_within_budget" in checks
+    before = query(target, "SELECT count(*), max(id) FROM migration_control.migration_runs")[0]
+    launched = server.graphql(LAUNCH, {"params": {
+        "selector": {"repositoryLocationName": "migration_assets", "repositoryName": "__repository__",
+                     "pipelineName": "__ASSET_JOB", "assetSelection": [],
+                     "assetCheckSelection": [{"assetKey": {"path": ["offices"]}, "name": n} for n in sorted(checks)]},
+        "mode": "default", "runConfigData": {}}})["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline, status = time.time() + 300, None
+    while time.time() < deadline:
+        status = server.graphql("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+                                {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(2)
+    assert status == "SUCCESS"
+    assert query(target, "SELECT count(*), max(id) FROM migration_control.migration_runs")[0] == before  # no load
+    assert {n for (n,) in query(target, "SELECT check_name FROM migration_control.check_results WHERE run_id = %s "
+                                        "AND entity = 'offices'", [run_id])} == checks
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium:
+        page = f"http://127.0.0.1:{server.port}/assets/offices?view=checks"
+        dom = subprocess.run([chromium, *CHROMIUM_FLAGS, "--window-size=1600,1400", "--virtual-time-budget=20000",
+                              "--dump-dom", page], timeout=120, capture_output=True, text=True).stdout
+        assert "quarantine_within_budget" in dom and "rows_reconcile" in dom, len(dom)
