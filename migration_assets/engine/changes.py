@@ -231,6 +231,12 @@ def changes_of_run(conninfo: str, slot: str, run_id: str) -> Changes:
         return _runs[key]
 
 
+def forget(conninfo: str, slot: str, run_id: str) -> None:
+    """Drop the run's decoded changes: the next load of the run decodes the slot anew."""
+    with _lock:
+        _runs.pop((conninfo, slot, run_id), None)
+
+
 def confirm(conninfo: str, slot: str, positions: dict[str, str | None]) -> str | None:
     """Advance the slot to the lowest position every registry table recorded (``positions``:
     entity -> its watermark's logical_lsn), when each has one; returns the position confirmed."""

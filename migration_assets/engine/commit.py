@@ -20,8 +20,8 @@ from .. import connections
 from ..registry import entity
 from ..errors import classify
 from .audit import LoadResult, write_audit
-from .changes import confirm
-from .load import full_pass, load_stream, needs_full_pass
+from .changes import confirm, forget
+from .load import full_pass, load_again, load_stream, needs_full_pass
 from .names import WATERMARKS
 from .options import LoadOptions
 from .slices import FinishSlices, finish_slices
@@ -36,7 +36,8 @@ def commit_load(conn: psycopg.Connection, work: LegacyStream | FinishSlices, run
                 warn: Callable[[str], None] = log.warning) -> LoadResult:
     """Load ``work`` (a stream, or a sliced load to finish) into its table on ``conn`` and commit
     with its audit row; follow a differential load that left rows unaccounted for with a full
-    pass. Returns the last transaction's result. On an error nothing of the failed transaction
+    pass (in logical mode, with one load of the slot's newer changes, and no full pass: rows
+    committed after the position a table recorded come with the next refresh). Returns the last transaction's result. On an error nothing of the failed transaction
     stays (the caller's connection rolls back)."""
     opts = work.opts
     name = (work.stream if isinstance(work, FinishSlices) else work).entity.name
@@ -48,6 +49,24 @@ def commit_load(conn: psycopg.Connection, work: LegacyStream | FinishSlices, run
     conn.commit()
     if opts.change_source == "logical":
         confirm_slot(conn, work, opts, warn)
+        if needs_full_pass(result) and not isinstance(work, FinishSlices):
+            # rows committed after the position the run decoded up to were in the snapshot: the
+            # slot's newer changes name them, which costs far less than comparing every row
+            warn(f"{name}: {result.remaining_difference:,} legacy rows committed after the decoded position: "
+                 "loading again with the slot's newer changes")
+            forget(work.conninfo, opts.slot, opts.run_id)
+            if renew is not None:
+                renew(conn)
+            result = load_again(conn, work, opts, on_progress)
+            write_audit(conn, run_id, result, name)
+            conn.commit()
+            confirm_slot(conn, work, opts, warn)
+        if needs_full_pass(result):
+            # every row the snapshot holds and this load did not read was committed after the
+            # decoded position the table recorded: the slot names it to the next refresh
+            warn(f"{name}: {result.remaining_difference:,} legacy rows committed while it loaded: the next refresh "
+                 "reads them from the slot")
+            return result
     if needs_full_pass(result):
         warn(f"{name}: the differential load left {result.remaining_difference:,} legacy rows unaccounted for "
              "(inserted below the highest id seen): comparing every row")

@@ -469,14 +469,21 @@ def needs_full_pass(result: LoadResult) -> bool:
     return result.mode == "differential" and result.remaining_difference > 0
 
 
-def full_pass(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOptions, on_progress=None) -> LoadResult:
-    """The full-mode pass after :func:`needs_full_pass`, on a stream of its own; the caller commits."""
-    full_opts = replace(opts, mode="full")
-    again = LegacyStream(stream.conninfo, stream.entity, full_opts)
+def load_again(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOptions, on_progress=None) -> LoadResult:
+    """The table loaded again with ``opts``, on a stream (and a snapshot) of its own; the caller
+    commits. After :func:`needs_full_pass`: in full mode (:func:`full_pass`); in logical mode
+    first with the slot's changes decoded anew (rows committed after the position the run decoded
+    up to were already in the first load's snapshot: they are among the newer changes)."""
+    again = LegacyStream(stream.conninfo, stream.entity, opts)
     try:
-        return load_stream(conn, again, full_opts, on_progress)
+        return load_stream(conn, again, opts, on_progress)
     finally:
         again.close()
+
+
+def full_pass(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOptions, on_progress=None) -> LoadResult:
+    """The full-mode pass after :func:`needs_full_pass`, on a stream of its own; the caller commits."""
+    return load_again(conn, stream, replace(opts, mode="full"), on_progress)
 
 
 
