@@ -107,12 +107,20 @@ def ensure(conninfo: str, slot: str) -> tuple[SlotState, bool]:
             "SELECT tablename FROM pg_publication_tables WHERE pubname = %s AND schemaname = current_schema()",
             [slot])}
         exists = conn.execute("SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = %s)", [slot]).fetchone()[0]
+        # two steps of one run (a process each) may both find them missing: the second to create
+        # one finds it made (DuplicateObject) and goes on with it
         if missing := [t for t in tables if t not in published]:
-            conn.execute(publication_sql(slot, missing, exists))
+            try:
+                conn.execute(publication_sql(slot, missing, exists))
+            except psycopg.errors.DuplicateObject:
+                pass
         state = slot_state(conn, slot)
         created = state is None
         if created:
-            conn.execute("SELECT pg_create_logical_replication_slot(%s, %s)", [slot, PLUGIN])
+            try:
+                conn.execute("SELECT pg_create_logical_replication_slot(%s, %s)", [slot, PLUGIN])
+            except psycopg.errors.DuplicateObject:
+                created = False
             state = slot_state(conn, slot)
     return state, created
 
