@@ -177,8 +177,8 @@ def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, tar
                                                  settings.legacy_timezone)
     with target.connect() as tgt:
         set_statement_timeout(tgt, settings.migration_timeout_ms)
-        if not settings.after_cutover and (c := recorded(tgt)) is not None:
-            return SkipReason(f"{describe(c)}: no refresh is requested (MIGRATION_AFTER_CUTOVER)")
+        if (skip := _cut_over(tgt, settings)) is not None:
+            return skip
         done = migrated_states(tgt)
         waiting = {r[0] for r in tgt.execute(sql.SQL(
             "SELECT DISTINCT entity FROM {} WHERE NOT resolved AND reason = {}").format(
@@ -200,24 +200,31 @@ def legacy_changes(context: SensorEvaluationContext, legacy: LegacyDatabase, tar
                       tags={MODE_TAG: "differential", "migration/entities": str(len(fresh))})
 
 
+def _cut_over(tgt, settings: MigrationSettings) -> SkipReason | None:
+    """The tick's answer on a target that was cut over (no refresh unless MIGRATION_AFTER_CUTOVER)."""
+    if not settings.after_cutover and (c := recorded(tgt)) is not None:
+        return SkipReason(f"{describe(c)}: no refresh is requested (MIGRATION_AFTER_CUTOVER)")
+    return None
+
+
 def _slot_changes(legacy: LegacyDatabase, target: PostgresResource, settings: MigrationSettings):
     """Logical mode: wake on the changes pending in the replication slot. Every table is
     requested, not only the changed ones: the slot advances to the lowest position all tables
     recorded (engine/changes.py), and a table without changes costs a few statements."""
     with target.connect() as tgt:
         set_statement_timeout(tgt, settings.migration_timeout_ms)
-        if not settings.after_cutover and (c := recorded(tgt)) is not None:
-            return SkipReason(f"{describe(c)}: no refresh is requested (MIGRATION_AFTER_CUTOVER)")
+        if (skip := _cut_over(tgt, settings)) is not None:
+            return skip
     with legacy.connect() as src:
         if changes.slot_state(src, settings.slot) is None:
             return SkipReason(f"no replication slot {settings.slot} yet: a migration in logical mode creates it")
     found = changes.peek(legacy.conninfo(), settings.slot)
     if not found.count:
         return SkipReason(f"no change pending in the replication slot {settings.slot}")
-    tables = sorted(found.ids) + sorted(found.truncated - set(found.ids))
     return RunRequest(run_key=f"logical-{found.upto}",
                       asset_selection=[AssetKey(e.name) for e in ENTITIES] + [AssetKey(REPORT_ASSET)],
-                      tags={MODE_TAG: "differential", "migration/changed_tables": str(len(tables)),
+                      tags={MODE_TAG: "differential",
+                            "migration/changed_tables": str(len(set(found.ids) | found.truncated)),
                             "migration/changes": str(found.count)})
 
 

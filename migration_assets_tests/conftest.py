@@ -7,9 +7,13 @@ pgserver otherwise. Each test session creates its own databases and drops them a
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import threading
+import time
 import uuid
 from contextlib import contextmanager
+from typing import Callable
 
 import psycopg
 import pytest
@@ -107,6 +111,27 @@ def migrated_in_process(databases, legacy: str, entities, label: str) -> str:
     for e in sorted(entities, key=lambda e: e.level):
         migrate_entity(legacy, target, e.name, LoadOptions(run_id="reference"))
     return target
+
+
+def kill_when(worker: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 120,
+              before: Callable[[], None] | None = None) -> None:
+    """SIGKILL ``worker`` as soon as ``ready()`` holds (``before()`` first, to check the moment):
+    the test fails if ``what`` ends or ``timeout`` seconds pass before, and the worker never
+    outlives the call."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert worker.poll() is None, f"{what} ended before it was killed"
+            assert time.monotonic() < deadline, f"{what} never got there"
+            time.sleep(0.05)
+        if before is not None:
+            before()
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == -signal.SIGKILL
 
 
 def query(conninfo: str, q, params=None):

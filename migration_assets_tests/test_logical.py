@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import psycopg
@@ -26,7 +24,7 @@ from migration_assets.sensors import legacy_changes
 from migration_assets.simulator import generate, mutate
 
 from . import servers
-from .conftest import query
+from .conftest import kill_when, query
 from .test_plan_and_deletes import assert_equal_to_fresh
 
 
@@ -126,23 +124,12 @@ def test_a_logical_refresh_killed_mid_run_loses_nothing_and_applies_nothing_twic
     with psycopg.connect(legacy) as conn:
         before = changes.slot_state(conn, slot).confirmed
     started = query(target, "SELECT coalesce(max(id), 0) FROM migration_control.migration_runs")[0][0]
-    env = {**os.environ, "DAGSTER_HOME": "", "MIGRATION_REPORTS_DIR": str(tmp_path)}
-    env.pop("DAGSTER_HOME")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"} | {"MIGRATION_REPORTS_DIR": str(tmp_path)}
     worker = subprocess.Popen(KILLED_REFRESH, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while query(target, "SELECT count(*) FROM migration_control.migration_runs WHERE id > %s "
-                            "AND mode = 'differential'", [started])[0][0] < 10:
-            assert worker.poll() is None, "the refresh ended before it was killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    assert worker.returncode == -signal.SIGKILL
+    kill_when(worker, lambda: query(target, "SELECT count(*) FROM migration_control.migration_runs WHERE id > %s "
+                                            "AND mode = 'differential'", [started])[0][0] >= 10,
+              "the refresh", timeout=180)
     done = query(target, "SELECT count(DISTINCT entity) FROM migration_control.migration_runs WHERE id > %s "
                          "AND status = 'COMPLETED'", [started])[0][0]
     assert 10 <= done < len(ENTITIES)  # killed mid-run

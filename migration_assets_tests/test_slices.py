@@ -9,8 +9,6 @@ The reference is the one-step load of the same legacy database (engine.load.migr
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +25,7 @@ from migration_assets.engine.slices import finish_slices, load_slice, plan_slice
 from migration_assets.engine.stream import LegacyStream
 from migration_assets.registry import ENTITIES, entity
 
-from .conftest import migrated_in_process, query
+from .conftest import kill_when, migrated_in_process, query
 from .test_plan_and_deletes import open_quarantine, table_checksums
 
 # levels 1 and 2; profiles and patients hold unique emails (duplicates across slices), addresses
@@ -178,21 +176,12 @@ def test_a_slice_killed_mid_copy_leaves_nothing_and_a_rerun_completes_the_table(
     _load_slice(legacy, target, "patients", 1, opts)
     marker = tmp_path / "copying"
     worker = subprocess.Popen([sys.executable, "-c", KILLED_SLICE, legacy, target, str(marker)])
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert worker.poll() is None, "the slice's process exited before it was killed"
-            assert time.monotonic() < deadline, "the slice never started copying"
-            time.sleep(0.1)
-        copying = query(target, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND query LIKE 'COPY %%patients%%' AND state <> 'idle'")[0][0]
-        assert copying == 1  # the COPY is open: the kill lands mid-slice
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    assert worker.returncode == -signal.SIGKILL
+
+    def copying():  # the COPY is open: the kill lands mid-slice
+        assert query(target, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                             "AND query LIKE 'COPY %%patients%%' AND state <> 'idle'")[0][0] == 1
+
+    kill_when(worker, marker.exists, "the slice's process (copying)", before=copying)
     # the server rolls the dead session back: slice 2 is pending and none of its rows is in
     deadline = time.monotonic() + 30
     while query(target, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "

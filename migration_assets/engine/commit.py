@@ -37,8 +37,9 @@ def commit_load(conn: psycopg.Connection, work: LegacyStream | FinishSlices, run
     """Load ``work`` (a stream, or a sliced load to finish) into its table on ``conn`` and commit
     with its audit row; follow a differential load that left rows unaccounted for with a full
     pass (in logical mode, with one load of the slot's newer changes, and no full pass: rows
-    committed after the position a table recorded come with the next refresh). Returns the last transaction's result. On an error nothing of the failed transaction
-    stays (the caller's connection rolls back)."""
+    committed after the position a table recorded come with the next refresh). Returns the last
+    transaction's result. On an error nothing of the failed transaction stays (the caller's
+    connection rolls back)."""
     opts = work.opts
     name = (work.stream if isinstance(work, FinishSlices) else work).entity.name
     if isinstance(work, FinishSlices):
@@ -85,7 +86,8 @@ def confirm_slot(conn: psycopg.Connection, work: LegacyStream | FinishSlices, op
     changes (idempotent), so it is a warning, never the step's failure."""
     stream = work.stream if isinstance(work, FinishSlices) else work
     try:
-        positions = dict(conn.execute(sql.SQL("SELECT entity, logical_lsn::text FROM {}").format(WATERMARKS)).fetchall())
+        positions = dict(conn.execute(sql.SQL("SELECT entity, logical_lsn::text FROM {}").format(
+            WATERMARKS)).fetchall())
         conn.commit()
         confirm(stream.conninfo, opts.slot, positions)
     except psycopg.Error as exc:

@@ -27,7 +27,7 @@ from .names import ORPHAN_FK, QUARANTINE, SOFT_DELETED, legacy_uuid_sql, live_ro
 from .options import LoadOptions
 from .plan import ReadPlan, Watermark, accounted
 from .rejects import orphan_detail, set_fk_null, upsert_quarantine
-from .source_sql import gaps_sql
+from .source_sql import absent_ids_sql, gaps_sql
 from .stream import LegacyStream, SourceState
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,7 @@ def apply_deletes(conn, e: Entity, stream: LegacyStream, opts: LoadOptions, resu
     if plan.touched is not None:
         # logical mode: the deleted rows are the changed ids the snapshot no longer holds, exactly;
         # fewer of them than rows to account for (rows removed behind the slot's back): the search
-        gaps = [(i, i) for (i,) in stream.query(sql.SQL(
-            "SELECT x FROM unnest({}::bigint[]) AS x WHERE NOT EXISTS (SELECT FROM {} AS l WHERE l.{} = x)").format(
-            sql.Literal(sorted(plan.touched)), sql.Identifier(e.legacy_table), sql.Identifier(e.legacy_pk)))]
+        gaps = [(i, i) for (i,) in stream.query(absent_ids_sql(e, sorted(plan.touched)))]
         if len(gaps) < accounted_now - state.rows:
             log.warning("%s: %d rows to account for, %d deletes decoded: searching the legacy keys", e.name,
                         accounted_now - state.rows, len(gaps))

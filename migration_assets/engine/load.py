@@ -339,14 +339,12 @@ def logical_start(stream: LegacyStream, previous: Watermark | None, differential
     differential load can take its changes from the slot (changes.py: otherwise full mode)."""
     e, slot = stream.entity, stream.opts.slot
     state, created = ensure(stream.conninfo, slot)
-    why = None
-    if not differential:
-        pass  # a full load reads every row (or every changed bucket) anyway
-    elif created or state.lost:
+    why = None  # a full load reads every row (or every changed bucket) anyway: only a differential one asks
+    if differential and (created or state.lost):
         why = "was missing and was created now" if created else "lost the WAL it needed (wal_status lost)"
-    elif previous.logical_lsn is None:
+    elif differential and previous.logical_lsn is None:
         why = "has no recorded position for this table (loaded in watermark mode)"
-    elif lsn(state.confirmed) > lsn(previous.logical_lsn):
+    elif differential and lsn(state.confirmed) > lsn(previous.logical_lsn):
         why = f"is at {state.confirmed}, past this table's recorded {previous.logical_lsn} (dropped and created again?)"
     if why is not None:
         log.warning("%s: the replication slot %s %s: a full-mode pass instead of the slot's changes", e.name, slot, why)

@@ -288,6 +288,13 @@ def changed_since_sql(e: Entity, since_iso: str) -> sql.Composable:
     return sql.SQL("l.{} >= {}").format(sql.Identifier(e.legacy_change_column), sql.Literal(since_iso))
 
 
+def absent_ids_sql(e: Entity, ids: list[int]) -> sql.Composable:
+    """The legacy ids among ``ids`` that the legacy table does not hold (in the snapshot that runs it)."""
+    return sql.SQL("SELECT x FROM unnest({}::bigint[]) AS x "
+                   "WHERE NOT EXISTS (SELECT FROM {} AS l WHERE l.{} = x)").format(
+        sql.Literal(ids), sql.Identifier(e.legacy_table), sql.Identifier(e.legacy_pk))
+
+
 def ids_sql(e: Entity, *, above: int | None = None, buckets: list[int] | None = None,
             ids: list[int] | None = None) -> sql.Composable:
     """Condition on alias ``l``: legacy id above ``above``, in one of ``buckets``, or in ``ids``
