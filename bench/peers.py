@@ -267,7 +267,7 @@ def verify_migration(target: str, expected: dict[str, int]) -> list[str]:
         for e in ENTITIES:
             rows = conn.execute(sql.SQL("SELECT (SELECT count(*) FROM {}) + (SELECT count(*) FROM {} "
                                         "WHERE entity = %s AND resolved_at IS NULL)").format(
-                target_table(e), QUARANTINE), [e.name]).fetchone()[0]
+                target_table(e, "public"), QUARANTINE), [e.name]).fetchone()[0]
             if rows != expected[e.legacy_table]:
                 wrong.append(f"{e.name}: {rows} of {expected[e.legacy_table]}")
     return wrong

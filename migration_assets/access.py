@@ -86,23 +86,23 @@ _CURRENT = """
                                                 obj_description(p.oid, 'pg_policy')))
                      FROM pg_policy p CROSS JOIN LATERAL unnest(p.polroles) AS pr(oid) JOIN pg_roles r ON r.oid = pr.oid
                      WHERE p.polrelid = c.oid AND p.polname LIKE 'ma\\_%%'), '{}')
-    FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%(tables)s)"""
+    FROM pg_class c WHERE c.relnamespace = %(schema)s::regnamespace AND c.relname = ANY(%(tables)s)"""
 
 
-def differing(conn, spec: dict[str, tuple[Access, ...]] | None = None) -> list[Entity]:
-    """The registry's tables whose access on the target is not the declared one: row level
+def differing(conn, schema: str, spec: dict[str, tuple[Access, ...]] | None = None) -> list[Entity]:
+    """The registry's tables (in ``schema``) whose access on the target is not the declared one: row level
     security off, a grant to an API role more or less, a project policy missing, extra or
     saying something else."""
     current = {t: (rls, frozenset(tuple(g.split(" ")) for g in grants),
                    frozenset(tuple(p.split(" ", 3)) for p in policies))
-               for t, rls, grants, policies in conn.execute(_CURRENT, {"roles": list(ROLES),
-                                                                       "tables": [e.target_table for e in ENTITIES]})}
+               for t, rls, grants, policies in conn.execute(_CURRENT, {
+                   "roles": list(ROLES), "schema": schema, "tables": [e.target_table for e in ENTITIES]})}
     return [e for e in ENTITIES if current.get(e.target_table) != (True, *declared(e, spec))]
 
 
-def access_sql(e: Entity, spec: dict[str, tuple[Access, ...]] | None = None) -> list[sql.Composable]:
-    """The statements that give table ``e`` exactly its declared access (idempotent)."""
-    t = target_table(e)
+def access_sql(e: Entity, schema: str, spec: dict[str, tuple[Access, ...]] | None = None) -> list[sql.Composable]:
+    """The statements that give ``e``'s table in ``schema`` exactly its declared access (idempotent)."""
+    t = target_table(e, schema)
     roles = sql.SQL(", ").join(map(sql.Identifier, ROLES))
     out: list[sql.Composable] = [sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(t),
                                  sql.SQL("REVOKE ALL ON {} FROM {}").format(t, roles)]
@@ -135,9 +135,9 @@ def control_sql() -> list[sql.Composable]:
         for kind in ("TABLES", "SEQUENCES", "FUNCTIONS")]
 
 
-def all_access_sql(spec: dict[str, tuple[Access, ...]] | None = None, conn=None) -> list[sql.Composable]:
-    """Every registry table's access (with ``conn``: of the tables whose access :func:`differing`
+def all_access_sql(schema: str, spec: dict[str, tuple[Access, ...]] | None = None, conn=None) -> list[sql.Composable]:
+    """Every registry table's access, in ``schema`` (with ``conn``: of the tables whose access :func:`differing`
     finds changed, so a setup with nothing to change takes no table lock and makes no DDL that
     PostgREST would reload its schema for), and the control schema closed."""
-    tables = ENTITIES if conn is None else differing(conn, spec)
-    return [s for e in tables for s in access_sql(e, spec)] + control_sql()
+    tables = ENTITIES if conn is None else differing(conn, schema, spec)
+    return [s for e in tables for s in access_sql(e, schema, spec)] + control_sql()

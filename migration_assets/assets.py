@@ -89,9 +89,9 @@ def retry_policy(s: Settings) -> RetryPolicy:
                        jitter=Jitter.PLUS_MINUS)
 
 
-def _description(e: Entity) -> str:
+def _description(e: Entity, schema: str) -> str:
     fks = ", ".join(f"{c.target} -> {c.parent}{'' if c.required else ' (optional)'}" for c in e.foreign_keys)
-    return (f"{e.description}\n\nLegacy `{e.legacy_table}` (key `{e.legacy_pk}`) -> `public.{e.target_table}`. "
+    return (f"{e.description}\n\nLegacy `{e.legacy_table}` (key `{e.legacy_pk}`) -> `{schema}.{e.target_table}`. "
             f"Level {e.level}, priority {e.priority}, about {e.expected_rows:,} rows at scale 1.0."
             + (f"\n\nForeign keys: {fks}." if fks else ""))
 
@@ -107,9 +107,9 @@ def code_version(e: Entity) -> str:
     return hashlib.sha256(f"{ENGINE_VERSION}|{e!r}".encode()).hexdigest()[:12]
 
 
-def _asset_metadata(e: Entity) -> dict:
+def _asset_metadata(e: Entity, schema: str) -> dict:
     return {
-        "dagster/table_name": f"public.{e.target_table}",
+        "dagster/table_name": f"{schema}.{e.target_table}",
         "dagster/column_schema": TableSchema(columns=[TableColumn("id", "uuid", description="uuid v3 of the legacy id")]
             + [TableColumn(c.target, c.target_type, description=f"legacy {e.legacy_table}.{c.legacy_name} "
                                                                 f"({c.kind.name.lower()})") for c in e.columns]
@@ -131,11 +131,11 @@ FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_wi
 POOL = "migration_target"  # every step that writes to the target: dagster.yaml's pools bound them across runs
 
 
-def _table_spec(e: Entity) -> AssetSpec:
+def _table_spec(e: Entity, schema: str) -> AssetSpec:
     return AssetSpec(key=AssetKey(e.name), deps=[legacy_key(e)] + [AssetKey(p) for p in e.parents],
                      group_name=e.group_name,
-                     kinds={"postgres"}, tags=_tags(e), owners=[OWNER], description=_description(e),
-                     metadata=_asset_metadata(e), code_version=code_version(e),
+                     kinds={"postgres"}, tags=_tags(e), owners=[OWNER], description=_description(e, schema),
+                     metadata=_asset_metadata(e, schema), code_version=code_version(e),
                      freshness_policy=FRESHNESS).with_io_manager_key(IO_MANAGER_KEY)
 
 
@@ -144,7 +144,7 @@ def build_table_asset(e: Entity, s: Settings):
     step per check); the step is subsettable, so the checks also run alone, on the table as it is
     (the UI's "Execute" on a check, ``migration-assets check``): the asset not selected, nothing
     loads."""
-    @multi_asset(name=e.name, specs=[_table_spec(e)], can_subset=True, retry_policy=retry_policy(s), pool=POOL,
+    @multi_asset(name=e.name, specs=[_table_spec(e, s.target_schema)], can_subset=True, retry_policy=retry_policy(s), pool=POOL,
                  check_specs=check_specs(e) if s.asset_checks else None, hooks={record_step_failure})
     def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                      settings: MigrationSettings):
@@ -166,7 +166,8 @@ def _preflight(context, e: Entity, legacy: LegacyDatabase, target: PostgresResou
         # MIGRATION_AFTER_CUTOVER), at the run's first load step
         for warning in validate_once(context.run.run_id, legacy.connect, target.connect,
                                      settings.legacy_timezone, after_cutover=settings.after_cutover,
-                                     logical_slot=settings.slot if settings.change_source == "logical" else None):
+                                     logical_slot=settings.slot if settings.change_source == "logical" else None,
+                                     schema=settings.target_schema):
             context.log.warning(f"pre-flight: {warning}")
     except (SchemaMismatch, DatabaseUnreachable, CutOver) as exc:
         raise as_failure(classify(exc), f"{e.name}: pre-flight") from None
@@ -302,7 +303,7 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
         finished = finish_step(slices=planned.map(lambda p: slice_step(planned=p)).collect())
         return dict(zip(outs, finished)) if len(outs) > 1 else finished
 
-    graph_def = graph(name=e.name, description=_description(e), ins={p: GraphIn() for p in upstream},
+    graph_def = graph(name=e.name, description=_description(e, s.target_schema), ins={p: GraphIn() for p in upstream},
                       out={name: GraphOut() for name in outs})(compose)
     return AssetsDefinition.from_graph(
         graph_def,
@@ -311,8 +312,8 @@ def build_sliced_asset(e: Entity, s: Settings) -> AssetsDefinition:
         group_name=e.group_name,
         tags_by_output_name={"result": {**tags, "dagster/kind/postgres": ""}},
         owners_by_output_name={"result": [OWNER]},
-        descriptions_by_output_name={"result": _description(e)},
-        metadata_by_output_name={"result": _asset_metadata(e)},
+        descriptions_by_output_name={"result": _description(e, s.target_schema)},
+        metadata_by_output_name={"result": _asset_metadata(e, s.target_schema)},
         code_versions_by_output_name={"result": code_version(e)},
         check_specs=specs or None,
         hook_defs={record_step_failure},
@@ -327,7 +328,7 @@ def build_level_asset(entities: list[Entity], s: Settings) -> AssetsDefinition:
     materializing one table runs that table alone. A failure stops the step (the tables before it
     stay committed), and its retry re-runs them all: a loaded table re-merges to no change."""
     level = entities[0].level
-    specs = [_table_spec(e) for e in entities]
+    specs = [_table_spec(e, s.target_schema) for e in entities]
 
     @multi_asset(name=level_step_name(level), specs=specs, can_subset=True, retry_policy=retry_policy(s), pool=POOL,
                  hooks={record_step_failure},
@@ -386,7 +387,7 @@ def migration_reports(context: AssetExecutionContext, legacy: LegacyDatabase, ta
     from .reports import summary_lines, write_all
 
     out = write_all(legacy.conninfo(), target.conninfo(), Path(settings.reports_dir),
-                    timeout_ms=settings.migration_timeout_ms)
+                    timeout_ms=settings.migration_timeout_ms, schema=settings.target_schema)
     comprehensive, validation, differential = out["paths"]
     summary = comprehensive.read_text().split("## Entities by dependency level")[0]
     # the run's per-entity summary, last in the log of `dagster asset materialize --select '*'`
@@ -438,7 +439,7 @@ def target_cutover(context: AssetExecutionContext, config: CutoverConfig, target
         if config.confirm != database:
             raise Failure(description=f"cutover: confirm is {config.confirm!r}, not the target database's name "
                                       f"({database!r}): nothing was changed", allow_retries=False)
-        row = perform(conn, context.run.run_id)
+        row = perform(conn, context.run.run_id, settings.target_schema)
         conn.commit()
     context.log.info(summary(row))
     window = (row["cut_over_at"] - row["refresh_started_at"]).total_seconds()

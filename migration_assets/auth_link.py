@@ -26,7 +26,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from .engine.names import CONTROL_SCHEMA, PLACEHOLDER_DOMAIN
+from .engine.names import CONTROL_SCHEMA, PLACEHOLDER_DOMAIN, table_named
 from .errors import PermanentError
 from .transforms import EMAIL_REGEX
 
@@ -45,12 +45,12 @@ class NoSupabaseAuth(PermanentError):
 
 
 _COLUMN = sql.SQL("""
-    ALTER TABLE public.profiles ADD COLUMN IF NOT EXISTS auth_user_id uuid;
-    CREATE UNIQUE INDEX IF NOT EXISTS profiles_auth_user_id_key ON public.profiles (auth_user_id);
+    ALTER TABLE {profiles} ADD COLUMN IF NOT EXISTS auth_user_id uuid;
+    CREATE UNIQUE INDEX IF NOT EXISTS profiles_auth_user_id_key ON {profiles} (auth_user_id);
     DO $$ BEGIN
       IF NOT EXISTS (SELECT FROM pg_constraint WHERE conname = 'profiles_auth_user_id_fkey'
-                     AND conrelid = 'public.profiles'::regclass) THEN
-        ALTER TABLE public.profiles ADD CONSTRAINT profiles_auth_user_id_fkey FOREIGN KEY (auth_user_id)
+                     AND conrelid = {profiles_name}::regclass) THEN
+        ALTER TABLE {profiles} ADD CONSTRAINT profiles_auth_user_id_fkey FOREIGN KEY (auth_user_id)
           REFERENCES auth.users (id) ON DELETE SET NULL;
       END IF;
     END $$""")
@@ -60,13 +60,13 @@ _CANDIDATES = sql.SQL("""
     CREATE TEMP TABLE _link ON COMMIT DROP AS
     SELECT p.id, (p.metadata->>'legacy_id')::bigint AS legacy_id, lower(p.email) AS email,
            lower(p.email) ~ {regex} AND split_part(lower(p.email), '@', 2) <> {placeholder} AS valid
-    FROM public.profiles p WHERE p.auth_user_id IS NULL""")
+    FROM {profiles} p WHERE p.auth_user_id IS NULL""")
 
 _MATCH = sql.SQL("""
-    UPDATE public.profiles p SET auth_user_id = u.id
+    UPDATE {profiles} p SET auth_user_id = u.id
     FROM _link l JOIN auth.users u ON lower(u.email) = l.email
     WHERE p.id = l.id AND l.valid
-      AND NOT EXISTS (SELECT FROM public.profiles o WHERE o.auth_user_id = u.id)""")
+      AND NOT EXISTS (SELECT FROM {profiles} o WHERE o.auth_user_id = u.id)""")
 
 _CREATE = sql.SQL("""
     WITH made AS (
@@ -75,11 +75,11 @@ _CREATE = sql.SQL("""
       SELECT {instance}::uuid, gen_random_uuid(), 'authenticated', 'authenticated', l.email, NULL, NULL,
              '{{"provider": "email", "providers": ["email"]}}'::jsonb,
              jsonb_build_object('profile_id', l.id, 'legacy_id', l.legacy_id), now(), now()
-      FROM _link l JOIN public.profiles p ON p.id = l.id
+      FROM _link l JOIN {profiles} p ON p.id = l.id
       WHERE l.valid AND p.auth_user_id IS NULL
         AND NOT EXISTS (SELECT FROM auth.users u WHERE lower(u.email) = l.email)
       RETURNING id, (raw_user_meta_data->>'profile_id')::uuid AS profile_id)
-    UPDATE public.profiles p SET auth_user_id = made.id FROM made WHERE p.id = made.profile_id""")
+    UPDATE {profiles} p SET auth_user_id = made.id FROM made WHERE p.id = made.profile_id""")
 
 _QUARANTINE = sql.SQL("""
     INSERT INTO {quarantine} AS q (entity, legacy_id, reason, detail, raw, first_run_id, last_run_id)
@@ -88,7 +88,7 @@ _QUARANTINE = sql.SQL("""
            CASE WHEN l.valid THEN 'the Auth user with this email is linked to another profile'
                 ELSE 'not an email address Supabase Auth can take (invalid, or the recovery''s placeholder)' END,
            jsonb_build_object('profile_id', l.id, 'email', l.email), {run}, {run}
-    FROM _link l JOIN public.profiles p ON p.id = l.id
+    FROM _link l JOIN {profiles} p ON p.id = l.id
     WHERE p.auth_user_id IS NULL
     ON CONFLICT (entity, legacy_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail,
       raw = EXCLUDED.raw, last_run_id = EXCLUDED.last_run_id, last_seen_at = now(), resolved = false,
@@ -98,25 +98,28 @@ _QUARANTINE = sql.SQL("""
 _RESOLVE = sql.SQL("""
     UPDATE {quarantine} q SET resolved = true, resolved_at = now(), resolved_run_id = {run},
                               resolution = 'linked to an Auth user'
-    FROM public.profiles p
+    FROM {profiles} p
     WHERE q.entity = {entity} AND NOT q.resolved AND p.auth_user_id IS NOT NULL
       AND (p.metadata->>'legacy_id')::bigint = q.legacy_id""")
 
 
-def link(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
-    """Link the profiles in the caller's transaction (the caller commits); returns what it did:
-    matched, created, quarantined (open after this run), linked (in all)."""
+def link(conn: psycopg.Connection, run_id: str, schema: str) -> dict[str, int]:
+    """Link the profiles (the registry's table in ``schema``, MIGRATION_TARGET_SCHEMA) in the
+    caller's transaction (the caller commits); returns what it did: matched, created, quarantined
+    (open after this run), linked (in all)."""
     if conn.execute("SELECT to_regclass('auth.users')").fetchone()[0] is None:
         raise NoSupabaseAuth("the target has no auth.users table: it is not a Supabase project's database")
     quarantine = sql.Identifier(CONTROL_SCHEMA, "quarantine")
-    params = {"quarantine": quarantine, "entity": sql.Literal(ENTITY), "run": sql.Literal(run_id)}
-    conn.execute(_COLUMN)
-    conn.execute(_CANDIDATES.format(regex=sql.Literal(EMAIL_REGEX), placeholder=sql.Literal(PLACEHOLDER_DOMAIN)))
-    matched = conn.execute(_MATCH).rowcount
-    created = conn.execute(_CREATE.format(instance=sql.Literal(INSTANCE))).rowcount
+    profiles = table_named("profiles", schema)
+    params = {"quarantine": quarantine, "entity": sql.Literal(ENTITY), "run": sql.Literal(run_id), "profiles": profiles}
+    conn.execute(_COLUMN.format(profiles=profiles, profiles_name=sql.Literal(profiles.as_string(conn))))
+    conn.execute(_CANDIDATES.format(regex=sql.Literal(EMAIL_REGEX), placeholder=sql.Literal(PLACEHOLDER_DOMAIN),
+                                    profiles=profiles))
+    matched = conn.execute(_MATCH.format(profiles=profiles)).rowcount
+    created = conn.execute(_CREATE.format(instance=sql.Literal(INSTANCE), profiles=profiles)).rowcount
     conn.execute(_QUARANTINE.format(taken=sql.Literal(TAKEN), invalid=sql.Literal(INVALID), **params))
     conn.execute(_RESOLVE.format(**params))
     (held,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE entity = {} AND NOT resolved").format(
         quarantine, sql.Literal(ENTITY))).fetchone()
-    (linked,) = conn.execute("SELECT count(*) FROM public.profiles WHERE auth_user_id IS NOT NULL").fetchone()
+    (linked,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE auth_user_id IS NOT NULL").format(profiles)).fetchone()
     return {"matched": matched, "created": created, "quarantined": held, "linked": linked}

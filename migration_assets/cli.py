@@ -93,7 +93,7 @@ def setup(s: settings.Settings, write_env: bool = False, dbs=None):
     the ``setup`` command writes ``.env`` (mode 0600), and only once the schema is applied."""
     dbs = dbs or resolve()
     reach(dbs)
-    applied = apply_migrations(dbs.target.conninfo(), timeout_ms=s.migration_timeout_ms)
+    applied = apply_migrations(dbs.target.conninfo(), timeout_ms=s.migration_timeout_ms, schema=s.target_schema)
     if prepare_instance(dbs):
         print(f"Dagster instance: storage ready in {dbs.dagster.describe()} (DAGSTER_HOME {os.environ['DAGSTER_HOME']})")
     if write_env:
@@ -243,7 +243,7 @@ def dry_run(s: settings.Settings, mode: str) -> int:
 
     dbs = resolve()
     reach(dbs)
-    for warning in validate(dbs.source.conninfo(), dbs.target.conninfo(), s.legacy_timezone):
+    for warning in validate(dbs.source.conninfo(), dbs.target.conninfo(), s.legacy_timezone, schema=s.target_schema):
         print(f"pre-flight: {warning}", file=sys.stderr)
     opts = MigrationSettings.from_settings(s).load_options(f"dry-run-{time.strftime('%Y%m%d-%H%M%S')}", mode)
     started = time.perf_counter()
@@ -303,7 +303,7 @@ def link_auth(s: settings.Settings) -> int:
     reach(dbs)
     with connect(dbs.target.conninfo(connect_timeout=10)) as conn:
         set_statement_timeout(conn, s.migration_timeout_ms)
-        done = link(conn, f"link-auth-{time.strftime('%Y%m%d-%H%M%S')}")
+        done = link(conn, f"link-auth-{time.strftime('%Y%m%d-%H%M%S')}", s.target_schema)
         conn.commit()
     print(f"profiles linked to Supabase Auth users: {done['linked']:,} ({done['matched']:,} matched to existing users "
           f"now, {done['created']:,} users created without a password); in quarantine: {done['quarantined']:,} "
@@ -422,7 +422,7 @@ def _run(a, s: settings.Settings) -> int:
         refuse_after_cutover(dbs, a.after_cutover, s)
         code = migrate(s, "differential_refresh")
         path, remaining = write_differential_report(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir(s),
-                                                    timeout_ms=s.migration_timeout_ms)
+                                                    timeout_ms=s.migration_timeout_ms, schema=s.target_schema)
         print(f"\nwrote {path} (remaining difference: {remaining:,} rows)")
         return code
     elif a.cmd == "demo":
@@ -465,7 +465,7 @@ def _run(a, s: settings.Settings) -> int:
 
         dbs = resolve(refuse_same=False)
         out = write_all(dbs.source.conninfo(), dbs.target.conninfo(), reports_dir(s),
-                        timeout_ms=s.migration_timeout_ms)
+                        timeout_ms=s.migration_timeout_ms, schema=s.target_schema)
         for path in out["paths"]:
             print(f"wrote {path}")
     elif a.cmd == "status":
@@ -490,7 +490,8 @@ def print_status(s: settings.Settings) -> int:
     dbs = resolve(refuse_same=False)
     reach(dbs)  # names the database that does not answer or refuses the login (exit 2, on stderr)
     try:
-        rows, healthy = status(dbs.source.conninfo(), dbs.target.conninfo(), timeout_ms=s.migration_timeout_ms)
+        rows, healthy = status(dbs.source.conninfo(), dbs.target.conninfo(), timeout_ms=s.migration_timeout_ms,
+                               schema=s.target_schema)
     except psycopg.Error as exc:
         print(f"migration-assets status: cannot read the databases: {first_line(exc)}", file=sys.stderr)
         return 2

@@ -112,9 +112,9 @@ def refusal(problem_list: list[str]) -> CutoverRefused:
     return CutoverRefused("cutover refused: " + "; ".join(problem_list[:12]) + more + "; nothing was changed")
 
 
-def perform(conn: psycopg.Connection, run_id: str, directory: Path = CUTOVER_DIR) -> dict:
+def perform(conn: psycopg.Connection, run_id: str, schema: str, directory: Path = CUTOVER_DIR) -> dict:
     """In the caller's transaction (committed by the caller): refuse on :func:`problems` of run
-    ``run_id``, apply the app-ready files not applied yet, record the cutover with that run's
+    ``run_id``, apply the app-ready files not applied yet to the tables in ``schema``, record the cutover with that run's
     counts and the measured windows. Returns the recorded row."""
     from .migrations import apply_files, lock_history
 
@@ -122,7 +122,7 @@ def perform(conn: psycopg.Connection, run_id: str, directory: Path = CUTOVER_DIR
     if found := problems(conn, run_id):
         raise refusal(found)
     started = time.perf_counter()
-    applied = apply_files(conn, sorted(directory.glob("*.sql")))
+    applied = apply_files(conn, sorted(directory.glob("*.sql")), schema)
     seconds = time.perf_counter() - started
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(sql.SQL("""

@@ -168,7 +168,7 @@ class PostgresArrowIOManager(ConfigurableIOManager):
             with connections.connect(conninfo) as conn:
                 conn.execute("SET LOCAL TimeZone = 'UTC'")
                 copy_sql = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
-                    sql.SQL(", ").join(map(sql.Identifier, names)), target_table(e))
+                    sql.SQL(", ").join(map(sql.Identifier, names)), target_table(e, self.settings.target_schema))
                 with conn.cursor().copy(copy_sql) as copy:
                     chunks = []
                     for chunk in copy:

@@ -6,13 +6,19 @@ lock; a file edited after it was applied is refused (:class:`MigrationDrift`) ra
 diverging. It never writes the Supabase CLI's history. It changes only what the project owns:
 before the first file that creates the registry's tables it refuses a registry table name that
 already exists with another shape (:func:`foreign_shape_problems`, :class:`SetupError`), and
-after the pending files it takes back any privilege they gave on a relation in ``public`` the
-registry does not own (the released ``GRANT ... ON ALL TABLES IN SCHEMA public``).
+after the pending files it takes back any privilege they gave on a relation of the target schema
+the registry does not own (the released ``GRANT ... ON ALL TABLES IN SCHEMA public``).
+
+The target schema is MIGRATION_TARGET_SCHEMA (default ``public``). The files name it ``public``
+in two forms only, a table ``public."name"`` and ``SCHEMA public`` (a unit test holds every file
+to that); for another schema :func:`in_schema` maps both forms as a file is applied. The file
+and its recorded checksum stay as released: the history is the same whatever the schema.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from psycopg import sql
@@ -92,14 +98,14 @@ def _roles_problem(conn, roles: tuple[str, ...]) -> str | None:
 _OTHER_RELATIONS_PRIVILEGES = sql.SQL("""
     SELECT c.oid::regclass::text, a.grantee, a.privilege_type
     FROM pg_class c CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
-    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+    WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
       AND NOT (c.relname = ANY(%s))""")
 _PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
 
 
-def _others_privileges(conn) -> set[tuple[str, int, str]]:
-    """(relation, grantee oid, privilege) on every relation in ``public`` the registry does not own."""
-    return set(conn.execute(_OTHER_RELATIONS_PRIVILEGES, [[e.target_table for e in ENTITIES]]).fetchall())
+def _others_privileges(conn, schema: str) -> set[tuple[str, int, str]]:
+    """(relation, grantee oid, privilege) on every relation in ``schema`` the registry does not own."""
+    return set(conn.execute(_OTHER_RELATIONS_PRIVILEGES, [schema, [e.target_table for e in ENTITIES]]).fetchall())
 
 
 def revoke_added_sql(added: set[tuple[str, int, str]], role_names: dict[int, str]) -> list[sql.Composable]:
@@ -115,7 +121,7 @@ def revoke_added_sql(added: set[tuple[str, int, str]], role_names: dict[int, str
     return out
 
 
-def _keep_others_privileges(conn, before: set[tuple[str, int, str]]) -> list[str]:
+def _keep_others_privileges(conn, schema: str, before: set[tuple[str, int, str]]) -> list[str]:
     """Take back what the files just granted on relations the project does not own.
 
     The released file ``20261124000002_target_tables.sql`` ends with ``GRANT ... ON ALL TABLES IN
@@ -123,7 +129,7 @@ def _keep_others_privileges(conn, before: set[tuple[str, int, str]]) -> list[str
     revoked from ``authenticated`` became readable by every signed-in user). Applied files are never
     edited (their checksums are the history), so the runner undoes that statement's effect on
     every relation outside the registry, in the same transaction. Returns the relations restored."""
-    added = _others_privileges(conn) - before
+    added = _others_privileges(conn, schema) - before
     if not added:
         return []
     roles = dict(conn.execute("SELECT oid::bigint, rolname FROM pg_roles WHERE oid = ANY(%s)",
@@ -136,29 +142,49 @@ def _keep_others_privileges(conn, before: set[tuple[str, int, str]]) -> list[str
 _TABLE_CREATED_BY = "20261124000002"  # the file that creates the registry's tables (CREATE TABLE IF NOT EXISTS)
 
 
-def foreign_shape_problems(conn) -> list[str]:
-    """Registry tables that already exist in ``public`` with another shape, before this project
-    created them (a Supabase quickstart's ``profiles``, say). ``CREATE TABLE IF NOT EXISTS`` would
-    keep such a table, comment it and wire foreign keys to it, and the loads would fail later."""
+_ENTITY_OF = {e.target_table: e.name for e in ENTITIES}
+
+
+def _shapes(conn, schema: str) -> dict[str, list[str]]:
+    """Per registry table present in ``schema``: how its columns differ from the registry's (empty:
+    the registry's shape)."""
     existing: dict[str, dict[str, str]] = {}
     for table, column, data_type in conn.execute(
             "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_class c "
             "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-            "WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)",
-            [[e.target_table for e in ENTITIES]]):
+            "WHERE c.relnamespace = to_regnamespace(%s) AND c.relname = ANY(%s)",
+            [schema, [e.target_table for e in ENTITIES]]):
         existing.setdefault(table, {})[column] = data_type
-    problems = []
+    out = {}
     for e in ENTITIES:
-        have = existing.get(e.target_table)
-        if have is None:
-            continue
-        want = {"id": "uuid", "metadata": "jsonb"} | {c.target: c.target_type for c in e.columns}
-        differing = [f"{name} ({'missing' if name not in have else have[name] + ', expected ' + kind})"
-                     for name, kind in want.items() if have.get(name) != _canonical_type(kind)]
-        if differing:
-            problems.append(f"public.{e.target_table} already exists and is not the registry's {e.name} table: "
-                            f"{', '.join(differing[:6])}{' ...' if len(differing) > 6 else ''}")
-    return problems
+        if (have := existing.get(e.target_table)) is not None:
+            want = {"id": "uuid", "metadata": "jsonb"} | {c.target: c.target_type for c in e.columns}
+            out[e.target_table] = [f"{name} ({'missing' if name not in have else have[name] + ', expected ' + kind})"
+                                   for name, kind in want.items() if have.get(name) != _canonical_type(kind)]
+    return out
+
+
+def foreign_shape_problems(conn, schema: str) -> list[str]:
+    """Registry tables that already exist in ``schema`` with another shape, before this project
+    created them (a Supabase quickstart's ``profiles``, say). ``CREATE TABLE IF NOT EXISTS`` would
+    keep such a table, comment it and wire foreign keys to it, and the loads would fail later."""
+    return [f"{schema}.{table} already exists and is not the registry's {_ENTITY_OF[table]} table: "
+            f"{', '.join(differing[:6])}{' ...' if len(differing) > 6 else ''}"
+            for table, differing in _shapes(conn, schema).items() if differing]
+
+
+def _tables_elsewhere(conn, schema: str) -> str | None:
+    """When the history says the registry's tables were created but none of the registry's shape
+    is in ``schema`` (MIGRATION_TARGET_SCHEMA changed after the first setup): the error to give,
+    naming where they are."""
+    if any(not differing for differing in _shapes(conn, schema).values()):
+        return None
+    found = [n for (n,) in conn.execute(
+        "SELECT DISTINCT relnamespace::regnamespace::text FROM pg_class WHERE relname = %s AND relkind IN ('r', 'p') "
+        "AND relnamespace <> to_regnamespace(%s) ORDER BY 1", [ENTITIES[0].target_table, schema])]
+    return (f"the target's tables were set up in {' or '.join(found) or 'another schema (now gone)'}, not in {schema} "
+            f"(MIGRATION_TARGET_SCHEMA={schema}): set MIGRATION_TARGET_SCHEMA to the schema they were set up in, or "
+            "set up a database of its own for that schema; nothing was changed")
 
 
 def _canonical_type(kind: str) -> str:
@@ -182,10 +208,24 @@ def applied_versions(conn) -> dict[str, str]:
     return dict(conn.execute(sql.SQL("SELECT version, checksum FROM {}").format(HISTORY)).fetchall())
 
 
-def apply_files(conn, files: list[Path]) -> list[str]:
+_PUBLIC_TABLE = re.compile(r'\bpublic\."')
+_PUBLIC_SCHEMA = re.compile(r"\bSCHEMA public\b")
+
+
+def in_schema(text: str, schema: str) -> str:
+    """A file's SQL with its target schema ``public`` (the forms ``public."table"`` and ``SCHEMA
+    public``) made ``schema``."""
+    if schema == "public":
+        return text
+    quoted = '"' + schema.replace('"', '""') + '"'
+    return _PUBLIC_SCHEMA.sub(f"SCHEMA {quoted}", _PUBLIC_TABLE.sub(f'{quoted}."', text))
+
+
+def apply_files(conn, files: list[Path], schema: str) -> list[str]:
     """Apply, in the caller's transaction (under :func:`lock_history`), those of ``files`` not in
-    the history, recording each with its checksum; refuse an applied file that changed since
-    (:class:`MigrationDrift`). Returns the versions applied now."""
+    the history, into target schema ``schema`` (:func:`in_schema`), recording each with the
+    checksum of the file; refuse an applied file that changed since (:class:`MigrationDrift`).
+    Returns the versions applied now."""
     done = applied_versions(conn)
     applied_now = []
     for path in files:
@@ -197,15 +237,15 @@ def apply_files(conn, files: list[Path]) -> list[str]:
             continue
         if "CREATE ROLE" in text and (problem := _roles_problem(conn, ROLES)):
             raise SetupError(f"cannot apply {path.name}: {problem}")
-        conn.execute(text)  # the file is static, reviewed SQL: no parameters
+        conn.execute(in_schema(text, schema))  # the file is static, reviewed SQL: no parameters
         conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(HISTORY),
                      [version, name, _checksum(text)])
         applied_now.append(version)
     return applied_now
 
 
-def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
-                     timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[str]:
+def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+                     schema: str = DEFAULTS["target_schema"]) -> list[str]:
     """Apply the migration files not yet applied; return the versions applied now.
 
     The history is ``migration_control.schema_migrations`` (version, name, checksum): a file edited
@@ -213,21 +253,28 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR, *,
     (``supabase_migrations.schema_migrations``) is left alone: rows of ours there would be versions
     missing from the project's own ``supabase/migrations``, and ``supabase db push`` refuses to run
     until they are repaired away. One transaction under :func:`lock_history`'s lock: a failing
-    file leaves nothing applied. ``timeout_ms`` (MIGRATION_TIMEOUT) bounds every statement."""
+    file leaves nothing applied. ``timeout_ms`` (MIGRATION_TIMEOUT) bounds every statement;
+    ``schema`` (MIGRATION_TARGET_SCHEMA) is where the registry's tables are, created if missing."""
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise FileNotFoundError(f"no migration files in {directory}")
     with connect(conninfo) as conn:
         set_statement_timeout(conn, timeout_ms)
         lock_history(conn)
-        if _TABLE_CREATED_BY not in applied_versions(conn) and (problems := foreign_shape_problems(conn)):
-            raise SetupError("cannot set up the target: " + "; ".join(problems) + ". Ways out: rename or move that "
-                             "table (ALTER TABLE public.<name> RENAME TO ..., or SET SCHEMA), or migrate into a "
-                             "database without it; nothing was changed")
-        others_before = _others_privileges(conn)
-        applied_now = apply_files(conn, files)
-        _keep_others_privileges(conn, others_before)
-        for statement in all_access_sql(conn=conn):  # every setup: the declared access, nothing else
+        if _TABLE_CREATED_BY in applied_versions(conn):
+            if problem := _tables_elsewhere(conn, schema):
+                raise SetupError(problem)
+        else:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            if problems := foreign_shape_problems(conn, schema):
+                raise SetupError("cannot set up the target: " + "; ".join(problems) + ". Ways out: rename or move "
+                                 f"that table (ALTER TABLE {schema}.<name> RENAME TO ..., or SET SCHEMA), migrate into "
+                                 "a schema of the project's own (MIGRATION_TARGET_SCHEMA) or into a database without "
+                                 "it; nothing was changed")
+        others_before = _others_privileges(conn, schema)
+        applied_now = apply_files(conn, files, schema)
+        _keep_others_privileges(conn, schema, others_before)
+        for statement in all_access_sql(schema, conn=conn):  # every setup: the declared access, nothing else
             conn.execute(statement)
         conn.commit()
     return applied_now

@@ -26,6 +26,7 @@ from .cutover import CutOver, refuse_loads
 from .errors import PermanentError
 from .redaction import first_line
 from .registry import ENTITIES
+from .settings import DEFAULTS
 from .transforms import Kind
 
 FAMILIES = {
@@ -41,14 +42,15 @@ TARGET_TYPES = {
 
 _COLUMNS = ("SELECT table_name, column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = current_schema()")
-_TARGET_COLUMNS = "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'"
+_TARGET_COLUMNS = "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = %s"
 _CONSTRAINTS = """
-    SELECT c.conrelid::regclass::text, c.contype, coalesce(p.relname, ''),
+    SELECT r.relname::text, c.contype, coalesce(p.relname, ''),
            array_agg(a.attname::text ORDER BY a.attname)
     FROM pg_constraint c
+    JOIN pg_class r ON r.oid = c.conrelid
     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
     LEFT JOIN pg_class p ON p.oid = c.confrelid
-    WHERE c.connamespace = 'public'::regnamespace AND c.contype IN ('p', 'u', 'f')
+    WHERE c.connamespace = %s::regnamespace AND c.contype IN ('p', 'u', 'f')
     GROUP BY 1, 2, 3, c.oid"""
 
 
@@ -61,10 +63,10 @@ def _legacy_type(kind: Kind) -> str:
     return {"varchar": "character varying", "char": "character", "timestamp": "timestamp without time zone"}.get(base, base)
 
 
-def _columns(conn: psycopg.Connection, query: str) -> dict[str, dict[str, str]]:
+def _columns(conn: psycopg.Connection, query: str, params: list | None = None) -> dict[str, dict[str, str]]:
     """table -> column -> data type, from one information_schema query."""
     found: dict[str, dict[str, str]] = {}
-    for table, column, data_type in conn.execute(query):
+    for table, column, data_type in conn.execute(query, params):
         found.setdefault(table, {})[column] = data_type
     return found
 
@@ -185,10 +187,11 @@ def drift_warnings(columns: dict[str, list[str]], tables: list[str]) -> list[str
     return out
 
 
-def target_problems(conn: psycopg.Connection) -> list[str]:
-    found = _columns(conn, _TARGET_COLUMNS)
-    constraints = {(table.removeprefix("public.").strip('"'), kind, parent, tuple(cols))
-                   for table, kind, parent, cols in conn.execute(_CONSTRAINTS)}
+def target_problems(conn: psycopg.Connection, schema: str) -> list[str]:
+    """How the registry's tables in ``schema`` differ from the registry: a table, a column, a
+    type, a key or a foreign key missing."""
+    found = _columns(conn, _TARGET_COLUMNS, [schema])
+    constraints = {(table, kind, parent, tuple(cols)) for table, kind, parent, cols in conn.execute(_CONSTRAINTS, [schema])}
     # A table whose sliced load is unfinished has its keys, and the foreign keys to it, dropped
     # until its last step rebuilds them from the definitions it recorded (engine/slices.py).
     sliced = set()
@@ -199,32 +202,33 @@ def target_problems(conn: psycopg.Connection) -> list[str]:
     for e in ENTITIES:
         cols = found.get(e.target_table)
         if cols is None:
-            problems.append(f"target table public.{e.target_table} does not exist (apply the migrations)")
+            problems.append(f"target table {schema}.{e.target_table} does not exist (apply the migrations: setup, "
+                            f"with MIGRATION_TARGET_SCHEMA={schema})")
             continue
         expected = [("id", "uuid"), ("metadata", "jsonb")] + [(c.target, c.target_type) for c in e.columns]
         for name, target_type in expected:
             want = TARGET_TYPES[target_type]
             if name not in cols:
-                problems.append(f"target column public.{e.target_table}.{name} does not exist")
+                problems.append(f"target column {schema}.{e.target_table}.{name} does not exist")
             elif cols[name] != want:
-                problems.append(f"target column public.{e.target_table}.{name} is {cols[name]}, expected {want}")
+                problems.append(f"target column {schema}.{e.target_table}.{name} is {cols[name]}, expected {want}")
         if e.name in sliced:
             continue
         if (e.target_table, "p", "", ("id",)) not in constraints:
-            problems.append(f"target table public.{e.target_table} has no primary key on id")
+            problems.append(f"target table {schema}.{e.target_table} has no primary key on id")
         for c in e.foreign_keys:
             if (e.target_table, "f", c.parent, (c.target,)) not in constraints and c.parent not in sliced:
-                problems.append(f"target column public.{e.target_table}.{c.target} has no foreign key to {c.parent}")
+                problems.append(f"target column {schema}.{e.target_table}.{c.target} has no foreign key to {c.parent}")
         for c in e.unique_columns:
             if (e.target_table, "u", "", (c.target,)) not in constraints:
-                problems.append(f"target column public.{e.target_table}.{c.target} has no unique constraint")
+                problems.append(f"target column {schema}.{e.target_table}.{c.target} has no unique constraint")
     return problems
 
 
 _USER_TRIGGERS = """
     SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-    WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)
+    WHERE NOT t.tgisinternal AND c.relnamespace = %s::regnamespace AND c.relname = ANY(%s)
       AND t.tgfoid <> coalesce(to_regprocedure('migration_control.set_updated_at()'), 0)
     ORDER BY 1, 2"""
 
@@ -258,15 +262,15 @@ def legacy_warnings(conn: psycopg.Connection, zone: str = "UTC") -> list[str]:
     return warnings + [f"the legacy server's encoding is {encoding}: its text is read as UTF-8 (the server converts it)"]
 
 
-def target_warnings(conn: psycopg.Connection) -> list[str]:
-    """Triggers someone added to the registry's tables (the cutover's own updated_at trigger, which
+def target_warnings(conn: psycopg.Connection, schema: str) -> list[str]:
+    """Triggers someone added to the registry's tables (in ``schema``) (the cutover's own updated_at trigger, which
     leaves a load's rows alone, excepted): they fire on every row a load or refresh writes, and one that changes the row (a ``moddatetime(updated_at)``) makes the table differ from
     a fresh migration and fails content_checksum."""
-    return [f"trigger {name} on public.{table} ({definition.split(' ON ')[0].removeprefix('CREATE ')}) is not the "
+    return [f"trigger {name} on {schema}.{table} ({definition.split(' ON ')[0].removeprefix('CREATE ')}) is not the "
             "project's: it fires on every row a load or refresh writes; a trigger that changes the row (such as "
             "moddatetime on updated_at) makes the table differ from its legacy rows and fails content_checksum. "
             "Such triggers belong after cutover (docs/supabase.md, 'Your own objects in public')"
-            for table, name, definition in conn.execute(_USER_TRIGGERS, [[e.target_table for e in ENTITIES]])]
+            for table, name, definition in conn.execute(_USER_TRIGGERS, [schema, [e.target_table for e in ENTITIES]])]
 
 
 class SchemaMismatch(PermanentError):
@@ -277,11 +281,12 @@ class SchemaMismatch(PermanentError):
 
 
 def validate(source, target, zone: str = "UTC", *, after_cutover: bool = True,
-             logical_slot: str | None = None) -> list[str]:
+             logical_slot: str | None = None, schema: str = DEFAULTS["target_schema"]) -> list[str]:
     """``source``/``target``: conninfo strings, or callables returning a connection (the resources'
     ``connect``, whose errors name the server without any secret); ``zone``: LEGACY_TIMEZONE;
     ``after_cutover`` false: a target that was cut over is refused (cutover.CutOver: the loads'
-    pre-flight); ``logical_slot``: logical mode's slot, whose needs are checked (logical_problems). Raises on a mismatch; returns the warnings (legacy_warnings, target_warnings, the
+    pre-flight); ``logical_slot``: logical mode's slot, whose needs are checked (logical_problems);
+    ``schema``: MIGRATION_TARGET_SCHEMA. Raises on a mismatch; returns the warnings (legacy_warnings, target_warnings, the
     legacy columns and tables the registry does not map) for the run's log."""
     def connect(x):
         return x() if callable(x) else connections.connect(x)
@@ -294,10 +299,10 @@ def validate(source, target, zone: str = "UTC", *, after_cutover: bool = True,
 
     with reach(source, "legacy") as src, reach(target, "target") as tgt:
         refuse_loads(tgt, after_cutover)
-        problems = legacy_problems(src, zone) + target_problems(tgt)
+        problems = legacy_problems(src, zone) + target_problems(tgt, schema)
         if logical_slot is not None:
             problems += logical_problems(src, logical_slot)
-        warnings = legacy_warnings(src, zone) + target_warnings(tgt) + drift_warnings(*legacy_drift(src))
+        warnings = legacy_warnings(src, zone) + target_warnings(tgt, schema) + drift_warnings(*legacy_drift(src))
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise SchemaMismatch("schema does not match the registry: " + "; ".join(problems[:10]) + more)
@@ -316,7 +321,7 @@ _validated: dict[str, BaseException | None] = {}
 
 
 def validate_once(run_id: str, source, target, zone: str = "UTC", *, after_cutover: bool = True,
-                  logical_slot: str | None = None) -> list[str]:
+                  logical_slot: str | None = None, schema: str = DEFAULTS["target_schema"]) -> list[str]:
     """Validate at the first step of a run (in-process executor: one process per run). A failure
     is remembered for the run, so the other steps fail at once with the same one line instead of
     each reaching for an unreachable server. Returns the warnings at the first call only."""
@@ -325,7 +330,7 @@ def validate_once(run_id: str, source, target, zone: str = "UTC", *, after_cutov
             raise _validated[run_id]
         return []
     try:
-        warnings = validate(source, target, zone, after_cutover=after_cutover, logical_slot=logical_slot)
+        warnings = validate(source, target, zone, after_cutover=after_cutover, logical_slot=logical_slot, schema=schema)
     except (SchemaMismatch, DatabaseUnreachable, CutOver) as exc:
         _validated[run_id] = exc
         raise

@@ -28,6 +28,7 @@ from .engine.names import (CHECK_RESULTS, CONTROL_SCHEMA, MIGRATION_RUNS, QUARAN
                            target_table)
 
 DIFFERENTIAL_REPORT = "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md"
+DEFAULT_SCHEMA = DEFAULTS["target_schema"]
 DEFAULT_TIMEOUT_MS = DEFAULTS["migration_timeout_ms"]
 
 
@@ -41,8 +42,9 @@ def _connect(conninfo: str, timeout_ms: int) -> psycopg.Connection:
     return conn
 
 
-def remaining_differences(source: str, target: str, soft_deleted_excluded: bool = True, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict[str, tuple[int, int, int]]:
-    """entity -> (legacy rows, target rows, open quarantine rows), counted now."""
+def remaining_differences(source: str, target: str, soft_deleted_excluded: bool = True, *,
+                          timeout_ms: int = DEFAULT_TIMEOUT_MS, schema: str = DEFAULT_SCHEMA) -> dict[str, tuple[int, int, int]]:
+    """entity -> (legacy rows, target rows in ``schema``, open quarantine rows), counted now."""
     with _connect(source, timeout_ms) as src, _connect(target, timeout_ms) as tgt:
         legacy = dict(src.execute(sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT {}::text, count(*) FROM {}").format(sql.Literal(e.name), sql.Identifier(e.legacy_table))
@@ -50,7 +52,7 @@ def remaining_differences(source: str, target: str, soft_deleted_excluded: bool 
         live = sql.SQL(" WHERE {}").format(not_soft_deleted_sql()) if soft_deleted_excluded else sql.SQL("")
         loaded = dict(tgt.execute(sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT {}::text, count(*) FROM {}{}").format(
-                sql.Literal(e.name), target_table(e), live)
+                sql.Literal(e.name), target_table(e, schema), live)
             for e in topological_order())).fetchall())
         quarantined = dict(tgt.execute(sql.SQL(
             "SELECT entity, count(*) FROM {} WHERE NOT resolved GROUP BY entity").format(
@@ -73,10 +75,10 @@ def latest_loads(target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict[s
     return {r[0]: dict(zip(keys, r[1:])) for r in rows}
 
 
-def differential_report(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[str, int]:
+def differential_report(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, schema: str = DEFAULT_SCHEMA) -> tuple[str, int]:
     """(markdown, total remaining difference)."""
     loads = latest_loads(target, timeout_ms=timeout_ms)
-    now = remaining_differences(source, target, timeout_ms=timeout_ms)
+    now = remaining_differences(source, target, timeout_ms=timeout_ms, schema=schema)
     lines = [
         "# Final differential migration report",
         "",
@@ -116,8 +118,9 @@ def differential_report(source: str, target: str, *, timeout_ms: int = DEFAULT_T
     return "\n".join(lines) + "\n", remaining
 
 
-def write_differential_report(source: str, target: str, folder: Path, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[Path, int]:
-    text, remaining = differential_report(source, target, timeout_ms=timeout_ms)
+def write_differential_report(source: str, target: str, folder: Path, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+                              schema: str = DEFAULT_SCHEMA) -> tuple[Path, int]:
+    text, remaining = differential_report(source, target, timeout_ms=timeout_ms, schema=schema)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / DIFFERENTIAL_REPORT
     path.write_text(text)
@@ -271,7 +274,7 @@ FINANCIAL = ("payments", "purchases")
 CLINICAL = ("patients", "cases", "treatment_plans")
 
 
-def _money(source: str, target: str, name: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[tuple[str, object, object, object]]:
+def _money(source: str, target: str, name: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, schema: str = DEFAULT_SCHEMA) -> list[tuple[str, object, object, object]]:
     """(column, legacy total, target total, open-quarantine total) of each cents column, exact."""
     e = entity(name)
     out = []
@@ -281,7 +284,7 @@ def _money(source: str, target: str, name: str, *, timeout_ms: int = DEFAULT_TIM
                 sql.Identifier(c.legacy_name), sql.Identifier(e.legacy_table))).fetchone()
             (loaded,) = tgt.execute(sql.SQL(
                 "SELECT coalesce(sum({}), 0) FROM {} WHERE {}").format(
-                sql.Identifier(c.target), target_table(e), not_soft_deleted_sql())).fetchone()
+                sql.Identifier(c.target), target_table(e, schema), not_soft_deleted_sql())).fetchone()
             (held,) = tgt.execute(sql.SQL(
                 "SELECT coalesce(sum((raw->>{})::numeric), 0) / 100 FROM {} WHERE entity = %s AND NOT resolved").format(
                 sql.Literal(c.legacy_name), QUARANTINE), [name]).fetchone()
@@ -289,10 +292,10 @@ def _money(source: str, target: str, name: str, *, timeout_ms: int = DEFAULT_TIM
     return out
 
 
-def comprehensive_report(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[str, dict]:
+def comprehensive_report(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, schema: str = DEFAULT_SCHEMA) -> tuple[str, dict]:
     """(markdown, headline figures) of the migration as the audit trail and both databases show it now."""
     loads = latest_loads(target, timeout_ms=timeout_ms)
-    now = remaining_differences(source, target, timeout_ms=timeout_ms)
+    now = remaining_differences(source, target, timeout_ms=timeout_ms, schema=schema)
     checks = latest_checks(target, timeout_ms=timeout_ms)
     with _connect(target, timeout_ms) as conn:
         reasons = conn.execute(sql.SQL(
@@ -378,7 +381,7 @@ def comprehensive_report(source: str, target: str, *, timeout_ms: int = DEFAULT_
           "|---|---|---:|---:|---:|---:|"]
     money_ok = True
     for name in FINANCIAL:
-        for col, legacy, loaded, held in _money(source, target, name, timeout_ms=timeout_ms):
+        for col, legacy, loaded, held in _money(source, target, name, timeout_ms=timeout_ms, schema=schema):
             diff = legacy - loaded - held
             money_ok &= diff == 0
             L.append(f"| {name} | {col} | {legacy:,.2f} | {loaded:,.2f} | {held:,.2f} | {diff:,.2f} |")
@@ -391,21 +394,21 @@ def comprehensive_report(source: str, target: str, *, timeout_ms: int = DEFAULT_
     return "\n".join(L) + "\n", figures
 
 
-def write_all(source: str, target: str, folder: Path, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict:
+def write_all(source: str, target: str, folder: Path, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, schema: str = DEFAULT_SCHEMA) -> dict:
     """Write the three reports into ``folder``; returns their paths and the headline figures."""
     folder.mkdir(parents=True, exist_ok=True)
-    text, figures = comprehensive_report(source, target, timeout_ms=timeout_ms)
+    text, figures = comprehensive_report(source, target, timeout_ms=timeout_ms, schema=schema)
     (folder / COMPREHENSIVE_REPORT).write_text(text)
     text, passed, total = validation_report(target, source, timeout_ms=timeout_ms)
     (folder / VALIDATION_REPORT).write_text(text)
-    diff_path, remaining = write_differential_report(source, target, folder, timeout_ms=timeout_ms)
+    diff_path, remaining = write_differential_report(source, target, folder, timeout_ms=timeout_ms, schema=schema)
     figures.update({"remaining_difference": remaining})
     return {"paths": [folder / COMPREHENSIVE_REPORT, folder / VALIDATION_REPORT, diff_path], **figures}
 
 
 # ------------------------------------------------------------------ status (the seed's daily status check)
 
-def status(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[list[dict], bool]:
+def status(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, schema: str = DEFAULT_SCHEMA) -> tuple[list[dict], bool]:
     """Per entity: latest load, open quarantine, latest checks, remaining difference; and whether
     everything is healthy (every entity loaded, its last attempt not failed, every ERROR check of
     its latest results passing, legacy = target + quarantine)."""
@@ -415,7 +418,7 @@ def status(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) ->
             MIGRATION_RUNS)).fetchall())
     loads = latest_loads(target, timeout_ms=timeout_ms)
     checks = latest_checks(target, timeout_ms=timeout_ms)
-    now = remaining_differences(source, target, timeout_ms=timeout_ms)
+    now = remaining_differences(source, target, timeout_ms=timeout_ms, schema=schema)
     rows, healthy = [], True
     for e in topological_order():
         x = loads.get(e.name)

@@ -349,7 +349,10 @@ def main(argv: list[str] | None = None) -> None:
 
         from .migrations import apply_migrations
 
-        print("applied:", apply_migrations(resolve_databases().target.conninfo()) or "nothing (up to date)")
+        from .settings import load
+
+        print("applied:", apply_migrations(resolve_databases().target.conninfo(), schema=load().target_schema)
+              or "nothing (up to date)")
 
 
 if __name__ == "__main__":

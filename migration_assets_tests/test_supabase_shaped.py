@@ -70,7 +70,8 @@ def supabase():
             conn.execute(CLUSTER)
             conn.execute("CREATE DATABASE push")
             conn.execute("CREATE DATABASE auth")
-        for db in ("postgres", "push", "auth"):
+            conn.execute("CREATE DATABASE clinic")
+        for db in ("postgres", "push", "auth", "clinic"):
             with psycopg.connect(server.url(db), autocommit=True) as conn:
                 conn.execute(DATABASE.format(db=db))
         yield server
@@ -139,6 +140,74 @@ def test_supabase_db_push_then_setup_and_migrate(supabase, private_legacy, monke
     loaded = query(target, "SELECT count(DISTINCT entity) FROM migration_control.migration_runs "
                            "WHERE status = 'COMPLETED'")
     assert loaded == [(len(ENTITIES),)]
+
+
+# what a Supabase app keeps in public: the quickstart's profiles, a server-only table, a view
+APP_OBJECTS = """
+CREATE TABLE public.profiles (id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE, updated_at timestamptz,
+  username text UNIQUE, full_name text, avatar_url text, website text);
+ALTER TABLE public.profiles ENABLE ROW LEVEL SECURITY;
+COMMENT ON TABLE public.profiles IS 'the app''s profiles';
+CREATE POLICY "Public profiles are viewable by everyone." ON public.profiles FOR SELECT USING (true);
+CREATE TABLE public.server_secrets (id int PRIMARY KEY, api_key text);
+REVOKE ALL ON public.server_secrets FROM anon, authenticated;
+CREATE VIEW public.profile_names AS SELECT id, username FROM public.profiles;
+"""
+
+_PUBLIC_STATE = """
+    SELECT c.relname, c.relkind, obj_description(c.oid, 'pg_class'),
+           (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+           (SELECT array_agg(g ORDER BY g) FROM (SELECT x.grantee::regrole::text || ' ' || x.privilege_type AS g
+            FROM aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) x) s),
+           (SELECT array_agg(polname::text ORDER BY polname) FROM pg_policy WHERE polrelid = c.oid),
+           (SELECT array_agg(conname::text ORDER BY conname) FROM pg_constraint WHERE conrelid = c.oid),
+           (SELECT array_agg(tgname::text ORDER BY tgname) FROM pg_trigger WHERE tgrelid = c.oid)
+    FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1"""
+
+
+def test_a_schema_of_the_projects_own_leaves_the_apps_public_tables_alone(supabase, private_legacy, monkeypatch,
+                                                                          tmp_path, capsys):
+    """MIGRATION_TARGET_SCHEMA=clinic on a project whose public holds the quickstart's profiles:
+    setup, migrate, status, refresh, link-auth and cutover all work in clinic, and nothing in
+    public changes (the default public would refuse that profiles table, see test_user_objects)."""
+    target = supabase.url("clinic", user="postgres")
+    with psycopg.connect(target) as conn:
+        conn.execute(APP_OBJECTS)
+    public_before = query(target, _PUBLIC_STATE)
+    assert [r[0] for r in public_before] == ["profile_names", "profiles", "profiles_pkey",
+                                             "profiles_username_key", "server_secrets", "server_secrets_pkey"]
+    _isolated(monkeypatch, tmp_path, SOURCE_DB_URL=private_legacy, TARGET_DB_URL=target,
+              MIGRATION_TARGET_SCHEMA="clinic", QUARANTINE_MAX_PERCENT="100")
+    assert cli.main(["setup"]) == 0
+    assert cli.main(["migrate"]) == 0
+    assert query(target, "SELECT count(*) FROM pg_class WHERE relnamespace = 'clinic'::regnamespace "
+                         "AND relkind = 'r'") == [(len(ENTITIES),)]
+    capsys.readouterr()
+    assert cli.main(["status"]) == 0  # every ERROR check passed, legacy = target + quarantine, in clinic
+    assert "profiles" in capsys.readouterr().out
+    mutate(private_legacy, 0.02, 1, log=lambda *_: None)
+    assert cli.main(["refresh"]) == 0
+    assert "remaining difference: 0 rows" in capsys.readouterr().out
+    assert cli.main(["link-auth"]) == 0
+    assert query(target, "SELECT count(*) > 0 FROM clinic.profiles WHERE auth_user_id IS NOT NULL") == [(True,)]
+    assert cli.main(["cutover"]) == 0
+    with psycopg.connect(target) as conn:
+        conn.execute("SET ROLE service_role")
+        (new_id,) = conn.execute("INSERT INTO clinic.offices (name, code, is_active) VALUES ('Cut over', 'CUT-1', "
+                                 "true) RETURNING id").fetchone()
+        assert new_id is not None
+        # the declared access, in clinic: the API roles get what access.py says (service role only)
+        assert conn.execute("SELECT has_table_privilege('authenticated', 'clinic.offices', 'SELECT'), "
+                            "has_table_privilege('service_role', 'clinic.offices', 'DELETE')").fetchone() == (False, True)
+    assert query(target, _PUBLIC_STATE) == public_before
+
+    # the tables are in clinic: a setup told public refuses, naming where they are
+    monkeypatch.setenv("MIGRATION_TARGET_SCHEMA", "public")
+    capsys.readouterr()
+    assert cli.main(["setup"]) == 2
+    assert "the target's tables were set up in clinic, not in public" in capsys.readouterr().err
+    assert query(target, _PUBLIC_STATE) == public_before
 
 
 def test_link_auth_links_profiles_to_auth_users_idempotently_and_quarantines_what_it_cannot(

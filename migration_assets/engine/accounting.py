@@ -133,14 +133,14 @@ def _open_quarantine(target_conn, e: Entity, every: int) -> list[int]:
         s=in_sample(sql.SQL("legacy_id"), every))).fetchall()]
 
 
-def _recovered_references(target_conn, e: Entity) -> dict[str, list[int]]:
+def _recovered_references(target_conn, e: Entity, schema: str) -> dict[str, list[int]]:
     """Per optional foreign key: legacy ids of the rows whose reference recovery set NULL (the value
     it had is in metadata.recovered). Their legacy rows still hold the integer, so the legacy side
     hashes the UUID it stood for, as the target side does. Read through the partial retry index."""
     optional = [c for c in e.foreign_keys if not c.required]
     if not optional:
         return {}
-    t = target_table(e)
+    t = target_table(e, schema)
     cols = sql.SQL(", ").join(sql.SQL(
         "array_agg({lid} ORDER BY {lid}) FILTER (WHERE t.{c} IS NULL AND t.metadata->'recovered'->{k} ? 'was')").format(
         lid=legacy_id_of("t", staged=False), c=sql.Identifier(c.target), k=sql.Literal(c.target)) for c in optional)
@@ -149,8 +149,8 @@ def _recovered_references(target_conn, e: Entity) -> dict[str, list[int]]:
     return {c.target: ids for c, ids in zip(optional, row) if ids}
 
 
-def _parent_relation(target_conn, table: str) -> sql.Composable:
-    """(id, lid) of a parent table. With its primary key enforced, the plain table (the join cannot
+def _parent_relation(target_conn, schema: str, table: str) -> sql.Composable:
+    """(id, lid) of a parent table in ``schema``. With its primary key enforced, the plain table (the join cannot
     fan out); without, one row per id, so a duplicated parent cannot count a child twice.
 
     ``coalesce(lid, -1)``: a non-strict expression, so when the planner flattens this subquery
@@ -158,18 +158,19 @@ def _parent_relation(target_conn, table: str) -> sql.Composable:
     hashes (id, lid); with the strict expression it hashed each parent row's whole metadata and
     read the id out of it after the join, for every child row. A parent whose metadata has no
     legacy id reads as -1, which no legacy id equals."""
-    lid, t = legacy_id_of("p", staged=False), table_named(table)
-    if enforcing_index(target_conn, table, "id"):
+    lid, t = legacy_id_of("p", staged=False), table_named(table, schema)
+    if enforcing_index(target_conn, schema, table, "id"):
         return sql.SQL("(SELECT p.id, coalesce({}, -1) AS lid FROM {} p)").format(lid, t)
     return sql.SQL("(SELECT p.id, min({}) AS lid FROM {} p GROUP BY p.id)").format(lid, t)
 
 
 def _compare(source_conn, target_conn, e: Entity, opts: CheckOptions) -> Comparison:
     every = _content_every(source_conn, e, opts.sample_above, opts.sample_every)
+    schema = opts.load.target_schema
     encoding = source_conn.info.parameter_status("server_encoding") or ""  # reported at connect: no query
     return Comparison(every=every, uuid_every=max(opts.uuid_every, 1), excluded=_open_quarantine(target_conn, e, every),
-                      recovered=_recovered_references(target_conn, e),
-                      parents={c.target: _parent_relation(target_conn, c.parent) for c in e.foreign_keys},
+                      recovered=_recovered_references(target_conn, e, schema),
+                      parents={c.target: _parent_relation(target_conn, schema, c.parent) for c in e.foreign_keys},
                       options=for_server(opts.load, encoding), text_as_utf8=encoding != "UTF8")
 
 
@@ -206,7 +207,7 @@ def target_rows_sql(e: Entity, plan: Comparison) -> tuple[sql.Composable, sql.Co
     its UUID to read its legacy id (hash joins). The hash matches ``_legacy_row_hash``."""
     lid = legacy_id_of("t", staged=False)
     values = [lid, sql.SQL("CASE WHEN {} THEN uuid_hash_extended(t.id, 0) END").format(in_sample(lid, plan.uuid_every))]
-    joins, flags = parent_joins(e, "t", lambda c: plan.parents[c.target])
+    joins, flags = parent_joins(e, "t", plan.options.target_schema, lambda c: plan.parents[c.target])
     alias = {c.target: sql.Identifier(f"p{i}") for i, c in enumerate(e.foreign_keys)}
     for c in e.columns:
         col = sql.SQL("t.{}").format(sql.Identifier(c.target))
@@ -218,7 +219,7 @@ def target_rows_sql(e: Entity, plan: Comparison) -> tuple[sql.Composable, sql.Co
             v = sql.SQL("CASE WHEN {col} IS NULL THEN uuid_hash_extended((t.metadata->'recovered'->{k}->>'was')::uuid, 0) "
                         "ELSE {v} END").format(col=col, k=sql.Literal(c.target), v=v)
         values.append(v)
-    return sql.SQL("{} t {}").format(target_table(e), joins), _row_hash(values), flags
+    return sql.SQL("{} t {}").format(target_table(e, plan.options.target_schema), joins), _row_hash(values), flags
 
 
 def legacy_content_rows_sql(e: Entity, plan: Comparison, buckets: list[int]) -> sql.Composable:
@@ -315,15 +316,15 @@ def summarize(source_conn, target_conn, e: Entity, opts: CheckOptions = CheckOpt
         dangling={c.target: sum(r[6 + i] for r in target) for i, c in enumerate(e.foreign_keys)})
 
 
-def enforcing_index(target_conn, table: str, column: str) -> str | None:
-    """Name of a valid, non-partial, single-column unique index on ``column`` (then the database
+def enforcing_index(target_conn, schema: str, table: str, column: str) -> str | None:
+    """Name of a valid, non-partial, single-column unique index on ``column`` of ``schema.table`` (then the database
     itself guarantees uniqueness), else None."""
     row = target_conn.execute(
         "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
         "WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indisvalid AND i.indnatts = 1 "
         "AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = %s LIMIT 1",
-        [f"public.{table}", column]).fetchone()
+        [table_named(table, schema).as_string(target_conn), column]).fetchone()
     return row[0] if row else None
 
 

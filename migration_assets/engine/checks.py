@@ -109,14 +109,15 @@ class CheckOutcome:
         return CHECKS[self.check_name].description
 
 
-def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None = None) -> CheckOutcome:
+def rows_reconcile(source_conn, target_conn, e: Entity, acc: IdAccounting | None = None,
+                   opts: CheckOptions = CheckOptions()) -> CheckOutcome:
     """Per-bucket accounting of legacy ids; the ids of differing buckets only are streamed into a
     temp table on the target to name the missing and extra ones. No table is held in Python."""
-    acc = acc or summarize(source_conn, target_conn, e)
+    acc = acc or summarize(source_conn, target_conn, e, opts)
     missing = extra = 0
     missing_sample = extra_sample = None
     if acc.differing_buckets:
-        t = target_table(e)
+        t = target_table(e, opts.load.target_schema)
         buckets = sql.Literal(acc.differing_buckets)
         target_conn.execute("CREATE TEMP TABLE IF NOT EXISTS _legacy_ids (id bigint PRIMARY KEY) ON COMMIT DROP")
         target_conn.execute("TRUNCATE _legacy_ids")
@@ -176,15 +177,16 @@ def quarantine_within_budget(target_conn, e: Entity, acc: IdAccounting, opts: Ch
                         })
 
 
-def _offending_rows(target_conn, e: Entity, predicate: sql.Composable) -> tuple[int, list[int] | None]:
-    """(count, first SAMPLE legacy ids) of the target rows of ``e`` matching ``predicate`` (alias t)."""
+def _offending_rows(target_conn, e: Entity, schema: str, predicate: sql.Composable) -> tuple[int, list[int] | None]:
+    """(count, first SAMPLE legacy ids) of the rows of ``e``'s table in ``schema`` matching ``predicate`` (alias t)."""
     return target_conn.execute(sql.SQL(
         "SELECT count(*), (array_agg({lid} ORDER BY {lid}))[1:{n}] FROM {t} t WHERE {pred}").format(
-        lid=legacy_id_of("t", staged=False), t=target_table(e), pred=predicate,
+        lid=legacy_id_of("t", staged=False), t=target_table(e, schema), pred=predicate,
         n=sql.Literal(SAMPLE))).fetchone()
 
 
-def foreign_keys_resolve(target_conn, e: Entity, acc: IdAccounting | None = None) -> CheckOutcome:
+def foreign_keys_resolve(target_conn, e: Entity, acc: IdAccounting | None = None,
+                         opts: CheckOptions = CheckOptions()) -> CheckOutcome:
     """All foreign keys of the table in one pass: the rows left-joined to every parent's keys
     (hash joins), dangling references counted per column. Rows are told apart by address, so a
     parent key present twice (its primary key dropped) cannot count a child twice. With ``acc``
@@ -193,7 +195,7 @@ def foreign_keys_resolve(target_conn, e: Entity, acc: IdAccounting | None = None
     if e.foreign_keys and (acc is None or any(acc.dangling.values())):
         fks = e.foreign_keys
         flags = [sql.Identifier(f"m{i}") for i in range(len(fks))]
-        joins, missing = parent_joins(e, "t")
+        joins, missing = parent_joins(e, "t", opts.load.target_schema)
         outputs = []
         for f in flags:
             outputs.append(sql.SQL("count(DISTINCT rid) FILTER (WHERE {})").format(f))
@@ -203,7 +205,7 @@ def foreign_keys_resolve(target_conn, e: Entity, acc: IdAccounting | None = None
             "WHERE {any}) s").format(
             outputs=sql.SQL(", ").join(outputs), lid=legacy_id_of("t", staged=False),
             flags=sql.SQL(", ").join(sql.SQL("{} AS {}").format(m, f) for m, f in zip(missing, flags)),
-            t=target_table(e), joins=joins, any=sql.SQL(" OR ").join(missing))).fetchone()
+            t=target_table(e, opts.load.target_schema), joins=joins, any=sql.SQL(" OR ").join(missing))).fetchone()
         for i, c in enumerate(fks):
             n, sample = row[2 * i], row[2 * i + 1]
             per_fk[c.target] = n
@@ -217,16 +219,18 @@ def foreign_keys_resolve(target_conn, e: Entity, acc: IdAccounting | None = None
     })
 
 
-def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_conn=None) -> CheckOutcome:
+def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_conn=None,
+                opts: CheckOptions = CheckOptions()) -> CheckOutcome:
     """Primary and natural keys: proven by a valid unique index when there is one, counted
     otherwise. One row per legacy id: proven by the id accounting wherever its buckets match
     (an id present twice changes a bucket's count), counted within the differing buckets."""
-    t = target_table(e)
+    schema = opts.load.target_schema
+    t = target_table(e, schema)
     found, samples, enforced = {}, {}, {}
     keys = [("id", sql.SQL("t.id"), sql.SQL("true"))]
     keys += [(c.target, sql.SQL("t.{}").format(sql.Identifier(c.target)), sql.SQL("true")) for c in e.unique_columns]
     if acc is None and source_conn is not None:
-        acc = summarize(source_conn, target_conn, e)
+        acc = summarize(source_conn, target_conn, e, opts)
     if acc is None:
         keys.append(("legacy_id", legacy_id_of("t", staged=False), sql.SQL("true")))
     elif acc.differing_buckets:
@@ -236,7 +240,7 @@ def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_
         found["legacy_id"] = 0
         enforced["legacy_id"] = "id accounting: every bucket matches the legacy primary key"
     for name, expr, scope in keys:
-        index = enforcing_index(target_conn, e.target_table, name) if name != "legacy_id" else None
+        index = enforcing_index(target_conn, schema, e.target_table, name) if name != "legacy_id" else None
         if index:
             found[name], enforced[name] = 0, f"unique index {index}"
             continue
@@ -261,10 +265,10 @@ def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_
     })
 
 
-def emails_valid(target_conn, e: Entity) -> CheckOutcome:
+def emails_valid(target_conn, e: Entity, opts: CheckOptions = CheckOptions()) -> CheckOutcome:
     found, samples = {}, {}
     for c in e.email_columns:
-        n, sample = _offending_rows(target_conn, e, sql.SQL("t.{col} IS NOT NULL AND t.{col} !~ {re}").format(
+        n, sample = _offending_rows(target_conn, e, opts.load.target_schema, sql.SQL("t.{col} IS NOT NULL AND t.{col} !~ {re}").format(
             col=sql.Identifier(c.target), re=sql.Literal(EMAIL_REGEX)))
         found[c.target] = n
         if n:
@@ -356,12 +360,12 @@ def run_checks(source_conninfo: str, target_conninfo: str, e: Entity, run_id: st
 
         def meanwhile(conn):
             if CHECKS["emails_valid"].applies(e):
-                target_only.append(emails_valid(conn, e))
+                target_only.append(emails_valid(conn, e, opts))
 
         acc = summarize(src, tgt, e, opts, meanwhile=meanwhile)  # shared by the checks that compare both sides
-        results = [rows_reconcile(src, tgt, e, acc), quarantine_within_budget(tgt, e, acc, opts),
-                   foreign_keys_resolve(tgt, e, acc), keys_unique(tgt, e, acc), *target_only,
-                   content_checksum(src, tgt, e, acc=acc)]
+        results = [rows_reconcile(src, tgt, e, acc, opts), quarantine_within_budget(tgt, e, acc, opts),
+                   foreign_keys_resolve(tgt, e, acc, opts), keys_unique(tgt, e, acc, opts=opts), *target_only,
+                   content_checksum(src, tgt, e, acc, opts)]
         tgt.rollback()  # the checks only read: drop the temp tables
         if run_id is not None:
             if opts.timeout_ms is not None:

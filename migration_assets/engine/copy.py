@@ -27,7 +27,7 @@ from pgpq import encoders as pgpq_encoders, schema as pgpq_schema
 from psycopg import sql
 
 from ..registry import Entity
-from .names import table_named
+from .names import table_named, target_table
 
 
 def parse_copy_rows(chunks: list[bytes], schema: pa.Schema) -> pa.Table:
@@ -95,8 +95,9 @@ class BinaryCopy:
         return self._encoder.finish()
 
 
-def capture_constraints(conn, e: Entity) -> list[tuple[str, str, str]]:
-    """(table, name, definition) of every PK/unique/FK constraint on or referencing ``e``, plus indexes."""
+def capture_constraints(conn, e: Entity, schema: str) -> list[tuple[str, str, str]]:
+    """(table, name, definition) of every PK/unique/FK constraint on or referencing ``e``'s table in
+    ``schema``, plus indexes."""
     rows = conn.execute("""
         SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), contype,
                CASE contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 ELSE 3 END AS ord
@@ -108,7 +109,7 @@ def capture_constraints(conn, e: Entity) -> list[tuple[str, str, str]]:
         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
         WHERE i.indrelid = %(t)s::regclass
           AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid)
-        ORDER BY 5, 2""", {"t": f"public.{e.target_table}"}).fetchall()
+        ORDER BY 5, 2""", {"t": target_table(e, schema).as_string(conn)}).fetchall()
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
@@ -130,8 +131,8 @@ _DEPENDENTS_OF_KEYS = """
     ORDER BY 1"""
 
 
-def fast_path_blocker(conn, e: Entity) -> str | None:
-    """Why the fast path cannot drop the keys of ``e``, or None.
+def fast_path_blocker(conn, e: Entity, schema: str) -> str | None:
+    """Why the fast path cannot drop the keys of ``e``'s table in ``schema``, or None.
 
     - A table the loading role does not own references it (Supabase's ``auth`` or ``storage``
       schemas, a user's own table): only its owner may drop that foreign key.
@@ -141,7 +142,7 @@ def fast_path_blocker(conn, e: Entity) -> str | None:
       a rule. PostgreSQL would refuse the drop, and its advice (``DROP ... CASCADE``) would
       destroy the user's object. pg_depend names them all, whatever their kind.
     The merge path needs neither drop, so the table loads through it."""
-    table = f"public.{e.target_table}"
+    table = target_table(e, schema).as_string(conn)
     row = conn.execute("""
         SELECT c.conrelid::regclass::text, pg_get_userbyid(r.relowner)
         FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
@@ -156,13 +157,13 @@ def fast_path_blocker(conn, e: Entity) -> str | None:
     return None
 
 
-def drop_constraints_sql(saved: list[tuple[str, str, str, str]]) -> list[sql.Composable]:
-    """Drop what :func:`capture_constraints` found: foreign keys first (they depend on the keys),
-    then indexes, unique constraints and the primary key."""
+def drop_constraints_sql(saved: list[tuple[str, str, str, str]], schema: str) -> list[sql.Composable]:
+    """Drop what :func:`capture_constraints` found in ``schema``: foreign keys first (they depend on
+    the keys), then indexes, unique constraints and the primary key."""
     out = []
     for table, name, _, kind in sorted(saved, key=lambda s: {"f": 0, "i": 1, "u": 2, "p": 3}[s[3]]):
         if kind == "i":
-            out.append(sql.SQL("DROP INDEX {}").format(table_named(name)))
+            out.append(sql.SQL("DROP INDEX {}").format(table_named(name, schema)))
         else:  # table is a regclass text from the catalog (already quoted as needed)
             out.append(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(table), sql.Identifier(name)))
     return out
@@ -181,8 +182,8 @@ def restore_constraints_sql(saved: list[tuple[str, str, str, str]]) -> list[sql.
     return out
 
 
-def drop_constraints(conn, saved) -> None:
-    for statement in drop_constraints_sql(saved):
+def drop_constraints(conn, saved, schema: str) -> None:
+    for statement in drop_constraints_sql(saved, schema):
         conn.execute(statement)
 
 

@@ -47,13 +47,13 @@ def deleted_ids_sql(e: Entity, opts: LoadOptions, expand: bool) -> sql.Composabl
             "INSERT INTO _gone SELECT g FROM _gaps, generate_series(lo, hi) AS g "
             "WHERE EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = {uuid} AND {live}) "
             "OR EXISTS (SELECT 1 FROM {q} AS q WHERE q.entity = {ent} AND q.legacy_id = g AND NOT q.resolved)").format(
-            t=target_table(e), uuid=legacy_uuid_sql(e.name, sql.SQL("g")), ent=sql.Literal(e.name), live=live,
+            t=target_table(e, opts.target_schema), uuid=legacy_uuid_sql(e.name, sql.SQL("g")), ent=sql.Literal(e.name), live=live,
             q=QUARANTINE)
     return sql.SQL(
         "INSERT INTO _gone SELECT DISTINCT s.l FROM (SELECT (t.metadata->>'legacy_id')::bigint AS l FROM {t} AS t "
         "WHERE {live} UNION ALL SELECT legacy_id FROM {q} WHERE entity = {ent} AND NOT resolved) s "
         "JOIN _gaps ON s.l BETWEEN _gaps.lo AND _gaps.hi").format(
-        t=target_table(e), live=live, q=QUARANTINE, ent=sql.Literal(e.name))
+        t=target_table(e, opts.target_schema), live=live, q=QUARANTINE, ent=sql.Literal(e.name))
 
 
 def resolve_quarantine_sql(e: Entity, run_id: str, resolution: str, where: sql.Composable) -> sql.Composable:
@@ -64,21 +64,21 @@ def resolve_quarantine_sql(e: Entity, run_id: str, resolution: str, where: sql.C
         q=QUARANTINE, run=sql.Literal(run_id), res=sql.Literal(resolution), ent=sql.Literal(e.name), where=where)
 
 
-def target_rows_of_sql(e: Entity, into: str, legacy_ids: sql.Composable) -> sql.Composable:
-    """Create the temp table ``into`` (column ``id``) of the target rows of ``e`` whose legacy id is
+def target_rows_of_sql(e: Entity, schema: str, into: str, legacy_ids: sql.Composable) -> sql.Composable:
+    """Create the temp table ``into`` (column ``id``) of the rows of ``e``'s table in ``schema`` whose legacy id is
     one of ``legacy_ids`` (a query of one bigint column), looked up by their UUIDs."""
     return sql.SQL("CREATE TEMP TABLE {into} ON COMMIT DROP AS SELECT t.id FROM {t} AS t WHERE t.id = "
                    "ANY(ARRAY(SELECT {uuid} FROM ({ids}) AS g (legacy_id)))").format(
-        into=sql.Identifier(into), t=target_table(e), ids=legacy_ids,
+        into=sql.Identifier(into), t=target_table(e, schema), ids=legacy_ids,
         uuid=legacy_uuid_sql(e.name, sql.SQL("g.legacy_id")))
 
 
-def soft_delete_sql(e: Entity, run_id: str, ids_table: str) -> sql.Composable:
-    """Mark the target rows listed in ``ids_table`` deleted at the source (run and time)."""
+def soft_delete_sql(e: Entity, schema: str, run_id: str, ids_table: str) -> sql.Composable:
+    """Mark the rows of ``e``'s table in ``schema`` listed in ``ids_table`` deleted at the source (run and time)."""
     return sql.SQL(
         "UPDATE {t} AS t SET metadata = t.metadata || jsonb_build_object({k}, jsonb_build_object("
         "'run_id', {run}::text, 'at', now())) FROM {ids} d WHERE t.id = d.id").format(
-        t=target_table(e), k=sql.Literal(SOFT_DELETED), run=sql.Literal(run_id), ids=sql.Identifier(ids_table))
+        t=target_table(e, schema), k=sql.Literal(SOFT_DELETED), run=sql.Literal(run_id), ids=sql.Identifier(ids_table))
 
 
 def apply_deletes(conn, e: Entity, stream: LegacyStream, opts: LoadOptions, result: LoadResult,
@@ -104,7 +104,7 @@ def apply_deletes(conn, e: Entity, stream: LegacyStream, opts: LoadOptions, resu
     if previous is None or previous.min_id is None:
         lo, hi = conn.execute(sql.SQL("SELECT min(l), max(l) FROM (SELECT (metadata->>'legacy_id')::bigint AS l "
                                       "FROM {t} UNION ALL SELECT legacy_id FROM {q} WHERE entity = %s) s").format(
-            t=target_table(e), q=QUARANTINE), [e.name]).fetchone()
+            t=target_table(e, opts.target_schema), q=QUARANTINE), [e.name]).fetchone()
         ids += [x for x in (lo, hi) if x is not None]
     gaps = None
     if plan.touched is not None:
@@ -125,11 +125,11 @@ def apply_deletes(conn, e: Entity, stream: LegacyStream, opts: LoadOptions, resu
     conn.execute(deleted_ids_sql(e, opts, expand=sum(h - l + 1 for l, h in gaps) <= GAP_EXPAND_LIMIT))
     gone_quarantined = conn.execute(resolve_quarantine_sql(
         e, opts.run_id, SOFT_DELETED, sql.SQL("q.legacy_id IN (SELECT legacy_id FROM _gone)"))).rowcount
-    conn.execute(target_rows_of_sql(e, "_evict_deleted", sql.SQL("SELECT legacy_id FROM _gone")))
+    conn.execute(target_rows_of_sql(e, opts.target_schema, "_evict_deleted", sql.SQL("SELECT legacy_id FROM _gone")))
     if opts.delete_policy == "hard":
         result.deleted = evict(conn, e, "_evict_deleted", stream, opts, result)
     else:
-        result.deleted = conn.execute(soft_delete_sql(e, opts.run_id, "_evict_deleted")).rowcount
+        result.deleted = conn.execute(soft_delete_sql(e, opts.target_schema, opts.run_id, "_evict_deleted")).rowcount
     result.accounted_after = accounted_now - result.deleted - gone_quarantined
     log.info("%s: %d target rows deleted at the source (%s policy), %d gaps checked", e.name, result.deleted,
              opts.delete_policy, len(gaps))
@@ -138,21 +138,21 @@ def apply_deletes(conn, e: Entity, stream: LegacyStream, opts: LoadOptions, resu
 _steps = iter(range(1, 1 << 62))  # cascade step numbers, unique within the process
 
 
-def cascade_step_sql(child: Entity, c, step: int, parent_ids: sql.Composable) -> sql.Composable:
-    """Register in ``_cascade`` (as ``step``) the rows of ``child`` whose required reference ``c``
+def cascade_step_sql(child: Entity, schema: str, c, step: int, parent_ids: sql.Composable) -> sql.Composable:
+    """Register in ``_cascade`` (as ``step``) the rows of ``child``'s table in ``schema`` whose required reference ``c``
     points at one of ``parent_ids`` (a query of one uuid column), with the detail a fresh
     migration gives them; a row already registered keeps its first registration."""
     return sql.SQL(
         "INSERT INTO _cascade SELECT {step}, {ent}, ch.id, (ch.metadata->>'legacy_id')::bigint, "
         "(ch.metadata->>'source_hash')::bigint, {detail} FROM {ct} AS ch "
         "WHERE ch.{col} = ANY(ARRAY({ids})) ON CONFLICT DO NOTHING").format(
-        step=sql.Literal(step), ent=sql.Literal(child.name), ct=target_table(child), col=sql.Identifier(c.target),
+        step=sql.Literal(step), ent=sql.Literal(child.name), ct=target_table(child, schema), col=sql.Identifier(c.target),
         ids=parent_ids, detail=sql.Literal(orphan_detail(c)))
 
 
-def delete_ids_sql(e: Entity, ids: sql.Composable) -> sql.Composable:
-    """Delete the target rows of ``e`` whose id is one of ``ids`` (a query of one uuid column)."""
-    return sql.SQL("DELETE FROM {} WHERE id = ANY(ARRAY({}))").format(target_table(e), ids)
+def delete_ids_sql(e: Entity, schema: str, ids: sql.Composable) -> sql.Composable:
+    """Delete the rows of ``e``'s table in ``schema`` whose id is one of ``ids`` (a query of one uuid column)."""
+    return sql.SQL("DELETE FROM {} WHERE id = ANY(ARRAY({}))").format(target_table(e, schema), ids)
 
 
 def evict(conn, e: Entity, ids_table: str, stream: LegacyStream, opts: LoadOptions, result: LoadResult) -> int:
@@ -179,10 +179,10 @@ def evict(conn, e: Entity, ids_table: str, stream: LegacyStream, opts: LoadOptio
         i += 1
         for child in children(parent.name):
             for c in (c for c in child.foreign_keys if c.parent == parent.name):
-                ct, col = target_table(child), sql.Identifier(c.target)
+                ct, col = target_table(child, opts.target_schema), sql.Identifier(c.target)
                 if c.required or not opts.error_recovery:
                     step = next(_steps)
-                    moved = conn.execute(cascade_step_sql(child, c, step, ids_sql)).rowcount
+                    moved = conn.execute(cascade_step_sql(child, opts.target_schema, c, step, ids_sql)).rowcount
                     if moved:
                         result.cascaded[child.name] = result.cascaded.get(child.name, 0) + moved
                         removals.append((child, sql.SQL("SELECT id FROM _cascade WHERE step = {}").format(
@@ -200,7 +200,7 @@ def evict(conn, e: Entity, ids_table: str, stream: LegacyStream, opts: LoadOptio
     removed = 0
     for target_entity in sorted({ent.name: ent for ent, _ in removals}.values(), key=lambda x: -x.level):
         ids_sql = sql.SQL(" UNION ALL ").join(ids for ent, ids in removals if ent.name == target_entity.name)
-        removed = conn.execute(delete_ids_sql(target_entity, ids_sql)).rowcount
+        removed = conn.execute(delete_ids_sql(target_entity, opts.target_schema, ids_sql)).rowcount
     if len(removals) > 1:
         _quarantine_cascaded(conn, stream, opts, first_step)
     return removed  # the last DELETE is the one of ``e`` itself

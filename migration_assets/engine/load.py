@@ -153,13 +153,13 @@ def unfinished_slices_sql() -> sql.Composable:
     return sql.SQL("SELECT run_id FROM {} WHERE entity = %s AND finished_at IS NULL").format(SLICE_LOADS)
 
 
-def stage_sql(e: Entity) -> list[sql.Composable]:
+def stage_sql(e: Entity, schema: str) -> list[sql.Composable]:
     """The merge path's staging table: exactly the registry's columns of the target, with their
     types (no constraint, default, identity or generated column: a column a user added to the
     target table never reaches it, so an identity's NOT NULL cannot reject the COPY), plus the
     legacy id."""
     return [sql.SQL("CREATE TEMP TABLE _stage ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                column_list(target_columns(e)), target_table(e)),
+                column_list(target_columns(e)), target_table(e, schema)),
             sql.SQL("ALTER TABLE _stage ADD COLUMN {} bigint").format(sql.Identifier(LEGACY_ID))]
 
 
@@ -172,7 +172,7 @@ def copy_sql(dest: sql.Composable, cols: list[str], freeze: bool) -> sql.Composa
         dest, column_list(cols), sql.SQL(", FREEZE") if freeze else sql.SQL(""))
 
 
-def merge_sql(e: Entity) -> sql.Composable:
+def merge_sql(e: Entity, schema: str) -> sql.Composable:
     """Staging into the target: insert new ids, update rows whose content differs, leave equal rows
     untouched (no new row version). Returns (inserted, updated)."""
     data_cols = [c.target for c in e.columns] + ["metadata"]
@@ -181,7 +181,7 @@ def merge_sql(e: Entity) -> sql.Composable:
         "ON CONFLICT (id) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new}) "
         "RETURNING (xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up").format(
-        t=target_table(e), cols=column_list(target_columns(e)),
+        t=target_table(e, schema), cols=column_list(target_columns(e)),
         sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in data_cols),
         old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in data_cols),
         new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in data_cols))
@@ -195,13 +195,13 @@ def quarantine_rejects_sql(e: Entity, run_id: str) -> sql.Composable:
         ent=sql.Literal(e.name), run=sql.Literal(run_id)))
 
 
-def resolve_loaded_sql(e: Entity, run_id: str, staged: bool) -> sql.Composable:
+def resolve_loaded_sql(e: Entity, run_id: str, staged: bool, schema: str) -> sql.Composable:
     """Resolve the open quarantine rows that loaded now. Only a row this load wrote can have left
     the quarantine: on the merge path those are the staged rows (not every open quarantine row of
     the table, most of which were not re-read)."""
     where = sql.SQL("NOT EXISTS (SELECT 1 FROM _quarantine x WHERE x.legacy_id = q.legacy_id) "
                     "AND EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = {uuid})").format(
-        t=target_table(e), uuid=legacy_uuid_sql(e.name, sql.SQL("q.legacy_id")))
+        t=target_table(e, schema), uuid=legacy_uuid_sql(e.name, sql.SQL("q.legacy_id")))
     if staged:
         where = sql.SQL("q.legacy_id IN (SELECT {} FROM _stage) AND {}").format(sql.Identifier(LEGACY_ID), where)
     return resolve_quarantine_sql(e, run_id, "loaded", where)
@@ -215,7 +215,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     e = stream.entity
     result = LoadResult(e.name, "merge", started_at=time.time(), mode=opts.mode)
     watch = LoadObserver(result, stream, opts, on_progress)
-    target = target_table(e)
+    target = target_table(e, opts.target_schema)
     conn.execute(SESSION_SQL)
     # 1. one loader per table at a time; readers are not blocked
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
@@ -226,7 +226,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
                          "MIGRATION_SLICED_TABLES): it loads the pending slices and builds the keys")
     has_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target)).fetchone()[0]
     fast = opts.fast_path and not has_rows
-    blocker = fast_path_blocker(conn, e) if fast else None
+    blocker = fast_path_blocker(conn, e, opts.target_schema) if fast else None
     if blocker:
         fast = False
         result.load_path = f"merge (fast path not possible: {blocker})"
@@ -271,8 +271,8 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     saved = []
     if fast:
         result.load_path = "fast (empty target: bulk load, then build keys)"
-        saved = capture_constraints(conn, e)
-        drop_constraints(conn, saved)
+        saved = capture_constraints(conn, e, opts.target_schema)
+        drop_constraints(conn, saved, opts.target_schema)
         # Emptied in this transaction, the table takes COPY FREEZE: rows are written frozen and
         # the pages all-visible, so neither the key builds below nor the first queries after the
         # load rewrite every page to set hint bits, and no vacuum has to freeze it later. The
@@ -280,7 +280,7 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         conn.execute(sql.SQL("TRUNCATE {}").format(target))
         dest = target
     else:
-        for statement in stage_sql(e):
+        for statement in stage_sql(e, opts.target_schema):
             conn.execute(statement)
         dest = sql.Identifier("_stage")
     conn.execute(QUARANTINE_STAGE_SQL)
@@ -302,17 +302,17 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         # rows that loaded before and no longer do (their legacy row now breaks a rule, or a row with a
         # lower legacy id took their unique value): the old version leaves the target, before the
         # merge (which may give its unique value to the winner), with its children
-        conn.execute(target_rows_of_sql(e, "_evict", sql.SQL("SELECT legacy_id FROM _quarantine")))
+        conn.execute(target_rows_of_sql(e, opts.target_schema, "_evict", sql.SQL("SELECT legacy_id FROM _quarantine")))
         result.evicted = evict(conn, e, "_evict", stream, opts, result)
         watch.phase("evict_requarantined")
-        for statement in unique_swap_sql(e):
+        for statement in unique_swap_sql(e, opts.target_schema):
             conn.execute(statement)
-        result.inserted, result.updated = conn.execute(merge_sql(e)).fetchone()
+        result.inserted, result.updated = conn.execute(merge_sql(e, opts.target_schema)).fetchone()
         watch.phase("merge")
 
         # 6. the quarantine, then deletes
         conn.execute(quarantine_rejects_sql(e, opts.run_id))
-        result.resolved = conn.execute(resolve_loaded_sql(e, opts.run_id, staged=True)).rowcount
+        result.resolved = conn.execute(resolve_loaded_sql(e, opts.run_id, True, opts.target_schema)).rowcount
         watch.phase("quarantine_upsert_and_resolve")
         apply_deletes(conn, e, stream, opts, result, state, previous, plan)
         name_first_missing_parent(conn, e, opts)
@@ -420,12 +420,12 @@ def finish_fast_path(conn: psycopg.Connection, e: Entity, opts: LoadOptions, res
     quarantine. Every legacy row of the snapshot was read, so an open quarantine row that this
     load neither loaded nor quarantined again is of a legacy row that no longer exists (the table
     was emptied by a cascade, or the source shrank), whatever its reason: it is resolved."""
-    target = target_table(e)
+    target = target_table(e, opts.target_schema)
     restore_constraints(conn, saved)
     result.inserted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
     watch.phase("build_keys")
     conn.execute(quarantine_rejects_sql(e, opts.run_id))
-    result.resolved = conn.execute(resolve_loaded_sql(e, opts.run_id, staged=False)).rowcount
+    result.resolved = conn.execute(resolve_loaded_sql(e, opts.run_id, False, opts.target_schema)).rowcount
     gone = conn.execute(resolve_quarantine_sql(e, opts.run_id, SOFT_DELETED, sql.SQL(
         "NOT EXISTS (SELECT 1 FROM _quarantine x WHERE x.legacy_id = q.legacy_id)"))).rowcount
     if gone:

@@ -65,12 +65,13 @@ def target_columns(e: Entity) -> list[str]:
     return ["id"] + [c.target for c in e.columns] + ["metadata"]
 
 
-def target_table(e: Entity) -> sql.Identifier:
-    return sql.Identifier("public", e.target_table)
+def target_table(e: Entity, schema: str) -> sql.Identifier:
+    """The entity's target table in ``schema`` (MIGRATION_TARGET_SCHEMA, handed along in the options)."""
+    return sql.Identifier(schema, e.target_table)
 
 
-def table_named(name: str) -> sql.Identifier:
-    return sql.Identifier("public", name)
+def table_named(name: str, schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, name)
 
 
 def column_list(names) -> sql.Composable:

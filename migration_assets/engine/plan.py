@@ -140,13 +140,13 @@ def retry_rows_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
         sql.Identifier(f"h{i}")) for i, c in enumerate(blocking))
     parents_exist = sql.SQL(" AND ").join(
         sql.SQL("(q.{h} IS NULL OR EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = {u}))").format(
-            h=sql.Identifier(f"h{i}"), p=table_named(c.parent),
+            h=sql.Identifier(f"h{i}"), p=table_named(c.parent, opts.target_schema),
             u=uuid_from_md5_sql(sql.SQL("q.{}").format(sql.Identifier(f"h{i}"))))
         for i, c in enumerate(blocking)) if blocking else sql.SQL("true")
     optional = [c for c in e.foreign_keys if not c.required]
     arrived = sql.SQL(" OR ").join(
         sql.SQL("EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = (t.metadata->'recovered'->{k}->>'was')::uuid)").format(
-            p=table_named(c.parent), k=sql.Literal(c.target)) for c in optional) if optional else sql.SQL("false")
+            p=table_named(c.parent, opts.target_schema), k=sql.Literal(c.target)) for c in optional) if optional else sql.SQL("false")
     return sql.SQL(
         "SELECT legacy_id, 'q' FROM (SELECT legacy_id, reason, raw IS NULL AS no_raw{digests} FROM {q} "
         "WHERE entity = {ent} AND NOT resolved AND reason IN ({d}, {o}) OFFSET 0) AS q "
@@ -154,7 +154,7 @@ def retry_rows_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
         "UNION ALL SELECT (t.metadata->>'legacy_id')::bigint, 't' FROM {t} AS t "
         "WHERE t.metadata->'recovered' ? 'retry' AND ({arrived})").format(
         q=QUARANTINE, ent=sql.Literal(e.name), o=sql.Literal(ORPHAN_FK),
-        d=sql.Literal(DUPLICATE_KEY), t=target_table(e), digests=digests, parents_exist=parents_exist,
+        d=sql.Literal(DUPLICATE_KEY), t=target_table(e, opts.target_schema), digests=digests, parents_exist=parents_exist,
         arrived=arrived)
 
 
@@ -169,7 +169,7 @@ def accounted_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
     return sql.SQL(
         "SELECT count(*), count(*) FILTER (WHERE {live}), "
         "(SELECT count(*) FROM {q} WHERE entity = {ent} AND NOT resolved) FROM {t} AS t").format(
-        t=target_table(e), live=live_rows_sql("t", opts.delete_policy), q=QUARANTINE, ent=sql.Literal(e.name))
+        t=target_table(e, opts.target_schema), live=live_rows_sql("t", opts.delete_policy), q=QUARANTINE, ent=sql.Literal(e.name))
 
 
 def accounted(conn, e: Entity, opts: LoadOptions) -> tuple[int, int]:
@@ -178,7 +178,7 @@ def accounted(conn, e: Entity, opts: LoadOptions) -> tuple[int, int]:
     return rows, live_rows + held
 
 
-def target_summary_sql(e: Entity) -> sql.Composable:
+def target_summary_sql(e: Entity, schema: str) -> sql.Composable:
     """Per bucket: (bucket, rows loaded, rows in open quarantine, sum of their source hashes)."""
     return sql.SQL(
         "SELECT b, sum(n_loaded)::bigint, sum(n_quarantined)::bigint, sum(h) FROM ("
@@ -187,7 +187,7 @@ def target_summary_sql(e: Entity) -> sql.Composable:
         "  UNION ALL"
         "  SELECT legacy_id / {b}, 0, count(*), sum(source_hash) FROM {q} WHERE entity = {ent} AND NOT resolved "
         "  GROUP BY 1) s GROUP BY b ORDER BY b").format(
-        b=sql.Literal(BUCKET), t=target_table(e), q=QUARANTINE, ent=sql.Literal(e.name))
+        b=sql.Literal(BUCKET), t=target_table(e, schema), q=QUARANTINE, ent=sql.Literal(e.name))
 
 
 def quarantine_buckets_sql(e: Entity) -> sql.Composable:
@@ -232,7 +232,7 @@ def plan_changes(conn, stream: LegacyStream, previous: Watermark | None = None,
         stored, accounted_before = _stored_summary(conn, e, opts, previous, existing)
         if stored is None:
             target = {b: (loaded, quarantined, int(h) % HASH_MOD)
-                      for b, loaded, quarantined, h in conn.execute(target_summary_sql(e)).fetchall()}
+                      for b, loaded, quarantined, h in conn.execute(target_summary_sql(e, opts.target_schema)).fetchall()}
         else:
             held = dict(conn.execute(quarantine_buckets_sql(e)).fetchall())
             target = {b: (n - held.get(b, 0), held.get(b, 0), h) for b, (n, h) in stored.items()}

@@ -74,11 +74,11 @@ def set_fk_null(conn, table: sql.Composable, c: Column, parent: str, where: sql.
     return conn.execute(set_fk_null_sql(table, c, parent, where)).rowcount
 
 
-def parent_joins(e: Entity, alias: str, relation: Callable[[Column], sql.Composable] | None = None
+def parent_joins(e: Entity, alias: str, schema: str, relation: Callable[[Column], sql.Composable] | None = None
                  ) -> tuple[sql.Composable, list[sql.Composable]]:
     """LEFT JOINs of the rows ``alias`` to each foreign key's parent, as p0, p1... in
     ``e.foreign_keys`` order, and per foreign key the flag of a reference that found no parent.
-    ``relation(c)``: what to join for column ``c`` (default: the parent's target table). The
+    ``relation(c)``: what to join for column ``c`` (default: the parent's table in ``schema``). The
     load's orphan search and the checks' scans both build their joins here.
 
     A NULL reference joins on the row's own id instead (never a parent's: another entity's name
@@ -89,7 +89,7 @@ def parent_joins(e: Entity, alias: str, relation: Callable[[Column], sql.Composa
     joins, flags = [], []
     for i, c in enumerate(e.foreign_keys):
         col, p = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c.target)), sql.Identifier(f"p{i}")
-        rel = relation(c) if relation is not None else table_named(c.parent)
+        rel = relation(c) if relation is not None else table_named(c.parent, schema)
         joins.append(sql.SQL("LEFT JOIN {rel} AS {p} ON {p}.id = coalesce({col}, {a}.id)").format(
             rel=rel, p=p, col=col, a=sql.Identifier(alias)))
         flags.append(sql.SQL("({col} IS NOT NULL AND {p}.id IS NULL)").format(col=col, p=p))
@@ -127,7 +127,7 @@ def orphan_sql(e: Entity, table: sql.Composable, staged: bool, opts: LoadOptions
     of the table."""
     fks = e.foreign_keys
     flags = [sql.Identifier(f"m{i}") for i in range(len(fks))]
-    joins, missing = parent_joins(e, "s")
+    joins, missing = parent_joins(e, "s", opts.target_schema)
     search = sql.SQL(
         "CREATE TEMP TABLE _missing ON COMMIT DROP AS SELECT s.ctid AS rid, {flags} FROM {t} AS s {joins} "
         "WHERE {any}").format(
@@ -181,7 +181,7 @@ def reject_orphans(conn, e: Entity, table: sql.Composable, staged: bool, opts: L
             recoveries[ORPHAN_FK_SET_NULL] = recoveries.get(ORPHAN_FK_SET_NULL, 0) + int(n)
 
 
-def duplicates_sql(e: Entity, c: Column, table: sql.Composable, staged: bool) -> sql.Composable:
+def duplicates_sql(e: Entity, c: Column, table: sql.Composable, staged: bool, schema: str) -> sql.Composable:
     """Move the rows of ``table`` that lose unique column ``c`` to ``_quarantine`` as DUPLICATE_KEY.
 
     One rule for a fresh migration and a refresh: among the rows that hold a value, the lowest
@@ -199,7 +199,7 @@ def duplicates_sql(e: Entity, c: Column, table: sql.Composable, staged: bool) ->
         "AND NOT EXISTS (SELECT 1 FROM {t} AS s WHERE s.id = x.id) "
         "AND NOT EXISTS (SELECT 1 FROM _quarantine AS q "
         "                WHERE q.legacy_id = (x.metadata->>'legacy_id')::bigint)").format(
-        tt=target_table(e), t=table, col=col) if staged else sql.SQL("")
+        tt=target_table(e, schema), t=table, col=col) if staged else sql.SQL("")
     return sql.SQL(
         "WITH cand AS (SELECT s.ctid AS rid, s.id, {lid} AS legacy_id, s.{col} AS v, "
         "  (s.metadata->>'source_hash')::bigint AS h FROM {t} AS s WHERE s.{col} IS NOT NULL {held}), "
@@ -221,10 +221,10 @@ def reject_target_side(conn, e: Entity, table: sql.Composable, staged: bool, opt
     if e.foreign_keys:
         reject_orphans(conn, e, table, staged, opts, recoveries)
     for c in e.unique_columns:
-        conn.execute(duplicates_sql(e, c, table, staged))
+        conn.execute(duplicates_sql(e, c, table, staged, opts.target_schema))
 
 
-def unique_swap_sql(e: Entity) -> list[sql.Composable]:
+def unique_swap_sql(e: Entity, schema: str) -> list[sql.Composable]:
     """Statements that free the unique values the merge is about to move between rows.
 
     Unique constraints are checked row by row, so a merge in which two rows exchange values (or
@@ -240,7 +240,7 @@ def unique_swap_sql(e: Entity) -> list[sql.Composable]:
         out.append(sql.SQL(
             "UPDATE {t} AS t SET {col} = {free} FROM _stage AS s "
             "WHERE s.id = t.id AND t.{col} IS NOT NULL AND s.{col} IS DISTINCT FROM t.{col}").format(
-            t=target_table(e), col=col, free=free))
+            t=target_table(e, schema), col=col, free=free))
     return out
 
 
@@ -256,7 +256,7 @@ def first_missing_parent_sql(e: Entity, opts: LoadOptions) -> sql.Composable | N
         return None
     first_missing = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
         sql.SQL("WHEN NOT EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = {uuid}) THEN {d}").format(
-            p=table_named(c.parent), d=sql.Literal(orphan_detail(c)),
+            p=table_named(c.parent, opts.target_schema), d=sql.Literal(orphan_detail(c)),
             uuid=legacy_uuid_sql(c.parent, sql.SQL("(q.raw->>{})::bigint").format(sql.Literal(c.legacy_name))))
         for c in blocking))
     return sql.SQL(

@@ -204,21 +204,21 @@ def plan_slices(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
     dropped); else None: the table loads in one step."""
     e = stream.entity
     conn.execute(SESSION_SQL)
-    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target_table(e)))
+    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target_table(e, opts.target_schema)))
     unfinished = read_slice_plan(conn, e)
     if unfinished is not None or slice_rows <= 0 or not opts.fast_path:
         return unfinished
-    if conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target_table(e))).fetchone()[0]:
+    if conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target_table(e, opts.target_schema))).fetchone()[0]:
         return None
-    if fast_path_blocker(conn, e):
+    if fast_path_blocker(conn, e, opts.target_schema):
         return None  # the one-step load says why, and merges
     state = stream.snapshot()
     if state.rows <= slice_rows:
         return None
     n = math.ceil(state.rows / slice_rows)
     bounds = stream.query(slice_bounds_sql(e), [[k / n for k in range(1, n)]])[0][0]
-    saved = capture_constraints(conn, e)
-    drop_constraints(conn, saved)
+    saved = capture_constraints(conn, e, opts.target_schema)
+    drop_constraints(conn, saved, opts.target_schema)
     for statement in record_plan_sql():
         conn.execute(statement, {"entity": e.name, "run_id": opts.run_id, "constraints": json.dumps(saved),
                                  "rows": state.rows, "min_id": state.min_id, "max_id": state.max_id,
@@ -251,7 +251,7 @@ def load_slice(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOptions
     watch = LoadObserver(result, stream, opts, on_progress)
     conn.execute(QUARANTINE_STAGE_SQL)
     source_rules = copy_stream(conn, stream, stream.batches(slice_where_sql(e, this)), target_columns(e),
-                               target_table(e), False, watch)
+                               target_table(e, opts.target_schema), False, watch)
     rejected = conn.execute(keep_slice_rejects_sql(e, number)).rowcount
     watch.finish()
     duration_ms = int(result.duration_s * 1000)
@@ -270,7 +270,7 @@ def finish_slices(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOpti
     result = LoadResult(e.name, "", started_at=time.time(), mode="full")
     watch = LoadObserver(result, stream, opts, on_progress)
     conn.execute(SESSION_SQL)
-    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target_table(e)))
+    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target_table(e, opts.target_schema)))
     plan = read_slice_plan(conn, e)
     if plan is None:
         raise SliceError(f"{e.name}: no unfinished sliced load to finish (finished by another run?): re-run the job")
@@ -290,7 +290,7 @@ def finish_slices(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOpti
     conn.execute(QUARANTINE_STAGE_SQL)
     conn.execute(take_slice_rejects_sql(e))
     watch.phase("prepare")
-    target = target_table(e)
+    target = target_table(e, opts.target_schema)
     recoveries = reject_target_side_with_raw(conn, e, target, True, opts, stream, watch)
     finish_fast_path(conn, e, opts, result, list(plan.constraints), watch)
     count_and_save(conn, e, opts, result, READ_ALL, plan.state, None, source_rules, recoveries, watch)

@@ -20,7 +20,7 @@ def test_by_default_a_table_is_the_service_roles_only_with_every_grant_taken_bac
     drops = [f'DROP POLICY IF EXISTS "ma_{r}_{c}" ON "public"."roles"'
              for r in ("anon", "authenticated", "service_role") for c in ("select", "insert", "update", "delete")]
     digest = _digest(ACCESS.get("roles", (Access("service_role", ("SELECT",)),))[0])
-    assert [render(s) for s in access_sql(BY_NAME["roles"])] == [
+    assert [render(s) for s in access_sql(BY_NAME["roles"], "public")] == [
         'ALTER TABLE "public"."roles" ENABLE ROW LEVEL SECURITY',
         'REVOKE ALL ON "public"."roles" FROM "anon", "authenticated", "service_role"',
         *drops,

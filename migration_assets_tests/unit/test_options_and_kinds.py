@@ -82,6 +82,19 @@ def test_legacy_timezone_is_an_iana_zone(raw):
     assert load({"LEGACY_TIMEZONE": " America/New_York "}).legacy_timezone == "America/New_York"
 
 
+@pytest.mark.parametrize("raw, why", [("auth", "reserved"), ("migration_control", "reserved"), ("pg_data", "reserved"),
+                                      ("Clinic", "not such a name"), ("1clinic", "not such a name"),
+                                      ("clinic;drop", "not such a name")])
+def test_the_target_schema_is_a_plain_name_of_the_projects_own(raw, why):
+    with pytest.raises(SettingsError) as err:
+        load({"MIGRATION_TARGET_SCHEMA": raw})
+    assert str(err.value).startswith(f"invalid settings:\n  MIGRATION_TARGET_SCHEMA={raw!r} is {why}: allowed lower-case "
+                                     "letters, digits and underscores, at most 63, not starting with a digit, none of "
+                                     "migration_control, information_schema, auth, storage,")
+    assert load({"MIGRATION_TARGET_SCHEMA": "clinic"}).target_schema == "clinic"
+    assert load({}).target_schema == "public"
+
+
 @pytest.mark.parametrize("zone, since, until, back", [
     ("America/New_York", "2026-11-01 01:50", "2026-11-01 01:10", 60),  # the hour repeated
     ("America/New_York", "2026-10-01 00:00", "2026-12-06 00:00", 60),

@@ -140,7 +140,7 @@ def test_parent_joins_key_null_references_by_the_rows_own_id():
     from migration_assets.engine.rejects import parent_joins
 
     files = BY_NAME["files"]
-    joins, flags = parent_joins(files, "s")
+    joins, flags = parent_joins(files, "s", "public")
     text = joins.as_string(None)
     for i, c in enumerate(files.foreign_keys):
         assert f'"p{i}".id = coalesce("s"."{c.target}", "s".id)' in text

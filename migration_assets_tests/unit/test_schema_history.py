@@ -170,3 +170,23 @@ def test_an_edited_history_file_stops_the_writer(history):
     path.write_text(path.read_text() + "-- edited\n")
     with pytest.raises(SystemExit, match="20261124000004_quarantine_source_hash.sql"):
         ts.write_pending(history, ENTITIES + (INVOICES,), DAY)
+
+
+def test_every_file_names_the_target_schema_in_the_two_forms_setup_maps():
+    """MIGRATION_TARGET_SCHEMA: setup maps ``public."table"`` and ``SCHEMA public`` to the schema
+    (migrations.in_schema). Any other mention of public would stay behind in public."""
+    import re
+
+    from migration_assets.migrations import in_schema
+
+    files = sorted(ts.MIGRATIONS_DIR.glob("*.sql")) + sorted(ts.CUTOVER_DIR.glob("*.sql"))
+    for path in files:
+        text = path.read_text()
+        mapped = in_schema(text, "clinic")
+        assert not re.search(r"\bpublic\b", mapped), path.name  # (PUBLIC, the pseudo-role, is not the schema)
+        assert in_schema(text, "public") == text
+        # nothing but the schema changed: mapping back gives the file
+        assert mapped.replace('"clinic".', "public.").replace('SCHEMA "clinic"', "SCHEMA public") == text
+    tables = (ts.MIGRATIONS_DIR / "20261124000002_target_tables.sql").read_text()
+    assert in_schema(tables, "clinic").count('CREATE TABLE IF NOT EXISTS "clinic"."') == len(ENTITIES)
+    assert 'GRANT SELECT ON ALL TABLES IN SCHEMA "clinic" TO authenticated;' in in_schema(tables, "clinic")

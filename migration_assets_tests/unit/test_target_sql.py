@@ -29,7 +29,7 @@ SELECT_ONE = sql.SQL("SELECT 1")
 
 @pytest.mark.parametrize("e", ENTITIES, ids=lambda e: e.name)
 def test_the_merge_writes_only_rows_whose_content_differs(e):
-    text = render(merge_sql(e))
+    text = render(merge_sql(e, "public"))
     assert text.startswith(f'WITH up AS (INSERT INTO "public"."{e.target_table}" AS t')
     assert "ON CONFLICT (id) DO UPDATE SET" in text and "IS DISTINCT FROM" in text
     for c in [*(c.target for c in e.columns), "metadata"]:
@@ -39,7 +39,7 @@ def test_the_merge_writes_only_rows_whose_content_differs(e):
 
 @pytest.mark.parametrize("e", with_fks(), ids=lambda e: e.name)
 def test_the_orphan_search_follows_the_recovery_rules(e):
-    on, off = orphan_sql(e, target_table(e), True, LoadOptions()), orphan_sql(e, target_table(e), True,
+    on, off = orphan_sql(e, target_table(e, "public"), True, LoadOptions()), orphan_sql(e, target_table(e, "public"), True,
                                                                              LoadOptions(error_recovery=False))
     required = [c for c in e.foreign_keys if c.required]
     optional = [c for c in e.foreign_keys if not c.required]
@@ -57,12 +57,12 @@ def test_the_orphan_search_follows_the_recovery_rules(e):
 @pytest.mark.parametrize("e", [e for e in ENTITIES if e.unique_columns], ids=lambda e: e.name)
 def test_duplicates_lose_to_the_lowest_legacy_id_and_target_rows_compete_on_the_merge_path(e):
     for c in e.unique_columns:
-        staged = render(duplicates_sql(e, c, target_table(e), staged=True))
-        fast = render(duplicates_sql(e, c, target_table(e), staged=False))
+        staged = render(duplicates_sql(e, c, target_table(e, "public"), True, "public"))
+        fast = render(duplicates_sql(e, c, target_table(e, "public"), False, "public"))
         for text in (staged, fast):
             assert "row_number() OVER (PARTITION BY v ORDER BY legacy_id)" in text and "'DUPLICATE_KEY'" in text
         assert "UNION ALL SELECT NULL::tid" in staged and "UNION ALL SELECT NULL::tid" not in fast
-    swaps = [render(s) for s in unique_swap_sql(e)]
+    swaps = [render(s) for s in unique_swap_sql(e, "public")]
     assert len(swaps) == len(e.unique_columns)
     assert all("s.{0} IS DISTINCT FROM t.{0}".format(f'"{c.target}"') in s for s, c in zip(swaps, e.unique_columns))
 
@@ -86,7 +86,7 @@ def test_quarantine_writes_reopen_a_row_seen_again():
 
 def test_resolution_is_scoped_to_the_rows_this_load_wrote():
     e = BY_NAME["roles"]
-    staged, fast = render(resolve_loaded_sql(e, "r", staged=True)), render(resolve_loaded_sql(e, "r", staged=False))
+    staged, fast = render(resolve_loaded_sql(e, "r", True, "public")), render(resolve_loaded_sql(e, "r", False, "public"))
     assert "IN (SELECT \"_legacy_id\" FROM _stage)" in staged and "_stage" not in fast
     for text in (staged, fast):
         assert "resolution = 'loaded'" in text and render(legacy_uuid_sql("roles", sql.SQL("q.legacy_id"))) in text
@@ -101,13 +101,13 @@ def test_deleted_rows_are_found_among_present_rows_under_the_policy(policy):
         text = render(deleted_ids_sql(e, LoadOptions(delete_policy=policy), expand=expand))
         assert ("'deleted_at_source'" in text) == (policy == "soft")
         assert ("generate_series(lo, hi)" in text) == expand
-    assert "jsonb_build_object('deleted_at_source'" in render(soft_delete_sql(e, "r", "_evict_deleted"))
-    assert 'CREATE TEMP TABLE "_x" ON COMMIT DROP' in render(target_rows_of_sql(e, "_x", SELECT_ONE))
+    assert "jsonb_build_object('deleted_at_source'" in render(soft_delete_sql(e, "public", "r", "_evict_deleted"))
+    assert 'CREATE TEMP TABLE "_x" ON COMMIT DROP' in render(target_rows_of_sql(e, "public", "_x", SELECT_ONE))
 
 
 def test_the_plan_sql_counts_target_and_open_quarantine_per_bucket():
     e = BY_NAME["tasks"]
-    text = render(target_summary_sql(e))
+    text = render(target_summary_sql(e, "public"))
     assert "/ 1024" in text and QUARANTINE in text and "NOT resolved" in text
     soft, hard = render(accounted_sql(e, LoadOptions(delete_policy="soft"))), render(accounted_sql(e, LoadOptions()))
     assert "deleted_at_source" in soft and "deleted_at_source" not in hard
@@ -136,14 +136,14 @@ def test_a_plan_is_a_value():
 
 @pytest.mark.parametrize("e", ENTITIES[:3], ids=lambda e: e.name)
 def test_staging_and_copy_statements(e):
-    create, add = (render(s) for s in stage_sql(e))
+    create, add = (render(s) for s in stage_sql(e, "public"))
     # exactly the registry's columns: a user's identity, generated or defaulted column never reaches it
     cols = ", ".join(f'"{c}"' for c in ["id"] + [c.target for c in e.columns] + ["metadata"])
     assert create == f'CREATE TEMP TABLE _stage ON COMMIT DROP AS SELECT {cols} FROM "public"."{e.target_table}" ' \
                      'WITH NO DATA'
     assert add == 'ALTER TABLE _stage ADD COLUMN "_legacy_id" bigint'
-    assert render(copy_sql(target_table(e), ["id", "metadata"], freeze=True)).endswith("(FORMAT binary, FREEZE)")
-    assert render(copy_sql(target_table(e), ["id"], freeze=False)).endswith("(FORMAT binary)")
+    assert render(copy_sql(target_table(e, "public"), ["id", "metadata"], freeze=True)).endswith("(FORMAT binary, FREEZE)")
+    assert render(copy_sql(target_table(e, "public"), ["id"], freeze=False)).endswith("(FORMAT binary)")
 
 
 def test_the_fast_path_drops_dependents_first_and_rebuilds_keys_first():
@@ -153,7 +153,7 @@ def test_the_fast_path_drops_dependents_first_and_rebuilds_keys_first():
              ("public.comments", "comments_task_id_fkey", "FOREIGN KEY (task_id) REFERENCES tasks(id)", "f"),
              ("public.tasks", "tasks_case_idx", "CREATE INDEX tasks_case_idx ON public.tasks USING btree (case_id)", "i"),
              ("public.tasks", "tasks_code_key", "UNIQUE (code)", "u")]
-    dropped = [render(s) for s in drop_constraints_sql(saved)]
+    dropped = [render(s) for s in drop_constraints_sql(saved, "public")]
     assert dropped == ['ALTER TABLE public.comments DROP CONSTRAINT "comments_task_id_fkey"',
                        'DROP INDEX "public"."tasks_case_idx"', 'ALTER TABLE public.tasks DROP CONSTRAINT "tasks_code_key"',
                        'ALTER TABLE public.tasks DROP CONSTRAINT "tasks_pkey"']
@@ -167,10 +167,10 @@ def test_an_eviction_cascades_with_the_fresh_migration_detail_and_deletes_by_id(
 
     child = next(e for e in ENTITIES if any(c.required for c in e.foreign_keys))
     c = next(c for c in child.foreign_keys if c.required)
-    text = render(cascade_step_sql(child, c, 7, SELECT_ONE))
+    text = render(cascade_step_sql(child, "public", c, 7, SELECT_ONE))
     assert text.startswith("INSERT INTO _cascade SELECT 7, " + f"'{child.name}'") and orphan_detail(c) in text
     assert f'WHERE ch."{c.target}" = ANY(ARRAY(SELECT 1)) ON CONFLICT DO NOTHING' in text
-    assert render(delete_ids_sql(child, SELECT_ONE)) == \
+    assert render(delete_ids_sql(child, "public", SELECT_ONE)) == \
         f'DELETE FROM "public"."{child.target_table}" WHERE id = ANY(ARRAY(SELECT 1))'
 
 
@@ -195,7 +195,7 @@ def test_the_merge_the_quarantine_upsert_and_the_watermark_of_one_entity_whole()
     kept as the legacy clock's naive text, stored as if UTC)."""
     e = BY_NAME["roles"]
     cols = ['"name"', '"description"', '"is_system"', '"updated_at"', '"metadata"']
-    assert render(merge_sql(e)) == (
+    assert render(merge_sql(e, "public")) == (
         'WITH up AS (INSERT INTO "public"."roles" AS t ("id", ' + ", ".join(cols) + ') SELECT "id", '
         + ", ".join(cols) + " FROM _stage ON CONFLICT (id) DO UPDATE SET "
         + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols) + " WHERE ("
