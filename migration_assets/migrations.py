@@ -21,6 +21,7 @@ import hashlib
 import re
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
 from .access import all_access_sql
@@ -221,6 +222,24 @@ def in_schema(text: str, schema: str) -> str:
     return _PUBLIC_SCHEMA.sub(f"SCHEMA {quoted}", _PUBLIC_TABLE.sub(f'{quoted}."', text))
 
 
+def _execute_file(conn, text: str, creates_roles: bool) -> None:
+    """Run one file's SQL (static, reviewed: no parameters). Roles belong to the cluster, and the
+    advisory lock of :func:`lock_history` to one database: two set-ups of two databases on one
+    server can both find a role missing, and the second ``CREATE ROLE`` then fails on the first's
+    committed role. Such a file runs in a savepoint and once more after that failure, when its
+    ``IF NOT EXISTS`` finds the role."""
+    if not creates_roles:
+        conn.execute(text)
+        return
+    try:
+        with conn.transaction():
+            conn.execute(text)
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != "pg_authid_rolname_index":
+            raise
+        conn.execute(text)
+
+
 def apply_files(conn, files: list[Path], schema: str) -> list[str]:
     """Apply, in the caller's transaction (under :func:`lock_history`), those of ``files`` not in
     the history, into target schema ``schema`` (:func:`in_schema`), recording each with the
@@ -237,7 +256,7 @@ def apply_files(conn, files: list[Path], schema: str) -> list[str]:
             continue
         if "CREATE ROLE" in text and (problem := _roles_problem(conn, ROLES)):
             raise SetupError(f"cannot apply {path.name}: {problem}")
-        conn.execute(in_schema(text, schema))  # the file is static, reviewed SQL: no parameters
+        _execute_file(conn, in_schema(text, schema), creates_roles="CREATE ROLE" in text)
         conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(HISTORY),
                      [version, name, _checksum(text)])
         applied_now.append(version)

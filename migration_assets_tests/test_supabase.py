@@ -29,7 +29,7 @@ from migration_assets.reports import status
 from migration_assets.simulator import generate, mutate
 from migration_assets.migrations import apply_migrations
 
-from .conftest import table_locked
+from .conftest import query, table_locked
 
 PGBOUNCER = shutil.which("pgbouncer") or next((p for p in ("/usr/sbin/pgbouncer",) if os.path.exists(p)), None)
 
@@ -292,3 +292,45 @@ def test_a_table_owned_by_another_role_that_references_a_target_table_turns_off_
             conn.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(dbname)))
             for role in (owner, other):
                 conn.execute(psql.SQL("DROP ROLE IF EXISTS {}").format(psql.Identifier(role)))
+
+
+def test_two_setups_creating_the_same_role_at_once_both_succeed(databases):
+    """Roles are the cluster's, the set-up lock one database's: the second of two set-ups that
+    both found a role missing waits on the first's CREATE ROLE, fails on its commit, and runs
+    the file again (migrations._execute_file)."""
+    import threading
+
+    from migration_assets.migrations import _execute_file
+
+    first, second = databases.new("role_race_1"), databases.new("role_race_2")
+    role = f"ma_race_{os.getpid()}"
+    text = (f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+            f"CREATE ROLE {role} NOLOGIN; END IF; END $$; CREATE TABLE ran_here (x int)")
+    errors = []
+    try:
+        with psycopg.connect(first) as a, psycopg.connect(second) as b:
+            (b_pid,) = b.execute("SELECT pg_backend_pid()").fetchone()  # both in a transaction, as under setup's lock
+            a.execute("SELECT 1")
+            _execute_file(a, text, creates_roles=True)  # the role is created, not committed yet
+
+            def other():
+                try:
+                    _execute_file(b, text, creates_roles=True)
+                    b.commit()
+                except Exception as exc:  # reported below
+                    errors.append(exc)
+
+            worker = threading.Thread(target=other)
+            worker.start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not query(
+                    first, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", [b_pid])[0][0]:
+                time.sleep(0.05)
+            a.commit()  # the second's CREATE ROLE now fails on the unique role name, then runs again
+            blocked = time.monotonic() < deadline
+            worker.join(30)
+        assert blocked and errors == []
+        assert query(second, "SELECT to_regclass('ran_here') IS NOT NULL") == [(True,)]
+    finally:
+        with psycopg.connect(first, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
