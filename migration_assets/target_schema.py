@@ -16,6 +16,10 @@ a new cutover file, and records them; a file written by hand (a change to the co
 recorded by the same command. Unit tests keep the files equal to the state and the state
 equal to the registry.
 
+The files name the target schema ``public``, only as ``public."table"`` and ``SCHEMA public``:
+``setup`` maps both to MIGRATION_TARGET_SCHEMA (migrations.in_schema), and a unit test holds
+every file to those forms.
+
 Columns added to an existing table arrive without NOT NULL (the table has rows): a required one
 gets a ``CHECK (column IS NOT NULL) NOT VALID`` instead, enforced on every row written from then
 on and on none written before; the table is re-read by its next load (its transform version
