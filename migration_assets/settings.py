@@ -87,15 +87,16 @@ class Setting:
     field: str  # attribute of Settings
     default: Any
     # "int", "bool", "choice", "path", "tables" (comma-separated entity names), "zone" (IANA time
-    # zone), "budget" (a percentage with per-table overrides: Budget), "name" (a slot's or a schema's:
-    # lower-case letters, digits, underscores, not starting with a digit, none of ``reserved``)
+    # zone), "budget" (a percentage with per-table overrides: Budget), "name" (a replication slot's:
+    # lower-case letters, digits, underscores), "schema" (a schema's: the same, not starting with a
+    # digit, not pg_..., none of ``reserved``)
     kind: str
     effect: str
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
     engine: bool = False  # an option of every load (LoadOptions), not only of the Dagster side
-    reserved: tuple[str, ...] = ()  # names a "name" setting may not take
+    reserved: tuple[str, ...] = ()  # names a "schema" setting may not take
 
     @property
     def python_type(self) -> type:
@@ -134,7 +135,9 @@ class Setting:
         if self.kind == "budget":
             return "a percentage 0..100, then table=percentage overrides (2,operations=20)"
         if self.kind == "name":
-            return ("lower-case letters, digits and underscores, at most 63, not starting with a digit"
+            return "lower-case letters, digits and underscores, at most 63"
+        if self.kind == "schema":
+            return ("lower-case letters, digits and underscores, at most 63, not starting with a digit or pg_"
                     + (f", none of {', '.join(self.reserved)}" if self.reserved else ""))
         return "a folder path"
 
@@ -181,8 +184,11 @@ class Setting:
         elif self.kind == "zone":
             zone_name(value)
         elif self.kind == "name":
+            if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9_]{1,63}", value):
+                raise ValueError("not a slot name")
+        elif self.kind == "schema":
             if not isinstance(value, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
-                raise ValueError("not such a name")
+                raise ValueError("not a schema name")
             if value in self.reserved or value.startswith("pg_"):
                 raise ValueError("reserved")
         elif self.kind == "budget":
@@ -293,7 +299,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MIGRATION_SLOT", "slot", "migration_assets", "name",
             "name of the logical replication slot and of the publication on the legacy server (logical mode); one "
             "per target migrated from the same legacy database", engine=True),
-    Setting("MIGRATION_TARGET_SCHEMA", "target_schema", "public", "name",
+    Setting("MIGRATION_TARGET_SCHEMA", "target_schema", "public", "schema",
             "the target schema of the registry's tables: setup creates them there (the files' public is mapped to "
             "it), every command reads and writes them there; a schema of your own keeps the project's tables apart "
             "from an app's public ones (supabase db push applies the files as written, into public)", engine=True,

@@ -83,16 +83,17 @@ def test_legacy_timezone_is_an_iana_zone(raw):
 
 
 @pytest.mark.parametrize("raw, why", [("auth", "reserved"), ("migration_control", "reserved"), ("pg_data", "reserved"),
-                                      ("Clinic", "not such a name"), ("1clinic", "not such a name"),
-                                      ("clinic;drop", "not such a name")])
+                                      ("Clinic", "not a schema name"), ("1clinic", "not a schema name"),
+                                      ("clinic;drop", "not a schema name")])
 def test_the_target_schema_is_a_plain_name_of_the_projects_own(raw, why):
     with pytest.raises(SettingsError) as err:
         load({"MIGRATION_TARGET_SCHEMA": raw})
     assert str(err.value).startswith(f"invalid settings:\n  MIGRATION_TARGET_SCHEMA={raw!r} is {why}: allowed lower-case "
-                                     "letters, digits and underscores, at most 63, not starting with a digit, none of "
-                                     "migration_control, information_schema, auth, storage,")
+                                     "letters, digits and underscores, at most 63, not starting with a digit or pg_, none "
+                                     "of migration_control, information_schema, auth, storage,")
     assert load({"MIGRATION_TARGET_SCHEMA": "clinic"}).target_schema == "clinic"
     assert load({}).target_schema == "public"
+    assert load({"MIGRATION_SLOT": "1_slot"}).slot == "1_slot"  # a slot's rules are PostgreSQL's for slots
 
 
 @pytest.mark.parametrize("zone, since, until, back", [
