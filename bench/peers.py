@@ -462,9 +462,10 @@ def write(results: dict) -> None:
 
 
 def _differential_floor(scale: str) -> str:
-    """What a differential refresh costs with nothing changed, as bench.differential measured it."""
+    """What a differential refresh costs with nothing changed, as bench.differential measured it in
+    watermark mode (MIGRATION_CHANGE_SOURCE's default, the mode of this benchmark's refresh)."""
     path = HERE / "differential.json"
-    measured = json.loads(path.read_text()).get(str(float(scale))) if path.exists() else None
+    measured = (json.loads(path.read_text()).get(str(float(scale))) or {}).get("watermark") if path.exists() else None
     if not measured:
         return ""
     floor = statistics.median(r["0.0"]["wall_s"] for r in measured["rounds"])

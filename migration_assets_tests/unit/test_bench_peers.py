@@ -1,10 +1,14 @@
 """bench.peers' measuring parts, without a database: a pipeline of clients is timed, each
 client's peak RSS is its own, a failing client is named with its stderr; URLs for the clients
-that take no libpq keyword string keep what the conninfo says."""
+that take no libpq keyword string keep what the conninfo says; the report reads the results
+bench.differential saves in the shape it saves them."""
+
+import json
+import statistics
 
 import pytest
 
-from bench.peers import _pg_url, run_clients
+from bench.peers import HERE, _differential_floor, _pg_url, run_clients
 
 
 def test_a_pipeline_runs_end_to_end_and_reports_the_largest_peak():
@@ -54,3 +58,15 @@ def test_the_differential_report_splits_each_refresh_at_the_floor_of_its_own_rou
                           "the full migration 12.5 MB"]
     broken = report({"1.0": {"rows": 1, "watermark": mode([rnd(4.0, 6.0, 10.0, wrong=["tasks: 1 of 2"])])}})
     assert [line for line in broken if line.startswith("| 1.0 |")][-1].endswith("| NO |")
+
+
+@pytest.mark.parametrize("scale", ["0.1", "1.0"])
+def test_the_report_quotes_the_no_change_refresh_bench_differential_saved_in_watermark_mode(scale):
+    # bench.differential saves its results per scale and per change source; the report of the
+    # targets quotes the watermark mode, the one bench.peers' own refresh runs in
+    saved = json.loads((HERE / "differential.json").read_text())[scale]["watermark"]
+    floor = statistics.median(r["0.0"]["wall_s"] for r in saved["rounds"])
+    orchestration = statistics.median(r["0.0"]["orchestration_s"] for r in saved["rounds"])
+    assert _differential_floor(scale) == (
+        f"; with nothing changed it takes {floor:.1f} s = {floor / saved['full_s']:.1%} of the full "
+        f"materialization, {orchestration:.1f} s of it orchestration (bench.differential)")
