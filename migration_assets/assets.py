@@ -144,8 +144,8 @@ def build_table_asset(e: Entity, s: Settings):
     step per check); the step is subsettable, so the checks also run alone, on the table as it is
     (the UI's "Execute" on a check, ``migration-assets check``): the asset not selected, nothing
     loads."""
-    @multi_asset(name=e.name, specs=[_table_spec(e, s.target_schema)], can_subset=True, retry_policy=retry_policy(s), pool=POOL,
-                 check_specs=check_specs(e) if s.asset_checks else None, hooks={record_step_failure})
+    @multi_asset(name=e.name, specs=[_table_spec(e, s.target_schema)], can_subset=True, retry_policy=retry_policy(s),
+                 pool=POOL, check_specs=check_specs(e) if s.asset_checks else None, hooks={record_step_failure})
     def _table_asset(context: AssetExecutionContext, legacy: LegacyDatabase, target: PostgresResource,
                      settings: MigrationSettings):
         if AssetKey(e.name) in context.selected_asset_keys:

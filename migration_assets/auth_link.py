@@ -121,5 +121,6 @@ def link(conn: psycopg.Connection, run_id: str, schema: str) -> dict[str, int]:
     conn.execute(_RESOLVE.format(**params))
     (held,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE entity = {} AND NOT resolved").format(
         quarantine, sql.Literal(ENTITY))).fetchone()
-    (linked,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE auth_user_id IS NOT NULL").format(profiles)).fetchone()
+    (linked,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE auth_user_id IS NOT NULL").format(
+        profiles)).fetchone()
     return {"matched": matched, "created": created, "quarantined": held, "linked": linked}

@@ -114,8 +114,8 @@ def refusal(problem_list: list[str]) -> CutoverRefused:
 
 def perform(conn: psycopg.Connection, run_id: str, schema: str, directory: Path = CUTOVER_DIR) -> dict:
     """In the caller's transaction (committed by the caller): refuse on :func:`problems` of run
-    ``run_id``, apply the app-ready files not applied yet to the tables in ``schema``, record the cutover with that run's
-    counts and the measured windows. Returns the recorded row."""
+    ``run_id``, apply the app-ready files not applied yet to the tables in ``schema``, record the
+    cutover with that run's counts and the measured windows. Returns the recorded row."""
     from .migrations import apply_files, lock_history
 
     lock_history(conn)  # one cutover (or setup) at a time

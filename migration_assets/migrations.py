@@ -254,9 +254,10 @@ def apply_files(conn, files: list[Path], schema: str) -> list[str]:
             if done[version] and done[version] != _checksum(text):
                 raise MigrationDrift(f"migration {path.name} changed after it was applied")
             continue
-        if "CREATE ROLE" in text and (problem := _roles_problem(conn, ROLES)):
+        creates_roles = "CREATE ROLE" in text
+        if creates_roles and (problem := _roles_problem(conn, ROLES)):
             raise SetupError(f"cannot apply {path.name}: {problem}")
-        _execute_file(conn, in_schema(text, schema), creates_roles="CREATE ROLE" in text)
+        _execute_file(conn, in_schema(text, schema), creates_roles)
         conn.execute(sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(HISTORY),
                      [version, name, _checksum(text)])
         applied_now.append(version)

@@ -191,7 +191,8 @@ def target_problems(conn: psycopg.Connection, schema: str) -> list[str]:
     """How the registry's tables in ``schema`` differ from the registry: a table, a column, a
     type, a key or a foreign key missing."""
     found = _columns(conn, _TARGET_COLUMNS, [schema])
-    constraints = {(table, kind, parent, tuple(cols)) for table, kind, parent, cols in conn.execute(_CONSTRAINTS, [schema])}
+    constraints = {(table, kind, parent, tuple(cols))
+                   for table, kind, parent, cols in conn.execute(_CONSTRAINTS, [schema])}
     # A table whose sliced load is unfinished has its keys, and the foreign keys to it, dropped
     # until its last step rebuilds them from the definitions it recorded (engine/slices.py).
     sliced = set()
@@ -263,9 +264,10 @@ def legacy_warnings(conn: psycopg.Connection, zone: str = "UTC") -> list[str]:
 
 
 def target_warnings(conn: psycopg.Connection, schema: str) -> list[str]:
-    """Triggers someone added to the registry's tables (in ``schema``) (the cutover's own updated_at trigger, which
-    leaves a load's rows alone, excepted): they fire on every row a load or refresh writes, and one that changes the row (a ``moddatetime(updated_at)``) makes the table differ from
-    a fresh migration and fails content_checksum."""
+    """Triggers someone added to the registry's tables in ``schema``, except the cutover's own
+    updated_at trigger, which leaves a load's rows alone: they fire on every row a load or refresh
+    writes, and one that changes the row (a ``moddatetime(updated_at)``) makes the table differ
+    from a fresh migration and fails content_checksum."""
     return [f"trigger {name} on {schema}.{table} ({definition.split(' ON ')[0].removeprefix('CREATE ')}) is not the "
             "project's: it fires on every row a load or refresh writes; a trigger that changes the row (such as "
             "moddatetime on updated_at) makes the table differ from its legacy rows and fails content_checksum. "
@@ -286,8 +288,9 @@ def validate(source, target, zone: str = "UTC", *, after_cutover: bool = True,
     ``connect``, whose errors name the server without any secret); ``zone``: LEGACY_TIMEZONE;
     ``after_cutover`` false: a target that was cut over is refused (cutover.CutOver: the loads'
     pre-flight); ``logical_slot``: logical mode's slot, whose needs are checked (logical_problems);
-    ``schema``: MIGRATION_TARGET_SCHEMA. Raises on a mismatch; returns the warnings (legacy_warnings, target_warnings, the
-    legacy columns and tables the registry does not map) for the run's log."""
+    ``schema``: MIGRATION_TARGET_SCHEMA. Raises on a mismatch; returns the warnings
+    (legacy_warnings, target_warnings, the legacy columns and tables the registry does not map) for
+    the run's log."""
     def connect(x):
         return x() if callable(x) else connections.connect(x)
 

@@ -268,8 +268,8 @@ def keys_unique(target_conn, e: Entity, acc: IdAccounting | None = None, source_
 def emails_valid(target_conn, e: Entity, opts: CheckOptions = CheckOptions()) -> CheckOutcome:
     found, samples = {}, {}
     for c in e.email_columns:
-        n, sample = _offending_rows(target_conn, e, opts.load.target_schema, sql.SQL("t.{col} IS NOT NULL AND t.{col} !~ {re}").format(
-            col=sql.Identifier(c.target), re=sql.Literal(EMAIL_REGEX)))
+        n, sample = _offending_rows(target_conn, e, opts.load.target_schema, sql.SQL(
+            "t.{col} IS NOT NULL AND t.{col} !~ {re}").format(col=sql.Identifier(c.target), re=sql.Literal(EMAIL_REGEX)))
         found[c.target] = n
         if n:
             samples[c.target] = sample

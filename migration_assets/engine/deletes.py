@@ -47,8 +47,8 @@ def deleted_ids_sql(e: Entity, opts: LoadOptions, expand: bool) -> sql.Composabl
             "INSERT INTO _gone SELECT g FROM _gaps, generate_series(lo, hi) AS g "
             "WHERE EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = {uuid} AND {live}) "
             "OR EXISTS (SELECT 1 FROM {q} AS q WHERE q.entity = {ent} AND q.legacy_id = g AND NOT q.resolved)").format(
-            t=target_table(e, opts.target_schema), uuid=legacy_uuid_sql(e.name, sql.SQL("g")), ent=sql.Literal(e.name), live=live,
-            q=QUARANTINE)
+            t=target_table(e, opts.target_schema), uuid=legacy_uuid_sql(e.name, sql.SQL("g")), ent=sql.Literal(e.name),
+            live=live, q=QUARANTINE)
     return sql.SQL(
         "INSERT INTO _gone SELECT DISTINCT s.l FROM (SELECT (t.metadata->>'legacy_id')::bigint AS l FROM {t} AS t "
         "WHERE {live} UNION ALL SELECT legacy_id FROM {q} WHERE entity = {ent} AND NOT resolved) s "
@@ -146,8 +146,8 @@ def cascade_step_sql(child: Entity, schema: str, c, step: int, parent_ids: sql.C
         "INSERT INTO _cascade SELECT {step}, {ent}, ch.id, (ch.metadata->>'legacy_id')::bigint, "
         "(ch.metadata->>'source_hash')::bigint, {detail} FROM {ct} AS ch "
         "WHERE ch.{col} = ANY(ARRAY({ids})) ON CONFLICT DO NOTHING").format(
-        step=sql.Literal(step), ent=sql.Literal(child.name), ct=target_table(child, schema), col=sql.Identifier(c.target),
-        ids=parent_ids, detail=sql.Literal(orphan_detail(c)))
+        step=sql.Literal(step), ent=sql.Literal(child.name), ct=target_table(child, schema),
+        col=sql.Identifier(c.target), ids=parent_ids, detail=sql.Literal(orphan_detail(c)))
 
 
 def delete_ids_sql(e: Entity, schema: str, ids: sql.Composable) -> sql.Composable:

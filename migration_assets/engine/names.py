@@ -67,7 +67,7 @@ def target_columns(e: Entity) -> list[str]:
 
 def target_table(e: Entity, schema: str) -> sql.Identifier:
     """The entity's target table in ``schema`` (MIGRATION_TARGET_SCHEMA, handed along in the options)."""
-    return sql.Identifier(schema, e.target_table)
+    return table_named(e.target_table, schema)
 
 
 def table_named(name: str, schema: str) -> sql.Identifier:

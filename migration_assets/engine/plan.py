@@ -146,7 +146,8 @@ def retry_rows_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
     optional = [c for c in e.foreign_keys if not c.required]
     arrived = sql.SQL(" OR ").join(
         sql.SQL("EXISTS (SELECT 1 FROM {p} AS p WHERE p.id = (t.metadata->'recovered'->{k}->>'was')::uuid)").format(
-            p=table_named(c.parent, opts.target_schema), k=sql.Literal(c.target)) for c in optional) if optional else sql.SQL("false")
+            p=table_named(c.parent, opts.target_schema), k=sql.Literal(c.target))
+        for c in optional) if optional else sql.SQL("false")
     return sql.SQL(
         "SELECT legacy_id, 'q' FROM (SELECT legacy_id, reason, raw IS NULL AS no_raw{digests} FROM {q} "
         "WHERE entity = {ent} AND NOT resolved AND reason IN ({d}, {o}) OFFSET 0) AS q "
@@ -154,8 +155,8 @@ def retry_rows_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
         "UNION ALL SELECT (t.metadata->>'legacy_id')::bigint, 't' FROM {t} AS t "
         "WHERE t.metadata->'recovered' ? 'retry' AND ({arrived})").format(
         q=QUARANTINE, ent=sql.Literal(e.name), o=sql.Literal(ORPHAN_FK),
-        d=sql.Literal(DUPLICATE_KEY), t=target_table(e, opts.target_schema), digests=digests, parents_exist=parents_exist,
-        arrived=arrived)
+        d=sql.Literal(DUPLICATE_KEY), t=target_table(e, opts.target_schema), digests=digests,
+        parents_exist=parents_exist, arrived=arrived)
 
 
 def open_quarantine_rows(conn, e: Entity) -> int:
@@ -169,7 +170,8 @@ def accounted_sql(e: Entity, opts: LoadOptions) -> sql.Composable:
     return sql.SQL(
         "SELECT count(*), count(*) FILTER (WHERE {live}), "
         "(SELECT count(*) FROM {q} WHERE entity = {ent} AND NOT resolved) FROM {t} AS t").format(
-        t=target_table(e, opts.target_schema), live=live_rows_sql("t", opts.delete_policy), q=QUARANTINE, ent=sql.Literal(e.name))
+        t=target_table(e, opts.target_schema), live=live_rows_sql("t", opts.delete_policy), q=QUARANTINE,
+        ent=sql.Literal(e.name))
 
 
 def accounted(conn, e: Entity, opts: LoadOptions) -> tuple[int, int]:
@@ -231,8 +233,8 @@ def plan_changes(conn, stream: LegacyStream, previous: Watermark | None = None,
         source_future = pool.submit(_source_summary, stream)
         stored, accounted_before = _stored_summary(conn, e, opts, previous, existing)
         if stored is None:
-            target = {b: (loaded, quarantined, int(h) % HASH_MOD)
-                      for b, loaded, quarantined, h in conn.execute(target_summary_sql(e, opts.target_schema)).fetchall()}
+            rows = conn.execute(target_summary_sql(e, opts.target_schema)).fetchall()
+            target = {b: (loaded, quarantined, int(h) % HASH_MOD) for b, loaded, quarantined, h in rows}
         else:
             held = dict(conn.execute(quarantine_buckets_sql(e)).fetchall())
             target = {b: (n - held.get(b, 0), held.get(b, 0), h) for b, (n, h) in stored.items()}
