@@ -296,7 +296,8 @@ def run_contender(name: str, admin: str, legacy: str, expected: dict[str, int], 
                 raise RuntimeError(f"{name}: the materialization failed")
             wrong = verify_migration(dest, expected)
             return {"wall_s": wall, "materialize_s": out["wall_s"], "rss_mb": out["peak_rss_mb"], "wrong": wrong,
-                    "phases": out["phases"], "orchestration_s": out["orchestration_s"], "target": dest}
+                    "phases": {**out["phases"], "target_keys": out.get("keys_s", 0.0)},
+                    "orchestration_s": out["orchestration_s"], "target": dest}
         else:
             wall, rss = globals()[name](legacy, dest)
             wrong = verify_copy(dest, "legacy" if name == "dlt" else "public", expected)

@@ -13,6 +13,11 @@ plan -> one step per id-range slice -> finish (``build_sliced_asset``, MIGRATION
 engine/slices.py); and, under an executor that starts a process per step, a level's other tables
 in one subsettable step (``build_level_asset``).
 
+``target_keys`` comes after every table: a run that includes it (``full_migration``,
+``differential_refresh``) has its first load step set the keys of its empty tables aside, and it
+restores them in one transaction after the last table (engine/keys.py: two PostgREST schema
+reloads for a first migration instead of one per table).
+
 Every asset carries a RetryPolicy (MAX_RETRY_ATTEMPTS, exponential backoff with jitter).
 Permanent errors (schema mismatch, a database that does not answer, bad configuration, a
 timeout, checks that cannot be evaluated after the table committed, a signal) are raised as
@@ -21,6 +26,7 @@ timeout, checks that cannot be evaluated after the table committed, a signal) ar
 """
 
 import hashlib
+import time
 from datetime import timedelta
 
 from pydantic import Field
@@ -59,6 +65,7 @@ from dagster import (
 from . import stopping
 from .checks import check_specs, run_checks
 from .cutover import CutOver, perform, summary
+from .engine import keys
 from .engine.names import ENGINE_VERSION
 from .hooks import SLICED_STEP, level_step_name, record_step_failure
 from .engine.slices import FinishSlices, load_slice, plan_slices, read_slice_plan
@@ -171,6 +178,33 @@ def _preflight(context, e: Entity, legacy: LegacyDatabase, target: PostgresResou
             context.log.warning(f"pre-flight: {warning}")
     except (SchemaMismatch, DatabaseUnreachable, CutOver) as exc:
         raise as_failure(classify(exc), f"{e.name}: pre-flight") from None
+    _keys_once(context, target, settings)
+
+
+_keys_prepared: set[str] = set()  # runs whose keys this process prepared (keys.prepare is once per run anyway)
+
+
+def _keys_once(context, target: PostgresResource, settings: MigrationSettings) -> None:
+    """At the run's first load step in this process (engine/keys.py): a run that ends with
+    target_keys sets aside the keys of the empty tables it loads; any other run restores what an
+    earlier one left aside."""
+    run_id = context.run.run_id
+    if run_id in _keys_prepared:
+        return
+    selected = context.job_def.asset_layer.selected_asset_keys
+    entities = [x for x in ENTITIES if AssetKey(x.name) in selected]
+    with target_transaction(run_id, target, settings.migration_timeout_ms, "setting the keys aside") as conn:
+        done = keys.prepare(conn, run_id, entities, settings.target_schema, finishing=AssetKey(KEYS_ASSET) in selected,
+                            fast_path=settings.fast_path)
+        conn.commit()
+    _keys_prepared.add(run_id)
+    if done.set_aside:
+        context.log.info(f"{done.set_aside} keys and indexes of {len(done.tables)} empty tables set aside until "
+                         f"{KEYS_ASSET} restores them after the last table (PostgREST reloads its schema when "
+                         "they go and when they come back, not once per table)")
+    if done.restored:
+        context.log.warning(f"{done.restored} keys an earlier run set aside were restored first (this run does "
+                            f"not end with {KEYS_ASSET})")
 
 
 def _permanent(e: Entity, exc: Exception) -> Exception:
@@ -364,12 +398,38 @@ def build_table_assets(s: Settings) -> list:
     return out
 
 
+KEYS_ASSET = "target_keys"
+
+
+@asset(
+    name=KEYS_ASSET,
+    deps=[AssetKey(e.name) for e in ENTITIES],
+    group_name="target",
+    kinds={"postgres"},
+    owners=[OWNER],
+    description="The keys of the tables this run found empty, restored after the last table in one transaction "
+                "(engine/keys.py): each primary key and unique constraint attached to the index its table's load "
+                "built, every foreign key added and validated. The run's first load step set them aside, so that "
+                "Supabase's PostgREST reloads its schema twice for a first migration instead of once per table. "
+                "Restores nothing on a loaded target. A run without this asset restores what is set aside first.",
+)
+def target_keys(context: AssetExecutionContext, target: PostgresResource, settings: MigrationSettings):
+    started = time.perf_counter()
+    with target_transaction(context.run.run_id, target, settings.migration_timeout_ms, KEYS_ASSET) as conn:
+        restored = keys.restore(conn)
+        conn.commit()
+    seconds = time.perf_counter() - started
+    context.log.info(f"{restored} keys and indexes restored in {seconds:.1f}s" if restored
+                     else "no key was set aside: nothing to restore")
+    return MaterializeResult(metadata={"restored": restored, "seconds": MetadataValue.float(round(seconds, 3))})
+
+
 REPORT_ASSET = "migration_reports"
 
 
 @asset(
     name=REPORT_ASSET,
-    deps=[AssetKey(e.name) for e in ENTITIES],
+    deps=[AssetKey(e.name) for e in ENTITIES] + [AssetKey(KEYS_ASSET)],  # after the keys: never beside their DDL
     group_name="reports",
     kinds={"markdown"},
     owners=[OWNER],

@@ -485,6 +485,7 @@ def _run(a, s: settings.Settings) -> int:
 def print_status(s: settings.Settings) -> int:
     """The seed's daily status check, for cron: exit 0 when healthy, 1 when not, 2 when unreachable."""
     from . import cutover
+    from .engine import keys
     from .reports import status
 
     dbs = resolve(refuse_same=False)
@@ -508,6 +509,11 @@ def print_status(s: settings.Settings) -> int:
     with connect(dbs.target.conninfo(connect_timeout=10)) as conn:
         if (done := cutover.recorded(conn)) is not None:
             print(f"CUT OVER: {cutover.summary(done)}; loads are refused")
+        if aside := keys.set_aside_since(conn):
+            n, tables, since, run_id = aside
+            print(f"KEYS SET ASIDE: {n} keys and indexes of {tables} tables, by run {run_id} at {since:%Y-%m-%d %H:%M} "
+                  "UTC (a first migration that has not reached target_keys): re-run `migration-assets migrate`, or "
+                  "materialize target_keys, to restore them")
     if s.change_source == "logical":
         from .engine.changes import lag
 

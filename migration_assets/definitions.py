@@ -28,7 +28,7 @@ import dagster as dg
 from dagster import Definitions, EnvVar
 
 from . import settings
-from .assets import IO_MANAGER_KEY, build_table_assets, migration_reports, target_cutover
+from .assets import IO_MANAGER_KEY, build_table_assets, migration_reports, target_cutover, target_keys
 from .lineage import legacy_specs
 from .config import DbSettings, resolve_databases
 from .engine.memory import bound_native_memory
@@ -107,7 +107,7 @@ def build_defs() -> Definitions:
     s = settings.load()
     bound_native_memory()
     built = Definitions(
-        assets=[*legacy_specs(), *table_assets(s), migration_reports, target_cutover],
+        assets=[*legacy_specs(), *table_assets(s), target_keys, migration_reports, target_cutover],
         jobs=[full_migration, differential_refresh, asset_checks, dry_run, cutover_job],
         sensors=[record_run_failures, legacy_changes],
         schedules=[nightly_full_sync],

@@ -2,6 +2,7 @@
 
 ``full_migration`` compares every row (the mode of the run's ``migration/mode`` tag, default
 MIGRATION_MODE); ``differential_refresh`` reads only what changed since each entity's watermark.
+Both end with ``target_keys``, which restores the keys a first migration set aside (engine/keys.py).
 ``asset_checks`` evaluates the checks alone. ``cutover`` is the final refresh followed by the
 cutover asset (cutover.py); the other jobs leave that asset out. The sensor requests subsets of
 ``differential_refresh``; the nightly schedule runs ``full_migration``. A failed step is audited

@@ -4,7 +4,8 @@ Legacy side: every table and column the registry reads exists, with a type of th
 transform expects (a legacy ``varchar`` where ``text`` is expected is fine, ``text`` where an
 integer key is expected is not). Target side: every table, column and exact type the loads
 write, the primary key on ``id``, one foreign key per registry reference to the right parent, and
-the unique constraints (those a sliced load in progress dropped excepted: it rebuilds them). One
+the unique constraints (those a sliced load in progress dropped, or a first migration set aside,
+excepted: the sliced load's last step, or the run's target_keys step, restores them). One
 catalog query per database; the result names table and column. Warnings that do not stop the
 run: a legacy server that is not UTF-8 (what will be done about it) or whose time zone is not
 LEGACY_TIMEZONE, and triggers someone added to the registry's tables (what they will do to
@@ -195,10 +196,16 @@ def target_problems(conn: psycopg.Connection, schema: str) -> list[str]:
                    for table, kind, parent, cols in conn.execute(_CONSTRAINTS, [schema])}
     # A table whose sliced load is unfinished has its keys, and the foreign keys to it, dropped
     # until its last step rebuilds them from the definitions it recorded (engine/slices.py).
-    sliced = set()
+    keyless = set()
     if conn.execute("SELECT to_regclass('migration_control.slice_loads')").fetchone()[0]:
-        sliced = {name for (name,) in conn.execute("SELECT entity FROM migration_control.slice_loads "
-                                                   "WHERE finished_at IS NULL")}
+        keyless = {name for (name,) in conn.execute("SELECT entity FROM migration_control.slice_loads "
+                                                    "WHERE finished_at IS NULL")}
+    # Likewise the keys a first migration set aside until its target_keys step (engine/keys.py):
+    # recorded under the table that holds them (a foreign key under the referencing table).
+    if conn.execute("SELECT to_regclass('migration_control.keys_set_aside')").fetchone()[0]:
+        aside = {table for (table,) in conn.execute("SELECT DISTINCT table_name FROM migration_control.keys_set_aside "
+                                                    "WHERE table_schema = %s", [schema])}
+        keyless |= {e.name for e in ENTITIES if e.target_table in aside}
     problems = []
     for e in ENTITIES:
         cols = found.get(e.target_table)
@@ -213,12 +220,12 @@ def target_problems(conn: psycopg.Connection, schema: str) -> list[str]:
                 problems.append(f"target column {schema}.{e.target_table}.{name} does not exist")
             elif cols[name] != want:
                 problems.append(f"target column {schema}.{e.target_table}.{name} is {cols[name]}, expected {want}")
-        if e.name in sliced:
+        if e.name in keyless:
             continue
         if (e.target_table, "p", "", ("id",)) not in constraints:
             problems.append(f"target table {schema}.{e.target_table} has no primary key on id")
         for c in e.foreign_keys:
-            if (e.target_table, "f", c.parent, (c.target,)) not in constraints and c.parent not in sliced:
+            if (e.target_table, "f", c.parent, (c.target,)) not in constraints and c.parent not in keyless:
                 problems.append(f"target column {schema}.{e.target_table}.{c.target} has no foreign key to {c.parent}")
         for c in e.unique_columns:
             if (e.target_table, "u", "", (c.target,)) not in constraints:

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from migration_assets.assets import KEYS_ASSET
 from migration_assets.config import PROJECT_DIR, DbSettings, sqlalchemy_url
 from migration_assets.registry import ENTITIES
 
 from .conftest import migrated_in_process, query
+from .test_keys import CATALOG, TABLES
 from .test_plan_and_deletes import open_quarantine, table_checksums
 
 SUBSET = [e for e in ENTITIES if e.level <= 2]
@@ -76,8 +78,9 @@ def instance_env(databases, legacy, target, tmp_path, monkeypatch):
 
 
 def _run_subset(executor: str, monkeypatch) -> str:
-    """Execute full_migration restricted to the subset with ``executor``, as the code location
-    defines it (reconstructable: step processes and workers load it by module)."""
+    """Execute full_migration restricted to the subset and target_keys with ``executor``, as the
+    code location defines it (reconstructable: step processes and workers load it by module): the
+    first step to start sets the keys of the subset's tables aside for every other step process."""
     from dagster import AssetKey, DagsterInstance, execute_job
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
@@ -86,7 +89,7 @@ def _run_subset(executor: str, monkeypatch) -> str:
                                                 working_directory=str(PROJECT_DIR))
     with DagsterInstance.get() as instance:
         result = execute_job(repo.get_reconstructable_job("full_migration"), instance,
-                             asset_selection=[AssetKey(e.name) for e in SUBSET])
+                             asset_selection=[AssetKey(e.name) for e in SUBSET] + [AssetKey(KEYS_ASSET)])
         assert result.success, [ev.message for ev in result.all_events if ev.is_failure][:3]
         return result.run_id
 
@@ -114,9 +117,16 @@ def _slices_of(target: str, run_id: str) -> dict[str, tuple[int, set[str]]]:
 
 def test_a_multiprocess_run_equals_an_in_process_migration(instance_env, target, reference, monkeypatch):
     monkeypatch.setenv("MIGRATION_MAX_CONCURRENT", "2")
+    as_set_up = query(target, CATALOG, {"t": TABLES})
     run_id = _run_subset("multiprocess", monkeypatch)
-    loaded = query(target, "SELECT count(*) FROM migration_control.migration_runs WHERE run_id = %s", [run_id])[0][0]
-    assert loaded == len(SUBSET)  # one audit row per table, the sliced ones' naming their slices
+    paths = dict(query(target, "SELECT entity, load_path FROM migration_control.migration_runs WHERE run_id = %s",
+                       [run_id]))
+    assert len(paths) == len(SUBSET)  # one audit row per table, the sliced ones' naming their slices
+    assert {p for e, p in paths.items() if e not in SLICED} == {
+        "fast (keys set aside for the run: bulk load, then build indexes)"}
+    # the keys restored after the last table, as the schema files made them (the tables the
+    # subset references or is referenced by included)
+    assert query(target, CATALOG, {"t": TABLES}) == as_set_up
     slices = _slices_of(target, run_id)
     assert set(slices) == set(SLICED)
     # each slice was its own step: its own process

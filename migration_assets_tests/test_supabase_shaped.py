@@ -21,6 +21,7 @@ from migration_assets.target_schema import MIGRATIONS_DIR
 from . import servers
 from .conftest import query
 from .test_access import _supabase_cli
+from .test_keys import CATALOG, TABLES
 from .test_operator import _isolated
 
 # Supabase's roles (the postgres role: LOGIN CREATEROLE CREATEDB REPLICATION BYPASSRLS, not a superuser)
@@ -298,7 +299,7 @@ def _reloads(target: str, action) -> int:
         return sum(1 for _ in listener.notifies(timeout=1.0))
 
 
-def test_postgrest_reloads_its_schema_once_per_table_of_a_first_migration_and_never_on_a_refresh(
+def test_postgrest_reloads_its_schema_twice_for_a_first_migration_and_never_on_a_refresh(
         supabase, private_legacy, monkeypatch, tmp_path):
     with psycopg.connect(supabase.url("postgres"), autocommit=True) as conn:
         conn.execute("CREATE DATABASE pgrst")
@@ -308,8 +309,11 @@ def test_postgrest_reloads_its_schema_once_per_table_of_a_first_migration_and_ne
     _isolated(monkeypatch, tmp_path, SOURCE_DB_URL=private_legacy, TARGET_DB_URL=target,
               QUARANTINE_MAX_PERCENT="100")
     assert _reloads(target, lambda: cli.main(["setup"])) == 1  # every file in one transaction
-    migration = _reloads(target, lambda: cli.main(["migrate"]))
-    fast = query(target, "SELECT count(*) FROM migration_control.migration_runs WHERE load_path LIKE 'fast%'")[0][0]
-    assert migration == fast  # each table's fast path rebuilds its keys in its own committed transaction
+    as_set_up = query(target, CATALOG, {"t": TABLES})
+    # the keys of every table set aside in one transaction, restored in one after the last table
+    assert _reloads(target, lambda: cli.main(["migrate"])) == 2
+    assert query(target, "SELECT count(*) FROM migration_control.migration_runs "
+                         "WHERE load_path LIKE 'fast (keys set aside%'") == [(len(TABLES),)]
+    assert query(target, CATALOG, {"t": TABLES}) == as_set_up
     mutate(private_legacy, 0.02, 1, log=lambda *_: None)
     assert _reloads(target, lambda: cli.main(["refresh"])) == 0  # a merge uses temporary tables only

@@ -121,7 +121,7 @@ def test_webserver_shows_the_registry_keeps_runs_and_renders_the_graph(deploymen
             sensors { name sensorState { status } } schedules { name cronSchedule scheduleState { status } } } } }
           runsOrError { ... on Runs { results { runId status } } } }""")
         nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-        assert set(nodes) == {e.name for e in ENTITIES} | {"migration_reports", "target_cutover"} | {
+        assert set(nodes) == {e.name for e in ENTITIES} | {"migration_reports", "target_keys", "target_cutover"} | {
             f"legacy/{e.legacy_table}" for e in ENTITIES}  # the legacy tables: external assets upstream
         for e in ENTITIES:
             node = nodes[e.name]
@@ -131,7 +131,7 @@ def test_webserver_shows_the_registry_keeps_runs_and_renders_the_graph(deploymen
                         "content_checksum"} | ({"emails_valid"} if e.email_columns else set())
             assert set(checks) == expected and checks["foreign_keys_resolve"] is True
             assert checks["quarantine_within_budget"] is True
-        assert len({n["groupName"] for n in nodes.values()} - {"reports", "cutover", "legacy"}) == 11
+        assert len({n["groupName"] for n in nodes.values()} - {"target", "reports", "cutover", "legacy"}) == 11
         repo = data["repositoriesOrError"]["nodes"][0]
         assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
             "legacy_changes": "STOPPED", "record_run_failures": "STOPPED"}

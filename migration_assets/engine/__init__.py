@@ -10,6 +10,8 @@ One load, phase by phase, one module each:
 - ``plan``: :class:`~.plan.ReadPlan`, what to read (every row, changed buckets, or the changes
   since the watermark), and the watermark;
 - ``copy``: binary COPY encoding, and the keys the empty-table fast path drops and rebuilds;
+- ``keys``: a first migration's keys, set aside for the whole run and restored after its last
+  table (one PostgREST schema reload each way instead of one per table);
 - ``rejects``: orphans and duplicates found on the target side, and the quarantine;
 - ``deletes``: rows deleted at the source, and the eviction that cascades to children;
 - ``load``: :func:`~.load.load_stream`, the transaction that runs the phases in order;

@@ -12,7 +12,8 @@ definitions the catalog gave (:func:`capture_constraints`). Building a b-tree on
 rows is cheaper than maintaining it under random-UUID inserts, and re-adding a foreign key
 validates every row, so the result is the table the merge path would produce. A table that a role
 the loader does not own references, or whose keys a user's view depends on, takes the merge path
-instead (:func:`fast_path_blocker`).
+instead (:func:`fast_path_blocker`). A run that ends with the ``target_keys`` step sets the keys of
+all its empty tables aside at once instead, and restores them after its last table (keys.py).
 """
 
 from __future__ import annotations

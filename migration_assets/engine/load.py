@@ -13,7 +13,8 @@ Flow of :func:`load_stream`:
      COPY them in binary into the table (fast path) or a temp staging table; the source's
      rejects are spooled aside and copied to the temp quarantine;
   4. reject what the target cannot take: orphans and duplicates (rejects.py), with their raw rows;
-  5. fast path: rebuild and validate the keys; merge path: evict target rows that no longer load
+  5. fast path: rebuild and validate the keys (or, while the run holds them aside, keys.py, build
+     the indexes only); merge path: evict target rows that no longer load
      (deletes.evict), free the unique values about to move, then one ``INSERT ... ON CONFLICT
      DO UPDATE ... WHERE IS DISTINCT FROM``, so an unchanged row is never written;
   6. upsert the quarantine, resolve the rows that loaded now; apply deletes (deletes.py);
@@ -44,6 +45,7 @@ from .audit import LoadResult
 from .changes import changes_of_run, ensure, lsn
 from .copy import BinaryCopy, capture_constraints, drop_constraints, fast_path_blocker, restore_constraints, to_csv
 from .deletes import apply_deletes, evict, resolve_quarantine_sql, target_rows_of_sql
+from .keys import build_indexes_sql, set_aside_of
 from .names import (DETAIL, LEGACY_ID, NOTES, RAW, REJECT, SLICE_LOADS, SOFT_DELETED, SOURCE_HASH, SOURCE_RULES,
                     column_list, legacy_uuid_sql, target_columns, target_table)
 from .options import LoadOptions
@@ -224,9 +226,12 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         raise SliceError(f"{e.name}: a sliced load planned by run {planned[0]} is unfinished (the table has no keys "
                          "until it finishes): re-run the job with the table still sliced (MIGRATION_SLICE_ROWS, "
                          "MIGRATION_SLICED_TABLES): it loads the pending slices and builds the keys")
+    # a table whose keys the run set aside (keys.py) loads on the fast path when empty: without its
+    # keys, no other path can; with rows (a resumed run), the merge uses the indexes its load built
+    aside = bool(set_aside_of(conn, e, opts.target_schema))
     has_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target)).fetchone()[0]
-    fast = opts.fast_path and not has_rows
-    blocker = fast_path_blocker(conn, e, opts.target_schema) if fast else None
+    fast = (opts.fast_path or aside) and not has_rows
+    blocker = fast_path_blocker(conn, e, opts.target_schema) if fast and not aside else None
     if blocker:
         fast = False
         result.load_path = f"merge (fast path not possible: {blocker})"
@@ -269,10 +274,13 @@ def load_stream(conn: psycopg.Connection, stream: LegacyStream, opts: LoadOption
         result.load_path = f"merge ({plan.note})"
     state = plan.state or stream.snapshot()
     saved = []
-    if fast:
+    if fast and aside:
+        result.load_path = "fast (keys set aside for the run: bulk load, then build indexes)"
+    elif fast:
         result.load_path = "fast (empty target: bulk load, then build keys)"
         saved = capture_constraints(conn, e, opts.target_schema)
         drop_constraints(conn, saved, opts.target_schema)
+    if fast:
         # Emptied in this transaction, the table takes COPY FREEZE: rows are written frozen and
         # the pages all-visible, so neither the key builds below nor the first queries after the
         # load rewrite every page to set hint bits, and no vacuum has to freeze it later. The
@@ -420,12 +428,15 @@ def reject_target_side_with_raw(conn: psycopg.Connection, e: Entity, dest: sql.C
 
 def finish_fast_path(conn: psycopg.Connection, e: Entity, opts: LoadOptions, result: LoadResult,
                      saved: list, watch: LoadObserver) -> None:
-    """Steps 5 and 6 of the fast path: rebuild and validate the keys ``saved`` holds, then the
-    quarantine. Every legacy row of the snapshot was read, so an open quarantine row that this
-    load neither loaded nor quarantined again is of a legacy row that no longer exists (the table
-    was emptied by a cascade, or the source shrank), whatever its reason: it is resolved."""
+    """Steps 5 and 6 of the fast path: rebuild and validate the keys ``saved`` holds, or, when the
+    run set the table's keys aside (keys.py), build its indexes only; then the quarantine. Every
+    legacy row of the snapshot was read, so an open quarantine row that this load neither loaded
+    nor quarantined again is of a legacy row that no longer exists (the table was emptied by a
+    cascade, or the source shrank), whatever its reason: it is resolved."""
     target = target_table(e, opts.target_schema)
     restore_constraints(conn, saved)
+    for statement in build_indexes_sql(set_aside_of(conn, e, opts.target_schema)):
+        conn.execute(statement)
     result.inserted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
     watch.phase("build_keys")
     conn.execute(quarantine_rejects_sql(e, opts.run_id))

@@ -22,6 +22,8 @@ CHECK_RESULTS = sql.Identifier(CONTROL_SCHEMA, "check_results")
 SLICE_LOADS = sql.Identifier(CONTROL_SCHEMA, "slice_loads")  # a table loaded in id-range slices (slices.py)
 SLICES = sql.Identifier(CONTROL_SCHEMA, "slices")
 SLICE_REJECTS = sql.Identifier(CONTROL_SCHEMA, "slice_rejects")
+KEYS_SET_ASIDE = sql.Identifier(CONTROL_SCHEMA, "keys_set_aside")  # a first migration's keys, until restored (keys.py)
+KEY_RUNS = sql.Identifier(CONTROL_SCHEMA, "key_runs")
 
 # Helper columns of the stream's batches, after the target's own columns (stream.arrow_schema).
 LEGACY_ID = "_legacy_id"
