@@ -1,6 +1,10 @@
 """Keys set aside for a whole first migration and restored after its last table (engine/keys.py), on
 real PostgreSQL: a run stopped half-way and resumed equals a fresh migration, the keys come back
-exactly as the schema files made them, and a key the rows break stays aside with its name given."""
+exactly as the schema files made them, a key the rows break stays aside with its name given, and a
+restore started beside a load in progress waits for it."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -9,7 +13,7 @@ from migration_assets.engine import keys
 from migration_assets.engine.commit import migrate_entity
 from migration_assets.engine.options import LoadOptions
 from migration_assets.preflight import target_problems
-from migration_assets.registry import ENTITIES, topological_order
+from migration_assets.registry import ENTITIES, entity, topological_order
 from migration_assets.reports import status
 
 from .conftest import query
@@ -112,4 +116,22 @@ def test_a_key_the_rows_break_stays_aside_and_is_named_and_a_run_without_target_
         conn.execute("UPDATE public.addresses SET profile_id = %s WHERE id = %s", [profile, address])
     # a run that does not end with target_keys restores them before it loads
     assert prepare(target, "sensor", finishing=False) == keys.Prepared(restored=n)
+    assert catalog(target) == as_set_up
+
+
+def test_a_restore_waits_for_a_load_in_progress_and_attaches_the_indexes_it_built(target):
+    """A run without target_keys (a sensor's refresh) may start while a first migration is loading
+    a table whose keys are set aside: the restore waits for that load and takes its indexes."""
+    as_set_up = catalog(target)
+    prepare(target, "first")
+    with psycopg.connect(target) as load:  # what a load holds and builds, not committed yet
+        load.execute("LOCK TABLE public.profiles IN SHARE ROW EXCLUSIVE MODE")
+        for statement in keys.build_indexes_sql(keys.set_aside_of(load, entity("profiles"), "public")):
+            load.execute(statement)
+        with ThreadPoolExecutor(1) as pool:
+            restoring = pool.submit(prepare, target, "sensor", False)
+            time.sleep(1.0)
+            assert not restoring.done()  # waiting for the load
+            load.commit()
+            assert restoring.result(timeout=60).restored > 0
     assert catalog(target) == as_set_up

@@ -223,6 +223,11 @@ def restore(conn: psycopg.Connection) -> int:
     keys = everything_set_aside(conn)
     if not keys:
         return 0
+    # a load still writing one of the tables (a run that does not restore, started beside one that
+    # set the keys aside) finishes first, so the indexes it builds are seen as built
+    tables = sorted({(k.schema, k.table) for k in keys})
+    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+        sql.SQL(", ").join(sql.Identifier(*t) for t in tables)))
     built = {(s, n) for s, n in conn.execute(
         "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind = 'i' AND (n.nspname, c.relname) IN (SELECT unnest(%s::text[]), unnest(%s::text[]))",
