@@ -26,11 +26,12 @@ of a run, in any process, sees it:
      drop, then :func:`build_indexes_sql`: the indexes as they were, the primary key's and the
      unique constraints' under the constraints' names. A refresh of a table that loaded this way
      (a resumed run) merges on those unique indexes.
-  3. :func:`restore` (the ``target_keys`` asset; one transaction): each primary key and unique
+  3. :func:`restore` (the ``target_keys`` asset, or step 1 of a run without it; one
+     transaction, after any load still writing one of the tables): each primary key and unique
      constraint attached to its index (``ADD CONSTRAINT ... USING INDEX``: no rebuild) or built
      where its table never loaded, the missing indexes built, every foreign key added (which
-     validates every row: the loads moved the orphans to the quarantine). A failure rolls all of
-     it back and names the key; the keys stay aside until a run restores them.
+     validates every row: the loads moved the orphans to the quarantine). A failure rolls all
+     of it back and names the key; the keys stay aside until a run restores them.
 """
 
 from __future__ import annotations
