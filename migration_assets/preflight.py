@@ -24,6 +24,7 @@ from psycopg import sql
 
 from . import connections
 from .cutover import CutOver, refuse_loads
+from .engine.keys import tables_set_aside
 from .errors import PermanentError
 from .redaction import first_line
 from .registry import ENTITIES
@@ -203,8 +204,7 @@ def target_problems(conn: psycopg.Connection, schema: str) -> list[str]:
     # Likewise the keys a first migration set aside until its target_keys step (engine/keys.py):
     # recorded under the table that holds them (a foreign key under the referencing table).
     if conn.execute("SELECT to_regclass('migration_control.keys_set_aside')").fetchone()[0]:
-        aside = {table for (table,) in conn.execute("SELECT DISTINCT table_name FROM migration_control.keys_set_aside "
-                                                    "WHERE table_schema = %s", [schema])}
+        aside = tables_set_aside(conn, schema)
         keyless |= {e.name for e in ENTITIES if e.target_table in aside}
     problems = []
     for e in ENTITIES:

@@ -24,8 +24,9 @@ from .registry import ENTITIES, entity, topological_order
 from .settings import DEFAULTS
 from .transforms import Kind
 from .engine.checks import CHECKS
-from .engine.names import (CHECK_RESULTS, CONTROL_SCHEMA, KEYS_SET_ASIDE, MIGRATION_RUNS, QUARANTINE,
-                           not_soft_deleted_sql, target_table)
+from .engine.keys import tables_set_aside
+from .engine.names import (CHECK_RESULTS, CONTROL_SCHEMA, MIGRATION_RUNS, QUARANTINE, not_soft_deleted_sql,
+                           target_table)
 
 DIFFERENTIAL_REPORT = "FINAL_DIFFERENTIAL_MIGRATION_REPORT.md"
 DEFAULT_SCHEMA = DEFAULTS["target_schema"]
@@ -416,8 +417,7 @@ def status(source: str, target: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, sc
         last_attempt = dict(conn.execute(sql.SQL(
             "SELECT DISTINCT ON (entity) entity, status FROM {} ORDER BY entity, id DESC").format(
             MIGRATION_RUNS)).fetchall())
-        aside = {t for (t,) in conn.execute(sql.SQL("SELECT DISTINCT table_name FROM {} WHERE table_schema = %s")
-                                            .format(KEYS_SET_ASIDE), [schema])}
+        aside = tables_set_aside(conn, schema)
     loads = latest_loads(target, timeout_ms=timeout_ms)
     checks = latest_checks(target, timeout_ms=timeout_ms)
     now = remaining_differences(source, target, timeout_ms=timeout_ms, schema=schema)

@@ -158,11 +158,15 @@ def fast_path_blocker(conn, e: Entity, schema: str) -> str | None:
     return None
 
 
+DROP_ORDER = {"f": 0, "i": 1, "u": 2, "p": 3}  # by kind: what depends on a key is dropped first ...
+BUILD_ORDER = {"p": 0, "u": 1, "i": 2, "f": 3}  # ... and built last (the fast path's keys and keys.py's)
+
+
 def drop_constraints_sql(saved: list[tuple[str, str, str, str]], schema: str) -> list[sql.Composable]:
     """Drop what :func:`capture_constraints` found in ``schema``: foreign keys first (they depend on
     the keys), then indexes, unique constraints and the primary key."""
     out = []
-    for table, name, _, kind in sorted(saved, key=lambda s: {"f": 0, "i": 1, "u": 2, "p": 3}[s[3]]):
+    for table, name, _, kind in sorted(saved, key=lambda s: DROP_ORDER[s[3]]):
         if kind == "i":
             out.append(sql.SQL("DROP INDEX {}").format(table_named(name, schema)))
         else:  # table is a regclass text from the catalog (already quoted as needed)
@@ -174,7 +178,7 @@ def restore_constraints_sql(saved: list[tuple[str, str, str, str]]) -> list[sql.
     """Rebuild them from the catalog's definitions: the primary key first, foreign keys last
     (re-adding a foreign key validates every row)."""
     out = []
-    for table, name, definition, kind in sorted(saved, key=lambda s: {"p": 0, "u": 1, "i": 2, "f": 3}[s[3]]):
+    for table, name, definition, kind in sorted(saved, key=lambda s: BUILD_ORDER[s[3]]):
         if kind == "i":
             out.append(sql.SQL(definition))  # pg_get_indexdef output: a complete CREATE INDEX statement
         else:

@@ -44,12 +44,10 @@ from psycopg import sql
 
 from ..errors import PermanentError
 from ..registry import Entity
-from .copy import fast_path_blocker
+from .copy import BUILD_ORDER, DROP_ORDER, fast_path_blocker
 from .names import KEY_RUNS, KEYS_SET_ASIDE, SLICE_LOADS, target_table
 
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('migration_assets.keys_set_aside'))"
-SET_ASIDE_ORDER = {"f": 0, "i": 1, "u": 2, "p": 3}  # what depends on a key goes first
-RESTORE_ORDER = {"p": 0, "u": 1, "i": 2, "f": 3}
 
 
 @dataclass(frozen=True)
@@ -108,7 +106,7 @@ def drop_sql(keys: list[Key]) -> list[sql.Composable]:
     """Set ``keys`` aside: the foreign keys first (they depend on the keys), then the indexes, the
     unique constraints and the primary keys."""
     out = []
-    for k in sorted(keys, key=lambda k: SET_ASIDE_ORDER[k.kind]):
+    for k in sorted(keys, key=lambda k: DROP_ORDER[k.kind]):
         if k.kind == "i":
             out.append(sql.SQL("DROP INDEX {}").format(sql.Identifier(k.schema, k.name)))
         else:
@@ -121,7 +119,7 @@ def build_indexes_sql(keys: list[Key]) -> list[sql.Composable]:
     PostgREST's watch ignores): each as it was, the primary key's and unique constraints' under
     the constraint's name (what :func:`restore_sql` attaches)."""
     return [sql.SQL(k.index_definition if k.kind in ("p", "u") else k.definition)
-            for k in sorted(keys, key=lambda k: RESTORE_ORDER[k.kind]) if k.kind in ("p", "u", "i")]
+            for k in sorted(keys, key=lambda k: BUILD_ORDER[k.kind]) if k.kind in ("p", "u", "i")]
 
 
 def _deferrable(definition: str) -> sql.Composable:
@@ -134,7 +132,7 @@ def restore_sql(keys: list[Key], built: set[tuple[str, str]]) -> list[tuple[Key,
     unique constraint takes its built index (``USING INDEX``), else is built; an index is built
     unless it exists; foreign keys come last (each validates its rows)."""
     out = []
-    for k in sorted(keys, key=lambda k: RESTORE_ORDER[k.kind]):
+    for k in sorted(keys, key=lambda k: BUILD_ORDER[k.kind]):
         exists = (k.schema, k.name) in built
         if k.kind in ("p", "u") and exists:
             out.append((k, sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}{}").format(
@@ -157,6 +155,13 @@ def set_aside_of(conn: psycopg.Connection, e: Entity, schema: str) -> list[Key]:
     return [Key(*row) for row in conn.execute(
         sql.SQL("SELECT {} FROM {} WHERE table_schema = %s AND table_name = %s").format(_COLUMNS, KEYS_SET_ASIDE),
         [schema, e.target_table])]
+
+
+def tables_set_aside(conn: psycopg.Connection, schema: str) -> set[str]:
+    """The tables in ``schema`` with something set aside (a foreign key counts for the table that
+    holds it): the pre-flight excuses their keys, ``status`` names them."""
+    return {t for (t,) in conn.execute(sql.SQL("SELECT DISTINCT table_name FROM {} WHERE table_schema = %s").format(
+        KEYS_SET_ASIDE), [schema])}
 
 
 def everything_set_aside(conn: psycopg.Connection) -> list[Key]:
